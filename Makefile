@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` serves the lab, `make test` runs every test.
+# Both set up ./.venv first; set-up is skipped when the requirement files have not changed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: setup run test test-fast lint bench browser clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+# Debian's chromium drives the browser tests (Playwright's own browser download needs the internet).
+browser:
+	@test -x $(CHROMIUM) || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+run: setup
+	$(PY) app.py
+
+test: setup browser
+	$(PY) -m pytest
+
+# Everything but the real-browser and slow tests, for a quick loop while editing.
+test-fast: setup
+	$(PY) -m pytest -m "not browser and not slow and not gpu"
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) -m lab.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -1,0 +1,93 @@
+"""The lab's settings, read from the environment in one place.
+
+| variable | meaning | default |
+| --- | --- | --- |
+| `LAB_MODEL_DIR` | folder of local models, one subfolder per Hub id with `/` written `--` | unset |
+| `LAB_CACHE_DIR` | where converted models and unpacked vocabularies are kept | `~/.cache/llm-lab` |
+| `LAB_DEVICE` | force a device (`cpu`, `cuda`, `cuda:1`, `mps`) | best available |
+| `LAB_GPU_BUDGET_GB`, `LAB_CPU_BUDGET_GB` | model cache memory budget per device | 85 % of GPU, 50 % of RAM |
+| `LAB_PRELOAD` | comma-separated model ids to load at start | none |
+| `LAB_CLASSROOM` | `1`: bind 0.0.0.0, require `LAB_AUTH`, catalog ids only | off |
+| `LAB_AUTH` | `user:password,user2:password2` | unset |
+| `LAB_QUEUE_SIZE` | requests waiting at most in the queue | 64 |
+| `LAB_MAX_FILE_SIZE` | largest upload | `20mb` |
+| `LAB_MAX_TEXT_CHARS` | longest text the tokenizer tab accepts | 20000 |
+| `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the app listens | 127.0.0.1, 7860 |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _auth_pairs(raw: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"LAB_AUTH entries must look like user:password, got {item!r}")
+        pairs.append((user, password))
+    return pairs
+
+
+def model_dir() -> Path | None:
+    """The user's folder of local models (`LAB_MODEL_DIR`), if set."""
+    raw = os.environ.get("LAB_MODEL_DIR")
+    return Path(raw).expanduser() if raw else None
+
+
+def cache_dir() -> Path:
+    """Where the lab keeps what it converts or unpacks once (`LAB_CACHE_DIR`)."""
+    raw = os.environ.get("LAB_CACHE_DIR")
+    path = Path(raw).expanduser() if raw else Path.home() / ".cache" / "llm-lab"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def hub_offline() -> bool:
+    """True when the Hugging Face Hub must not be contacted (`HF_HUB_OFFLINE=1`)."""
+    return _flag("HF_HUB_OFFLINE")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the app is served. Build with :meth:`from_env`."""
+
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+    classroom: bool = False
+    auth: list[tuple[str, str]] = field(default_factory=list)
+    queue_size: int = 64
+    max_file_size: str = "20mb"
+    max_text_chars: int = 20_000
+    preload: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        classroom = _flag("LAB_CLASSROOM")
+        auth = _auth_pairs(os.environ.get("LAB_AUTH", ""))
+        default_host = "0.0.0.0" if classroom else "127.0.0.1"
+        return cls(
+            server_name=os.environ.get("GRADIO_SERVER_NAME", default_host),
+            server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+            classroom=classroom,
+            auth=auth,
+            queue_size=int(os.environ.get("LAB_QUEUE_SIZE", "64")),
+            max_file_size=os.environ.get("LAB_MAX_FILE_SIZE", "20mb"),
+            max_text_chars=int(os.environ.get("LAB_MAX_TEXT_CHARS", "20000")),
+            preload=[m.strip() for m in os.environ.get("LAB_PRELOAD", "").split(",") if m.strip()],
+        )
+
+    def check(self) -> None:
+        """Refuse settings that would serve the lab unsafely."""
+        if self.classroom and not self.auth:
+            raise ValueError(
+                "LAB_CLASSROOM=1 serves the lab on every network interface, so it needs logins: "
+                "set LAB_AUTH=user:password[,user2:password2]"
+            )

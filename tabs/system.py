@@ -1,0 +1,49 @@
+"""The "System" panel: what the shared model cache holds, and how full each device is."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gradio as gr
+
+from lab import cache, device
+
+HEADERS = ["model", "device", "dtype", "MB", "hits", "misses", "load s", "last use", "in use"]
+
+
+def cache_rows() -> list[list[Any]]:
+    now = time.time()
+    return [
+        [s.key, s.device, s.dtype, round(s.nbytes / 1e6, 1), s.hits, s.misses, round(s.load_seconds, 2),
+         f"{now - s.last_used:.0f} s ago", s.leases]
+        for s in cache.stats()
+    ]
+
+
+def memory_markdown() -> str:
+    placement = device.select()
+    lines = [f"Models run on **{placement.device}** in **{str(placement.dtype).removeprefix('torch.')}**."]
+    for row in device.memory_report():
+        used, total = row["used"] / 1024**3, row["total"] / 1024**3
+        budget = cache.CACHE.budget(row["device"].split(":")[0]) / 1024**3
+        held = cache.CACHE.used(row["device"].split(":")[0]) / 1024**3
+        lines.append(f"- {row['device']}: {used:.1f} / {total:.1f} GiB in use; "
+                     f"the model cache holds {held:.2f} GiB of its {budget:.1f} GiB budget")
+    if device.on_zero_gpu():
+        lines.append("- ZeroGPU: a GPU is attached only while a model call runs.")
+    return "\n".join(lines)
+
+
+def refresh() -> tuple[list[list[Any]], str]:
+    return cache_rows(), memory_markdown()
+
+
+def build(demo: gr.Blocks) -> None:
+    """The System accordion; it refreshes when the page loads and on its button."""
+    with gr.Accordion("System: loaded models and memory", open=False):
+        memory = gr.Markdown()
+        table = gr.Dataframe(headers=HEADERS, interactive=False, label="Model cache (shared by every tab and user)")
+        button = gr.Button("Refresh", size="sm")
+    button.click(refresh, None, [table, memory], api_visibility="private", concurrency_limit=None)
+    demo.load(refresh, None, [table, memory], api_visibility="private", concurrency_limit=None)

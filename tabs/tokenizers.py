@@ -1,0 +1,206 @@
+"""Tab 1, chapter 2: one text, many tokenizers, side by side."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import gradio as gr
+
+from lab import catalog, render, tokens
+from lab.config import Settings
+from tabs.common import CPU_EVENT, user_errors
+
+INTRO = """
+### Chapter 2 · Tokens
+A language model never sees letters: a **tokenizer** first cuts the text into tokens from a fixed
+vocabulary and hands the model their ids. Below, the book's sample text goes through the book's
+tokenizers and some newer ones. Each colour is one token (the book's six colours, cycling); hover a token
+for its id and, for byte pieces, the bytes and the character they belong to. Watch what each one does to
+capital letters, the emoji and 鸟, code keywords, runs of spaces and tabs, newlines and digits.
+"""
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
+
+URL_SYNC_JS = """
+(text, names) => {
+  const params = new URLSearchParams(window.location.search);
+  params.set("text", text);
+  params.set("tok", (names || []).join(","));
+  window.history.replaceState(null, "", "?" + params.toString() + window.location.hash);
+}
+"""
+
+
+def _choices(names: list[str]) -> list[tuple[str, str]]:
+    return [(f"{catalog.entry(n).title} · {n}" if catalog.is_known(n) else n, n) for n in names]
+
+
+def _stats_rows(results: list[tokens.Tokenization], text: str) -> list[list[Any]]:
+    rows = []
+    for r in results:
+        if r.error:
+            rows.append([r.name, None, None, None, "not available here", "", None, ""])
+            continue
+        rows.append([r.name, len(r.ids), r.chars_per_token(text), r.vocab_size, r.method,
+                     " ".join(r.added_special), r.unknown, r.source])
+    return rows
+
+
+STATS_HEADERS = ["tokenizer", "tokens", "chars/token", "vocab size", "method", "special added", "unknown",
+                 "source"]
+
+
+def build(demo: gr.Blocks, settings: Settings) -> None:
+    """Lay out the tokenizer tab inside ``demo`` (call it within ``with demo:`` and a ``gr.Tab``)."""
+    sample = tokens.sample_text()
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=3):
+            text = gr.Textbox(value=sample, lines=6, max_lines=20, label="Text",
+                              info=f"Up to {settings.max_text_chars:,} characters. "
+                                   "The page address keeps the text and tokenizers: copy it to share this view.")
+        with gr.Column(scale=2):
+            names = gr.CheckboxGroup(choices=_choices(tokens.PRESET), value=list(tokens.PRESET),
+                                     label="Tokenizers (the book's eight, then newer ones)")
+            with gr.Row():
+                hub_id = gr.Textbox(label="Add a tokenizer by Hugging Face id", placeholder="e.g. bert-base-cased",
+                                    scale=3)
+                add = gr.Button("Add", scale=1)
+            with gr.Row():
+                show_ws = gr.Checkbox(value=True, label="Show whitespace (· space, → tab, ↵ newline)")
+                show_ids = gr.Checkbox(value=False, label="Show token ids")
+            run = gr.Button("Tokenize", variant="primary")
+    columns = gr.HTML(elem_id="token-columns")
+    stats = gr.Dataframe(headers=STATS_HEADERS, label="Statistics", interactive=False, wrap=True)
+
+    with gr.Accordion("Where do two tokenizers cut differently?", open=False):
+        with gr.Row():
+            first = gr.Dropdown(choices=_choices(tokens.PRESET), value="gpt2", label="Tokenizer A")
+            second = gr.Dropdown(choices=_choices(tokens.PRESET), value="Xenova/gpt-4", label="Tokenizer B")
+            compare_btn = gr.Button("Compare boundaries")
+        boundary_html = gr.HTML(elem_id="token-boundaries")
+
+    with gr.Accordion("Chat templates: what a chat model really reads", open=False):
+        gr.Markdown("A chat model sees one long string: the template wraps each turn in special tokens "
+                    "(outlined in red). Edit the conversation (JSON list of role/content messages).")
+        with gr.Row():
+            chat_names = gr.CheckboxGroup(
+                choices=_choices(["microsoft/Phi-3-mini-4k-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                  "Qwen/Qwen2-7B-Instruct"]),
+                value=["microsoft/Phi-3-mini-4k-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+                label="Tokenizers with a chat template")
+            conversation = gr.Code(value=json.dumps(tokens.DEFAULT_CONVERSATION, indent=1, ensure_ascii=False),
+                                   language="json", label="Conversation")
+        chat_btn = gr.Button("Render the template")
+        chat_html = gr.HTML(elem_id="chat-template")
+
+    @user_errors
+    def tokenize_view(text: str, names: list[str], show_ws: bool, show_ids: bool,
+                      progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:
+        text = text or ""
+        clean, notes = tokens.prepare_text(text, settings.max_text_chars)
+        results = []
+        for name in progress.tqdm(names or [], desc="Loading tokenizers"):
+            results.append(tokens.tokenize(clean, name))
+        html = render.token_columns(results, clean, show_ids=show_ids, show_whitespace=show_ws, notes=notes)
+        return html, _stats_rows(results, clean)
+
+    @user_errors
+    def add_tokenizer(model_id: str, names: list[str]) -> tuple[Any, str]:
+        model_id = (model_id or "").strip()
+        if not model_id:
+            raise gr.Error("Type a Hugging Face model id first, e.g. bert-base-cased.")
+        if not _HUB_ID.match(model_id):
+            raise gr.Error(f"{model_id!r} is not a Hugging Face model id (owner/name, letters, digits, . _ -).")
+        if settings.classroom and not catalog.is_known(model_id):
+            raise gr.Error(f"This classroom server only loads the lab's catalog models; {model_id} is not one.")
+        current = list(names or [])
+        if model_id not in current:
+            current.append(model_id)
+        choices = list(dict.fromkeys([*tokens.PRESET, *current]))
+        return gr.update(choices=_choices(choices), value=current), ""
+
+    @user_errors
+    def boundary_view(text: str, a: str, b: str) -> str:
+        clean, _ = tokens.prepare_text(text or "", settings.max_text_chars)
+        first, second = tokens.tokenize(clean, a), tokens.tokenize(clean, b)
+        for result in (first, second):
+            if result.error:
+                raise gr.Error(result.error)
+        return render.boundaries_view(clean, first, second, tokens.boundaries(first, second))
+
+    @user_errors
+    def chat_view(names: list[str], conversation: str) -> str:
+        try:
+            messages = json.loads(conversation or "[]")
+        except json.JSONDecodeError as error:
+            raise gr.Error(f"The conversation is not valid JSON: {error.msg} (line {error.lineno}).") from None
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages
+        ) or not messages:
+            raise gr.Error('The conversation must be a non-empty list like [{"role": "user", "content": "Hi"}].')
+        views = []
+        for name in names or []:
+            try:
+                views.append(render.chat_view(tokens.render_chat(name, messages)))
+            except (catalog.ModelUnavailable, ValueError) as error:
+                views.append(render.token_column(tokens.Tokenization(name=name, error=str(error)), ""))
+        return "".join(views)
+
+    def from_url(request: gr.Request) -> tuple[Any, Any]:
+        """Restore the text and tokenizers from a shared link (``?text=…&tok=a,b``)."""
+        params = dict(request.query_params) if request is not None else {}
+        new_text = params.get("text", gr.update())
+        if isinstance(new_text, str) and len(new_text) > settings.max_text_chars:
+            gr.Warning(f"The shared text was longer than {settings.max_text_chars:,} characters; "
+                       "the sample text is shown instead.")
+            new_text = gr.update()
+        requested = [n for n in params.get("tok", "").split(",") if n]
+        if settings.classroom:
+            requested = [n for n in requested if catalog.is_known(n)]
+        if not requested:
+            return new_text, gr.update()
+        choices = list(dict.fromkeys([*tokens.PRESET, *requested]))
+        return new_text, gr.update(choices=_choices(choices), value=requested)
+
+    inputs = [text, names, show_ws, show_ids]
+    run.click(tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT)
+    for trigger in (text.submit, names.change, show_ws.change, show_ids.change):
+        trigger(tokenize_view, inputs, [columns, stats], api_visibility="private",
+                trigger_mode="always_last", **CPU_EVENT)
+    text.change(None, [text, names], None, js=URL_SYNC_JS, api_visibility="private")
+    names.change(None, [text, names], None, js=URL_SYNC_JS, api_visibility="private")
+    add.click(add_tokenizer, [hub_id, names], [names, hub_id], api_visibility="private", **CPU_EVENT)
+    hub_id.submit(add_tokenizer, [hub_id, names], [names, hub_id], api_visibility="private", **CPU_EVENT)
+    compare_btn.click(boundary_view, [text, first, second], boundary_html, api_visibility="private",
+                      **CPU_EVENT)
+    chat_btn.click(chat_view, [chat_names, conversation], chat_html, api_visibility="private", **CPU_EVENT)
+
+    demo.load(from_url, None, [text, names], api_visibility="private").then(
+        tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT
+    )
+
+    def tokenize_api(text: str, tokenizers: list[str] | None = None) -> list[dict[str, Any]]:
+        """Tokenize `text` with each tokenizer (default: the book's and the newer ones).
+
+        Returns one record per tokenizer: name, tokens (each id decoded alone), ids, vocab_size, method,
+        special_tokens and error (why it is unavailable, or null).
+        """
+        if settings.classroom:
+            unknown = [n for n in tokenizers or [] if not catalog.is_known(n)]
+            if unknown:
+                raise gr.Error(f"This classroom server only loads catalog models, not {', '.join(unknown)}.")
+        try:
+            results = tokens.compare(text or "", tokenizers or None, max_chars=settings.max_text_chars)
+        except tokens.TextTooLong as error:
+            raise gr.Error(str(error)) from None
+        return [
+            {"name": r.name, "tokens": r.tokens, "ids": r.ids, "vocab_size": r.vocab_size, "method": r.method,
+             "special_tokens": r.special_tokens, "error": r.error}
+            for r in results
+        ]
+
+    gr.api(tokenize_api, api_name="tokenize", concurrency_limit=None)
