@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -206,6 +207,9 @@ class ModelCache:
                     continue
                 evicted.append(self._entries.pop(key))
                 log.info("evicted %s to stay under the %s budget", key, kind)
+            # The loop variable would keep the last evicted entry alive through gc.collect() and
+            # empty_cache() below, so a model held in a reference cycle would not be freed.
+            entry = None
         if evicted:
             del evicted
             _release_memory(kind)
@@ -283,6 +287,9 @@ def oom_guard(what: str, cache: ModelCache | None = None) -> Iterator[None]:
     try:
         yield
     except torch.cuda.OutOfMemoryError as error:
+        # The failed call's frames hold its tensors, and the traceback keeps them alive (also through the
+        # OutOfMemory below, whose __context__ is this error): clear them so their memory can return.
+        traceback.clear_frames(error.__traceback__)
         freed = (cache or CACHE).evict_unleased("cuda")
         del error
         _release_memory("cuda")

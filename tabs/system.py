@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import cache, device
+from lab import cache, device, render
 
 HEADERS = ["model", "device", "dtype", "MB", "hits", "misses", "load s", "last use", "in use"]
 
@@ -35,15 +35,17 @@ def memory_markdown() -> str:
     return "\n".join(lines)
 
 
-def refresh() -> tuple[list[list[Any]], str]:
-    return cache_rows(), memory_markdown()
+def refresh() -> tuple[str, str]:
+    rows = cache_rows()
+    caption = "Model cache, shared by every tab and user" + ("" if rows else ": nothing loaded yet")
+    return render.table(HEADERS, rows, caption), memory_markdown()
 
 
 def build(demo: gr.Blocks) -> None:
     """The System accordion; it refreshes when the page loads and on its button."""
     with gr.Accordion("System: loaded models and memory", open=False):
         memory = gr.Markdown()
-        table = gr.Dataframe(headers=HEADERS, interactive=False, label="Model cache (shared by every tab and user)")
-        button = gr.Button("Refresh", size="sm")
+        table = gr.HTML(elem_id="system-cache")
+        button = gr.Button("Refresh", size="sm", elem_id="system-refresh")
     button.click(refresh, None, [table, memory], api_visibility="private", concurrency_limit=None)
     demo.load(refresh, None, [table, memory], api_visibility="private", concurrency_limit=None)

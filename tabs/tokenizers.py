@@ -58,28 +58,28 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=3):
-            text = gr.Textbox(value=sample, lines=6, max_lines=20, label="Text",
+            text = gr.Textbox(value=sample, lines=6, max_lines=20, label="Text", elem_id="tok-text",
                               info=f"Up to {settings.max_text_chars:,} characters. "
                                    "The page address keeps the text and tokenizers: copy it to share this view.")
         with gr.Column(scale=2):
             names = gr.CheckboxGroup(choices=_choices(tokens.PRESET), value=list(tokens.PRESET),
-                                     label="Tokenizers (the book's eight, then newer ones)")
+                                     label="Tokenizers (the book's eight, then newer ones)", elem_id="tok-names")
             with gr.Row():
                 hub_id = gr.Textbox(label="Add a tokenizer by Hugging Face id", placeholder="e.g. bert-base-cased",
-                                    scale=3)
-                add = gr.Button("Add", scale=1)
+                                    scale=3, elem_id="tok-hub-id")
+                add = gr.Button("Add", scale=1, elem_id="tok-add")
             with gr.Row():
                 show_ws = gr.Checkbox(value=True, label="Show whitespace (· space, → tab, ↵ newline)")
-                show_ids = gr.Checkbox(value=False, label="Show token ids")
-            run = gr.Button("Tokenize", variant="primary")
+                show_ids = gr.Checkbox(value=False, label="Show token ids", elem_id="tok-show-ids")
+            run = gr.Button("Tokenize", variant="primary", elem_id="tok-run")
     columns = gr.HTML(elem_id="token-columns")
-    stats = gr.Dataframe(headers=STATS_HEADERS, label="Statistics", interactive=False, wrap=True)
+    stats = gr.HTML(elem_id="token-stats")
 
     with gr.Accordion("Where do two tokenizers cut differently?", open=False):
         with gr.Row():
             first = gr.Dropdown(choices=_choices(tokens.PRESET), value="gpt2", label="Tokenizer A")
             second = gr.Dropdown(choices=_choices(tokens.PRESET), value="Xenova/gpt-4", label="Tokenizer B")
-            compare_btn = gr.Button("Compare boundaries")
+            compare_btn = gr.Button("Compare boundaries", elem_id="tok-compare")
         boundary_html = gr.HTML(elem_id="token-boundaries")
 
     with gr.Accordion("Chat templates: what a chat model really reads", open=False):
@@ -93,19 +93,19 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 label="Tokenizers with a chat template")
             conversation = gr.Code(value=json.dumps(tokens.DEFAULT_CONVERSATION, indent=1, ensure_ascii=False),
                                    language="json", label="Conversation")
-        chat_btn = gr.Button("Render the template")
+        chat_btn = gr.Button("Render the template", elem_id="tok-chat")
         chat_html = gr.HTML(elem_id="chat-template")
 
     @user_errors
     def tokenize_view(text: str, names: list[str], show_ws: bool, show_ids: bool,
-                      progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:
+                      progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
         text = text or ""
         clean, notes = tokens.prepare_text(text, settings.max_text_chars)
         results = []
         for name in progress.tqdm(names or [], desc="Loading tokenizers"):
             results.append(tokens.tokenize(clean, name))
         html = render.token_columns(results, clean, show_ids=show_ids, show_whitespace=show_ws, notes=notes)
-        return html, _stats_rows(results, clean)
+        return html, render.table(STATS_HEADERS, _stats_rows(results, clean), "Statistics")
 
     @user_errors
     def add_tokenizer(model_id: str, names: list[str]) -> tuple[Any, str]:

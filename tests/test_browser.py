@@ -1,0 +1,137 @@
+"""The tokenizer tab in a real browser (Debian's chromium through Playwright), as a reader uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture
+def page(browser, lab_server) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.outside_requests = []
+    page.on("request", lambda request: _record(page, request.url))
+    page.goto(lab_server)
+    page.wait_for_selector("#token-columns .col .toks", timeout=TIMEOUT)
+    yield page
+    context.close()
+
+
+def _record(page, url: str) -> None:
+    host = urlparse(url).hostname
+    if url.startswith(("http:", "https:", "ws:", "wss:")) and host not in ("127.0.0.1", "localhost"):
+        page.outside_requests.append(url)
+
+
+def column(page, name: str):
+    return page.locator(f'#token-columns .col[data-tokenizer="{name}"]')
+
+
+def tokens_of(page, name: str) -> list[str]:
+    return column(page, name).locator(".toks .t").all_inner_texts()
+
+
+def set_text(page, text: str) -> None:
+    page.locator("#tok-text textarea").fill(text)
+    page.locator("#tok-run").click()
+
+
+def test_preset_shows_every_tokenizer_column_with_the_books_tokens(page):
+    from lab import tokens
+
+    names = page.locator("#token-columns .col").evaluate_all("els => els.map(e => e.dataset.tokenizer)")
+    assert names == tokens.PRESET
+    gpt2 = tokens_of(page, "gpt2")
+    assert ["·CAP", "ITAL", "IZ", "ATION"] == [t for t in gpt2 if t in ("·CAP", "ITAL", "IZ", "ATION")]
+    assert "<F0 9F>" in gpt2  # the emoji's byte pieces are shown as bytes
+    assert "[UNK]" in tokens_of(page, "bert-base-uncased")
+    cased = column(page, "bert-base-cased")
+    assert "Not available here" in cased.inner_text()
+    assert "hf download bert-base-cased" in cased.inner_text()
+    assert page.outside_requests == []  # nothing from a CDN: the page works offline
+
+
+def test_hovering_a_byte_piece_names_the_character_it_belongs_to(page):
+    piece = column(page, "gpt2").locator(".t.byte").first
+    assert "part of '🎵'" in piece.get_attribute("title")
+
+
+def test_typed_text_is_tokenized_and_the_address_shares_it(page, browser, lab_server):
+    set_text(page, "Hello world")
+    page.wait_for_function(
+        "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
+        "?.innerText.includes('world')", timeout=TIMEOUT)
+    assert tokens_of(page, "gpt2") == ["Hello", "·world"]
+    page.wait_for_function("() => location.search.includes('text=Hello')", timeout=TIMEOUT)
+    shared = page.url
+    other = browser.new_page()
+    try:
+        other.goto(shared)
+        other.wait_for_function(
+            "() => document.querySelector('#tok-text textarea')?.value === 'Hello world'", timeout=TIMEOUT)
+        other.wait_for_function(
+            "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
+            "?.innerText.includes('world')", timeout=TIMEOUT)
+    finally:
+        other.close()
+
+
+def test_text_over_the_cap_shows_a_message_and_the_page_keeps_working(page):
+    set_text(page, "a" * 20_001)
+    error = page.locator(".toast-body").filter(has_text="at most 20,000")
+    error.first.wait_for(timeout=TIMEOUT)
+    set_text(page, "still working")
+    page.wait_for_function(
+        "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
+        "?.innerText.includes('working')", timeout=TIMEOUT)
+
+
+def test_token_ids_toggle_and_whitespace_glyphs(page):
+    set_text(page, "a\tb\nc  d")
+    page.wait_for_function(
+        "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
+        "?.innerText.includes('→')", timeout=TIMEOUT)
+    assert column(page, "gpt2").locator(".id").count() == 0
+    page.locator("#tok-show-ids input").check()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#token-columns .col[data-tokenizer=\"gpt2\"] .id').length > 0",
+        timeout=TIMEOUT)
+    ids = column(page, "gpt2").locator(".id").all_inner_texts()
+    assert ids[0] == "64"  # 'a' in GPT-2's vocabulary
+
+
+def test_adding_a_bad_hub_id_explains_and_a_good_one_adds_a_column(page):
+    page.locator("#tok-hub-id textarea, #tok-hub-id input").first.fill("not an id!!")
+    page.locator("#tok-add").click()
+    page.locator(".toast-body").filter(has_text="is not a Hugging Face model id").first.wait_for(timeout=TIMEOUT)
+    page.locator("#tok-hub-id textarea, #tok-hub-id input").first.fill("someone/private-model")
+    page.locator("#tok-add").click()
+    column(page, "someone/private-model").wait_for(timeout=TIMEOUT)
+    assert "Not available here" in column(page, "someone/private-model").inner_text()
+
+
+def test_boundaries_and_chat_template_views(page):
+    page.get_by_text("Where do two tokenizers cut differently?").click()
+    page.locator("#tok-compare").click()
+    page.locator("#token-boundaries .legend").wait_for(timeout=TIMEOUT)
+    assert "only GPT-2" in page.locator("#token-boundaries").inner_text()
+    page.get_by_text("Chat templates: what a chat model really reads").click()
+    page.locator("#tok-chat").click()
+    page.locator('#chat-template .col[data-tokenizer="microsoft/Phi-3-mini-4k-instruct"]').wait_for(timeout=TIMEOUT)
+    specials = page.locator("#chat-template .t.special").all_inner_texts()
+    assert "<|user|>" in specials and "<|im_start|>" in specials
+
+
+def test_system_panel_lists_the_loaded_tokenizers(page):
+    page.get_by_text("System: loaded models and memory").click()
+    page.locator("#system-refresh").click()
+    page.wait_for_function(
+        "() => document.querySelector('#system-cache')?.innerText.includes('gpt2#tokenizer')", timeout=TIMEOUT)
+    assert "Models run on" in page.get_by_text("Models run on").first.inner_text()
