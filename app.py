@@ -36,9 +36,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings.from_env()
     with gr.Blocks(title="LLM Lab") as demo:
         gr.Markdown(HEADER)
-        with gr.Tabs():
-            with gr.Tab("Tokenizers · ch. 2", id="tokenizers"):
-                tokenizers.build(demo, settings)
+        with gr.Tabs(), gr.Tab("Tokenizers · ch. 2", id="tokenizers"):
+            tokenizers.build(demo, settings)
         system.build(demo)
     return demo
 

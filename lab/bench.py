@@ -30,15 +30,29 @@ TARGETS = {"import_s": 3.0, "compare_warm_ms": 20.0, "speedup_vs_reload": 50.0}
 
 
 def _child_env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
 
 
 def app_import_seconds(repeats: int = 3) -> float:
     """Median seconds for a fresh interpreter to ``import app``."""
     code = "import time; t = time.perf_counter(); import app; print(time.perf_counter() - t)"
     runs = [
-        float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_child_env(), capture_output=True,
-                             text=True, check=True).stdout.strip().splitlines()[-1])
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=ROOT,
+                env=_child_env(),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         for _ in range(repeats)
     ]
     return statistics.median(runs)
@@ -53,8 +67,9 @@ def first_page_seconds(timeout: float = 120.0) -> float:
         port = sock.getsockname()[1]
     env = {**_child_env(), "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while time.perf_counter() - started < timeout:
             try:
@@ -101,8 +116,12 @@ def compare_latency(repeats: int, baseline_repeats: int) -> dict[str, Any]:
         _book_style_compare(text, names)
         reload.append(time.perf_counter() - started)
     warm_ms, reload_ms = statistics.median(warm) * 1000, statistics.median(reload) * 1000
-    return {"tokenizers": len(names), "compare_warm_ms": warm_ms, "reload_every_call_ms": reload_ms,
-            "speedup_vs_reload": reload_ms / warm_ms}
+    return {
+        "tokenizers": len(names),
+        "compare_warm_ms": warm_ms,
+        "reload_every_call_ms": reload_ms,
+        "speedup_vs_reload": reload_ms / warm_ms,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -120,14 +139,26 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     rows = [
-        ("app import (no model loaded)", f"{results['import_s']:.2f} s", f"< {TARGETS['import_s']:.0f} s",
-         results["import_s"] < TARGETS["import_s"]),
+        (
+            "app import (no model loaded)",
+            f"{results['import_s']:.2f} s",
+            f"< {TARGETS['import_s']:.0f} s",
+            results["import_s"] < TARGETS["import_s"],
+        ),
         ("time to first page", f"{results['first_page_s']:.2f} s", "", None),
-        (f"compare, {results['tokenizers']} tokenizers, warm (median)", f"{results['compare_warm_ms']:.2f} ms",
-         f"< {TARGETS['compare_warm_ms']:.0f} ms", results["compare_warm_ms"] < TARGETS["compare_warm_ms"]),
+        (
+            f"compare, {results['tokenizers']} tokenizers, warm (median)",
+            f"{results['compare_warm_ms']:.2f} ms",
+            f"< {TARGETS['compare_warm_ms']:.0f} ms",
+            results["compare_warm_ms"] < TARGETS["compare_warm_ms"],
+        ),
         ("same, from_pretrained on every call (book)", f"{results['reload_every_call_ms']:.0f} ms", "", None),
-        ("speed-up of the cache", f"{results['speedup_vs_reload']:.0f}×", f"≥ {TARGETS['speedup_vs_reload']:.0f}×",
-         results["speedup_vs_reload"] >= TARGETS["speedup_vs_reload"]),
+        (
+            "speed-up of the cache",
+            f"{results['speedup_vs_reload']:.0f}×",
+            f"≥ {TARGETS['speedup_vs_reload']:.0f}×",
+            results["speedup_vs_reload"] >= TARGETS["speedup_vs_reload"],
+        ),
         ("peak RSS of the bench process", f"{results['peak_rss_mb']:.0f} MB", "", None),
     ]
     lines = ["| measure | value | target | met |", "| --- | --- | --- | --- |"]

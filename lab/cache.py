@@ -124,8 +124,9 @@ class ModelCache:
             return sum(e.loaded.nbytes for e in self._entries.values() if e.kind == kind)
 
     # -- loading ---------------------------------------------------------------------------------
-    def get(self, key: str, loader: Callable[[], Loaded], *, expected_bytes: int = 0,
-            device: str = "cpu") -> Any:
+    def get(
+        self, key: str, loader: Callable[[], Loaded], *, expected_bytes: int = 0, device: str = "cpu"
+    ) -> Any:
         """Return the cached object for ``key``, loading it with ``loader`` on a miss.
 
         Args:
@@ -137,8 +138,9 @@ class ModelCache:
         return self._acquire(key, loader, expected_bytes, device, lease=False).loaded.value
 
     @contextmanager
-    def lease(self, key: str, loader: Callable[[], Loaded], *, expected_bytes: int = 0,
-              device: str = "cpu") -> Iterator[Any]:
+    def lease(
+        self, key: str, loader: Callable[[], Loaded], *, expected_bytes: int = 0, device: str = "cpu"
+    ) -> Iterator[Any]:
         """Like :meth:`get`, and the entry cannot be evicted until the ``with`` block ends."""
         entry = self._acquire(key, loader, expected_bytes, device, lease=True)
         try:
@@ -148,8 +150,9 @@ class ModelCache:
                 entry.leases -= 1
                 entry.last_used = time.time()
 
-    def _acquire(self, key: str, loader: Callable[[], Loaded], expected_bytes: int, device: str,
-                 lease: bool) -> _Entry:
+    def _acquire(
+        self, key: str, loader: Callable[[], Loaded], expected_bytes: int, device: str, lease: bool
+    ) -> _Entry:
         while True:
             with self._lock:
                 entry = self._entries.get(key)
@@ -177,8 +180,9 @@ class ModelCache:
         future.set_result(entry)
         return entry
 
-    def _load(self, key: str, loader: Callable[[], Loaded], expected_bytes: int, device: str,
-              lease: bool) -> _Entry:
+    def _load(
+        self, key: str, loader: Callable[[], Loaded], expected_bytes: int, device: str, lease: bool
+    ) -> _Entry:
         kind = device.split(":")[0]
         if expected_bytes:
             self._make_room(kind, expected_bytes)
@@ -251,8 +255,17 @@ class ModelCache:
     def stats(self) -> list[EntryStats]:
         with self._lock:
             return [
-                EntryStats(key, e.loaded.device, e.loaded.dtype, e.loaded.nbytes, e.hits, e.misses,
-                           e.load_seconds, e.last_used, e.leases)
+                EntryStats(
+                    key,
+                    e.loaded.device,
+                    e.loaded.dtype,
+                    e.loaded.nbytes,
+                    e.hits,
+                    e.misses,
+                    e.load_seconds,
+                    e.last_used,
+                    e.leases,
+                )
                 for key, e in self._entries.items()
             ]
 

@@ -100,7 +100,8 @@ def _byte_level_bpe(vocab: GGUFVocab, add_bos: bool):
     if vocab.pre not in PRE_TOKENIZER_PATTERNS:
         raise ValueError(f"no pre-tokenizer known for GGUF vocabulary type {vocab.pre!r}")
     keep = [
-        (i, tok) for i, (tok, kind) in enumerate(zip(vocab.tokens, vocab.token_types))
+        (i, tok)
+        for i, (tok, kind) in enumerate(zip(vocab.tokens, vocab.token_types))
         if not _is_placeholder(tok, kind)
     ]
     bpe = models.BPE(
@@ -119,7 +120,8 @@ def _byte_level_bpe(vocab: GGUFVocab, add_bos: bool):
     tokenizer.decoder = decoders.ByteLevel()
     added = [
         AddedToken(vocab.tokens[i], special=vocab.token_types[i] == _CONTROL, normalized=False)
-        for i, _ in keep if vocab.token_types[i] in (_CONTROL, _USER_DEFINED)
+        for i, _ in keep
+        if vocab.token_types[i] in (_CONTROL, _USER_DEFINED)
     ]
     tokenizer.add_tokens(added)
     bos_id = vocab.special_ids.get("bos")
@@ -156,7 +158,8 @@ def tokenizer_from_gguf(path: str | Path, add_bos: bool | None = None):
     specials = {names[k]: vocab.tokens[v] for k, v in vocab.special_ids.items()}
     # Control tokens without a role (<fim_prefix>, <|im_start|>, …) are special too: list them.
     extra = [
-        tok for tok, kind in zip(vocab.tokens, vocab.token_types)
+        tok
+        for tok, kind in zip(vocab.tokens, vocab.token_types)
         if kind == _CONTROL and tok not in specials.values()
     ]
     tokenizer = PreTrainedTokenizerFast(

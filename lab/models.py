@@ -59,6 +59,7 @@ def locate(model_id: str, part: catalog.Part = "model", path: str | Path | None 
 
 # -- tokenizers ----------------------------------------------------------------------------------
 
+
 def tokenizer(model_id: str, path: str | Path | None = None) -> Any:
     """The tokenizer of ``model_id``: a transformers fast tokenizer, or a ``tiktoken.Encoding``."""
     source = catalog.resolve(model_id, "tokenizer", path)
@@ -87,15 +88,23 @@ def load_tokenizer_uncached(location: str) -> Any:
 
 # -- models --------------------------------------------------------------------------------------
 
-def _model_loader(model_id: str, part: str, path: str | Path | None, build: Callable[[str, Any], Any],
-                  placement: device.Placement) -> Callable[[], Loaded]:
+
+def _model_loader(
+    model_id: str,
+    part: str,
+    path: str | Path | None,
+    build: Callable[[str, Any], Any],
+    placement: device.Placement,
+) -> Callable[[], Loaded]:
     source = catalog.resolve(model_id, "model", path)
 
     def load() -> Loaded:
         with _unavailable_on_failure(model_id, "model"):
             model = build(_location(source), placement)
         model.eval()
-        return Loaded(model, module_nbytes(model), placement.device, str(placement.dtype).removeprefix("torch."))
+        return Loaded(
+            model, module_nbytes(model), placement.device, str(placement.dtype).removeprefix("torch.")
+        )
 
     return load
 
@@ -105,8 +114,9 @@ def _expected(model_id: str) -> int:
 
 
 @contextmanager
-def causal_lm(model_id: str, path: str | Path | None = None, *, eager: bool = False,
-              device_name: str | None = None) -> Iterator[Any]:
+def causal_lm(
+    model_id: str, path: str | Path | None = None, *, eager: bool = False, device_name: str | None = None
+) -> Iterator[Any]:
     """Lease a causal language model (``AutoModelForCausalLM``) on the lab's device.
 
     Args:
@@ -130,8 +140,9 @@ def causal_lm(model_id: str, path: str | Path | None = None, *, eager: bool = Fa
 
 
 @contextmanager
-def encoder(model_id: str, path: str | Path | None = None, *, eager: bool = False,
-            device_name: str | None = None) -> Iterator[Any]:
+def encoder(
+    model_id: str, path: str | Path | None = None, *, eager: bool = False, device_name: str | None = None
+) -> Iterator[Any]:
     """Lease a transformer encoder (``AutoModel``), e.g. BERT or MiniLM's encoder."""
     placement = device.select(device_name)
 
@@ -150,8 +161,9 @@ def encoder(model_id: str, path: str | Path | None = None, *, eager: bool = Fals
 
 
 @contextmanager
-def sentence_encoder(model_id: str, path: str | Path | None = None, *,
-                     device_name: str | None = None) -> Iterator[Any]:
+def sentence_encoder(
+    model_id: str, path: str | Path | None = None, *, device_name: str | None = None
+) -> Iterator[Any]:
     """Lease a sentence-transformers model (one vector per text)."""
     placement = device.select(device_name)
 
@@ -168,17 +180,25 @@ def sentence_encoder(model_id: str, path: str | Path | None = None, *,
 
 
 def preload(model_ids: list[str]) -> dict[str, str]:
-    """Load models at start (``LAB_PRELOAD``); returns ``{id: "ok" | reason}`` and never raises."""
+    """Load models at start (``LAB_PRELOAD``): each id's tokenizer and, where it has one, its model.
+
+    Returns ``{id: what was loaded, or why not}`` and never raises: a bad id must not stop the app.
+    """
     leasers = {"sentence-encoder": sentence_encoder, "encoder": encoder, "causal-lm": causal_lm}
     results = {}
     for model_id in model_ids:
-        kind = catalog.entry(model_id).kind
+        loaded, problems = [], []
         try:
-            if kind in leasers:
-                with leasers[kind](model_id):
-                    pass
             tokenizer(model_id)
-            results[model_id] = "ok"
-        except Exception as error:  # a bad id must not stop the app from starting
-            results[model_id] = str(error)
+            loaded.append("tokenizer")
+        except ModelUnavailable as error:
+            problems.append(str(error))
+        lease = leasers.get(catalog.entry(model_id).kind)
+        if lease is not None:
+            try:
+                with lease(model_id):
+                    loaded.append("model")
+            except ModelUnavailable as error:
+                problems.append(str(error))
+        results[model_id] = ("loaded " + " and ".join(loaded)) if loaded else "; ".join(problems)
     return results

@@ -39,7 +39,8 @@ STYLE = """
 .lab-tok .cut.both{background:#8c959f}.lab-tok .cut.a{background:#0969da}.lab-tok .cut.b{background:#d1242f}
 .lab-tok .legend span{margin-right:12px;font-size:12px}
 .lab-tok table.stats-table{border-collapse:collapse;font-size:12px;width:100%}
-.lab-tok .stats-table th,.lab-tok .stats-table td{border-bottom:1px solid #d0d7de;padding:3px 6px;text-align:left}
+.lab-tok .stats-table th,.lab-tok .stats-table td{border-bottom:1px solid #d0d7de;padding:3px 6px;
+  text-align:left}
 .lab-tok .stats-table td.num{text-align:right;font-variant-numeric:tabular-nums}
 </style>
 """
@@ -59,8 +60,11 @@ def _visible(text: str, show_whitespace: bool) -> str:
                 out.append(html.escape(char))
         elif code < 0x20 or code == 0x7F:
             out.append(f'<span class="ctl">{chr(0x2400 + code) if code < 0x20 else "␡"}</span>')
-        elif char in "\u200b\u200c\u200d\u2060\ufeff\u200e\u200f\u00ad" or 0x202A <= code <= 0x202E \
-                or 0x2066 <= code <= 0x2069:
+        elif (
+            char in "\u200b\u200c\u200d\u2060\ufeff\u200e\u200f\u00ad"
+            or 0x202A <= code <= 0x202E
+            or 0x2066 <= code <= 0x2069
+        ):
             out.append(f'<span class="ctl">⟨{describe_char(char)}⟩</span>')
         else:
             out.append(html.escape(char))
@@ -118,15 +122,20 @@ def _stats(result: Tokenization, text: str) -> str:
     return " · ".join(html.escape(b) for b in bits if b)
 
 
-def token_column(result: Tokenization, text: str, *, show_ids: bool = False,
-                 show_whitespace: bool = True) -> str:
+def token_column(
+    result: Tokenization, text: str, *, show_ids: bool = False, show_whitespace: bool = True
+) -> str:
     """One tokenizer's column: header, stats, the book's note and the coloured tokens."""
-    head = (f'<h4>{html.escape(result.title or result.name)}</h4>'
-            f'<div class="hub">{html.escape(result.name)}</div>')
+    head = (
+        f"<h4>{html.escape(result.title or result.name)}</h4>"
+        f'<div class="hub">{html.escape(result.name)}</div>'
+    )
     if result.error:
-        return (f'<div class="col unavailable" data-tokenizer="{html.escape(result.name)}">{head}'
-                f'<div class="stats">Not available here</div><div class="why">{html.escape(result.error)}</div>'
-                "</div>")
+        return (
+            f'<div class="col unavailable" data-tokenizer="{html.escape(result.name)}">{head}'
+            f'<div class="stats">Not available here</div><div class="why">{html.escape(result.error)}</div>'
+            "</div>"
+        )
     note = f'<div class="note">{html.escape(result.note)}</div>' if result.note else ""
     return (
         f'<div class="col" data-tokenizer="{html.escape(result.name)}">{head}'
@@ -136,11 +145,19 @@ def token_column(result: Tokenization, text: str, *, show_ids: bool = False,
     )
 
 
-def token_columns(results: list[Tokenization], text: str, *, show_ids: bool = False,
-                  show_whitespace: bool = True, notes: list[str] | None = None) -> str:
+def token_columns(
+    results: list[Tokenization],
+    text: str,
+    *,
+    show_ids: bool = False,
+    show_whitespace: bool = True,
+    notes: list[str] | None = None,
+) -> str:
     """Every tokenizer's column in a responsive grid."""
     banner = "".join(f'<div class="note">⚠ {html.escape(n)}</div>' for n in notes or [])
-    columns = "".join(token_column(r, text, show_ids=show_ids, show_whitespace=show_whitespace) for r in results)
+    columns = "".join(
+        token_column(r, text, show_ids=show_ids, show_whitespace=show_whitespace) for r in results
+    )
     return f'{STYLE}<div class="lab-tok">{banner}<div class="cols">{columns}</div></div>'
 
 
@@ -154,26 +171,36 @@ def boundaries_view(text: str, a: Tokenization, b: Tokenization, cuts: Boundarie
         out.append(_visible(char, True) + _line_breaks(char))
     legend = (
         f'<div class="legend"><span><span class="cut both"></span> both ({len(cuts.both)})</span>'
-        f'<span><span class="cut a"></span> only {html.escape(a.title or a.name)} ({len(cuts.only_a)})</span>'
-        f'<span><span class="cut b"></span> only {html.escape(b.title or b.name)} ({len(cuts.only_b)})</span></div>'
+        f"{_legend_item('a', a, cuts.only_a)}{_legend_item('b', b, cuts.only_b)}</div>"
     )
     return f'{STYLE}<div class="lab-tok">{legend}<div class="text">{"".join(out)}</div></div>'
+
+
+def _legend_item(mark: str, result: Tokenization, positions: list[int]) -> str:
+    name = html.escape(result.title or result.name)
+    return f'<span><span class="cut {mark}"></span> only {name} ({len(positions)})</span>'
 
 
 def chat_view(rendering: ChatRendering, *, show_whitespace: bool = True) -> str:
     """A chat-templated conversation as tokens, special tokens outlined in red."""
     parts = []
-    for index, (token, token_id, special) in enumerate(zip(rendering.tokens, rendering.ids, rendering.special)):
+    for index, (token, token_id, special) in enumerate(
+        zip(rendering.tokens, rendering.ids, rendering.special)
+    ):
         colour = "255,255,255" if special else BOOK_COLOURS[index % len(BOOK_COLOURS)]
         classes = "t special" if special else "t"
         label = _visible(token, show_whitespace) if token else "∅"
-        parts.append(f'<span class="{classes}" style="background:rgba({colour},0.45)" '
-                     f'title="id {token_id}">{label}</span>{_line_breaks(token)}')
+        parts.append(
+            f'<span class="{classes}" style="background:rgba({colour},0.45)" '
+            f'title="id {token_id}">{label}</span>{_line_breaks(token)}'
+        )
     specials = sum(rendering.special)
-    return (f'{STYLE}<div class="lab-tok"><div class="col" data-tokenizer="{html.escape(rendering.name)}">'
-            f'<h4>{html.escape(rendering.name)}</h4>'
-            f'<div class="stats">{len(rendering.ids)} tokens, {specials} special</div>'
-            f'<div class="toks">{"".join(parts)}</div></div></div>')
+    return (
+        f'{STYLE}<div class="lab-tok"><div class="col" data-tokenizer="{html.escape(rendering.name)}">'
+        f"<h4>{html.escape(rendering.name)}</h4>"
+        f'<div class="stats">{len(rendering.ids)} tokens, {specials} special</div>'
+        f'<div class="toks">{"".join(parts)}</div></div></div>'
+    )
 
 
 def table(headers: list[str], rows: list[list[object]], caption: str = "") -> str:
@@ -185,8 +212,12 @@ def table(headers: list[str], rows: list[list[object]], caption: str = "") -> st
         for value in row:
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
             text = "" if value is None else (f"{value:,}" if isinstance(value, int) else str(value))
-            cells.append(f'<td class="num">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>")
+            cells.append(
+                f'<td class="num">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>"
+            )
         body.append(f"<tr>{''.join(cells)}</tr>")
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return (f'{STYLE}<div class="lab-tok"><table class="stats-table">{cap}<thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    return (
+        f'{STYLE}<div class="lab-tok"><table class="stats-table">{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )

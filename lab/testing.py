@@ -82,6 +82,7 @@ def _folder(path: str | Path) -> Path:
 
 # -- tokenizers ----------------------------------------------------------------------------------
 
+
 def _wordpiece_vocab(vocab_size: int) -> list[str]:
     """Specials, every character (alone and as ``##`` continuation), common suffixes, then whole words.
 
@@ -112,12 +113,18 @@ def _wordpiece_tokenizer(vocab_size: int) -> Any:
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # as BertTokenizer
     )
 
@@ -131,17 +138,27 @@ def _bpe_tokenizer(vocab_size: int, extra_specials: list[str]) -> Any:
     backend.decoder = decoders.ByteLevel()
     # The full 256-byte alphabet makes every string encodable, as in GPT-2 and Llama 3: no <unk> ever.
     # It also makes training reproducible: the trainer sorts the alphabet and breaks ties by token id.
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=BPE_SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=BPE_SPECIALS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     backend.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_specials])
     # Llama-style: encoding prepends <s> (and no </s>).
     backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", backend.token_to_id("<s>"))],
+        single="<s> $A",
+        pair="<s> $A <s> $B",
+        special_tokens=[("<s>", backend.token_to_id("<s>"))],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        pad_token="<|endoftext|>", model_max_length=128,
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        model_max_length=128,
         # Decoder-only models take no token_type_ids; returning them breaks `model(**inputs)`.
         model_input_names=["input_ids", "attention_mask"],
     )
@@ -168,8 +185,9 @@ def build_tokenizer(kind: Literal["wordpiece", "bpe"] = "wordpiece", vocab_size:
     raise ValueError(f"unknown tokenizer kind {kind!r}: use 'wordpiece' or 'bpe'")
 
 
-def write_tokenizer(path: str | Path, kind: Literal["wordpiece", "bpe"] = "wordpiece",
-                    vocab_size: int = 400) -> Path:
+def write_tokenizer(
+    path: str | Path, kind: Literal["wordpiece", "bpe"] = "wordpiece", vocab_size: int = 400
+) -> Path:
     """Write a small real tokenizer folder (``tokenizer.json`` + config), built from :data:`CORPUS`.
 
     Load it with ``AutoTokenizer.from_pretrained(path)`` or ``lab.models.tokenizer(id, path=path)``.
@@ -186,8 +204,10 @@ def write_tokenizer(path: str | Path, kind: Literal["wordpiece", "bpe"] = "wordp
 
 # -- transformers models -------------------------------------------------------------------------
 
-def write_bert_encoder(path: str | Path, hidden_size: int = 32, num_layers: int = 2,
-                       num_heads: int = 4) -> Path:
+
+def write_bert_encoder(
+    path: str | Path, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4
+) -> Path:
     """Write a tiny random BERT (``BertModel``, safetensors) with its WordPiece tokenizer.
 
     Load it with ``lab.models.encoder(id, path=path)`` or ``AutoModel.from_pretrained(path)``.
@@ -197,9 +217,14 @@ def write_bert_encoder(path: str | Path, hidden_size: int = 32, num_layers: int 
     folder = _folder(path)
     tokenizer = build_tokenizer("wordpiece")
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=num_heads, intermediate_size=37, max_position_embeddings=128,
-        type_vocab_size=2, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        type_vocab_size=2,
+        pad_token_id=tokenizer.pad_token_id,
     )
     with _seeded():
         model = BertModel(config)
@@ -229,8 +254,9 @@ def write_sentence_encoder(path: str | Path, max_seq_length: int = 128) -> Path:
     return folder
 
 
-def write_llama_causal_lm(path: str | Path, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4,
-                          num_kv_heads: int = 2) -> Path:
+def write_llama_causal_lm(
+    path: str | Path, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2
+) -> Path:
     """Write a tiny random Llama (``LlamaForCausalLM``, safetensors) with a BPE tokenizer and chat template.
 
     It uses grouped-query attention (4 query heads sharing 2 key/value heads), like Llama 3. Load it with
@@ -241,12 +267,21 @@ def write_llama_causal_lm(path: str | Path, hidden_size: int = 32, num_layers: i
 
     folder = _folder(path)
     tokenizer = build_tokenizer("bpe")
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-           "pad_token_id": tokenizer.pad_token_id}
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, intermediate_size=64,
-        max_position_embeddings=128, tie_word_embeddings=False, **ids,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        **ids,
     )
     with _seeded():
         model = LlamaForCausalLM(config)
@@ -259,14 +294,20 @@ def write_llama_causal_lm(path: str | Path, hidden_size: int = 32, num_layers: i
 
 # -- multimodal ----------------------------------------------------------------------------------
 
+
 def open_clip_model_cfg(image_size: int = 32) -> dict[str, Any]:
     """The ``model_cfg`` of :func:`write_open_clip`: a ViT image tower and a transformer text tower."""
     return {
         "embed_dim": 16,
         # head_width sets the number of heads (width // head_width); open_clip's default of 64 would
         # leave a 32-wide tower with none.
-        "vision_cfg": {"image_size": image_size, "patch_size": 16, "width": 32, "layers": 1,
-                       "head_width": 16},
+        "vision_cfg": {
+            "image_size": image_size,
+            "patch_size": 16,
+            "width": 32,
+            "layers": 1,
+            "head_width": 16,
+        },
         # The vocabulary and context are fixed by open_clip's built-in CLIP tokenizer (SimpleTokenizer).
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
     }
@@ -293,8 +334,12 @@ def write_open_clip(path: str | Path, image_size: int = 32) -> Path:
     model_cfg = open_clip_model_cfg(image_size)
     with _seeded():
         model = open_clip.CLIP(**model_cfg)
-    preprocess_cfg = {"mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD),
-                      "interpolation": "bicubic", "resize_mode": "shortest"}
+    preprocess_cfg = {
+        "mean": list(OPENAI_DATASET_MEAN),
+        "std": list(OPENAI_DATASET_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     # contiguous(): safetensors refuses views, and open_clip's state dict holds a few.
@@ -331,22 +376,49 @@ def write_blip2(path: str | Path, image_size: int = 32, num_query_tokens: int = 
     # <image> is added here, not by Blip2Processor, so the vocabulary size is final before the model exists.
     tokenizer = _bpe_tokenizer(400, ["<image>"])
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    vision = Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                               num_attention_heads=2, image_size=image_size, patch_size=16)
+    vision = Blip2VisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=16,
+    )
     # One Q-Former layer; cross_attention_frequency (2) puts cross-attention to the image on layer 0.
-    qformer = Blip2QFormerConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                 intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=64)
-    text = OPTConfig(vocab_size=len(tokenizer), hidden_size=32, word_embed_proj_dim=32, num_hidden_layers=1,
-                     num_attention_heads=2, ffn_dim=64, max_position_embeddings=128,
-                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                     pad_token_id=tokenizer.pad_token_id)
-    config = Blip2Config(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(),
-                         text_config=text.to_dict(), num_query_tokens=num_query_tokens,
-                         image_token_index=image_token_id)
+    qformer = Blip2QFormerConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        encoder_hidden_size=32,
+        max_position_embeddings=64,
+    )
+    text = OPTConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        word_embed_proj_dim=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=64,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = Blip2Config(
+        vision_config=vision.to_dict(),
+        qformer_config=qformer.to_dict(),
+        text_config=text.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=image_token_id,
+    )
     with _seeded():
         model = Blip2ForConditionalGeneration(config)
     model.save_pretrained(folder, safe_serialization=True)
-    image_processor = BlipImageProcessor(size={"height": image_size, "width": image_size},
-                                         image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+    image_processor = BlipImageProcessor(
+        size={"height": image_size, "width": image_size},
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
+    )
     Blip2Processor(image_processor, tokenizer, num_query_tokens=num_query_tokens).save_pretrained(folder)
     return folder

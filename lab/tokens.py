@@ -85,7 +85,10 @@ NOTES: dict[str, str] = {
 
 DEFAULT_CONVERSATION = [
     {"role": "user", "content": "What is a token?"},
-    {"role": "assistant", "content": "A piece of text, often part of a word, that the model reads as one unit."},
+    {
+        "role": "assistant",
+        "content": "A piece of text, often part of a word, that the model reads as one unit.",
+    },
     {"role": "user", "content": "How many tokens is 'Hello world'?"},
     {"role": "assistant", "content": "Two for most tokenizers: 'Hello' and ' world'."},
 ]
@@ -140,6 +143,7 @@ class BytePiece:
 
 # -- adapters: one small interface over transformers tokenizers and tiktoken encodings -------------
 
+
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character table (used by every byte-level BPE)."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
@@ -182,8 +186,11 @@ class _HFAdapter:
 
     def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]], list[bool]]:
         encoding = self.tokenizer(
-            text, add_special_tokens=True, return_offsets_mapping=True,
-            return_special_tokens_mask=True, verbose=False,
+            text,
+            add_special_tokens=True,
+            return_offsets_mapping=True,
+            return_special_tokens_mask=True,
+            verbose=False,
         )
         spans = [tuple(span) for span in encoding["offset_mapping"]]
         added = [bool(m) and s == (0, 0) for m, s in zip(encoding["special_tokens_mask"], spans)]
@@ -274,6 +281,7 @@ def _adapter_for(tokenizer: Any) -> _HFAdapter | _TiktokenAdapter:
 
 # -- text preparation -----------------------------------------------------------------------------
 
+
 def prepare_text(text: str, max_chars: int) -> tuple[str, list[str]]:
     """Check the cap and make the text encodable; return it with notes for the reader.
 
@@ -299,7 +307,9 @@ def prepare_text(text: str, max_chars: int) -> tuple[str, list[str]]:
     return text, notes
 
 
-def _byte_pieces(adapter: Any, text: str, ids: list[int], spans: list[tuple[int, int]]) -> list[BytePiece | None]:
+def _byte_pieces(
+    adapter: Any, text: str, ids: list[int], spans: list[tuple[int, int]]
+) -> list[BytePiece | None]:
     pieces: list[BytePiece | None] = []
     for token_id, (start, end) in zip(ids, spans):
         piece = adapter.piece(token_id)
@@ -321,6 +331,7 @@ def _decodes(raw: bytes) -> bool:
 
 
 # -- public API -----------------------------------------------------------------------------------
+
 
 def tokenize(text: str, name: str, path: str | Path | None = None) -> Tokenization:
     """Tokenize ``text`` with one tokenizer; unavailable tokenizers come back with ``error`` set."""
@@ -376,6 +387,7 @@ def sample_text() -> str:
 
 # -- boundaries between two tokenizers -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Boundaries:
     """Where two tokenizers cut the same text."""
@@ -396,6 +408,7 @@ def boundaries(a: Tokenization, b: Tokenization) -> Boundaries:
 
 
 # -- chat templates -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ChatRendering:
@@ -440,8 +453,21 @@ def describe_char(char: str) -> str:
 
 
 _INVISIBLE = {
-    "\u200b": "ZWSP", "\u200c": "ZWNJ", "\u200d": "ZWJ", "\u2060": "WJ", "\ufeff": "BOM",
-    "\u200e": "LRM", "\u200f": "RLM", "\u202a": "LRE", "\u202b": "RLE", "\u202c": "PDF",
-    "\u202d": "LRO", "\u202e": "RLO", "\u2066": "LRI", "\u2067": "RLI", "\u2068": "FSI", "\u2069": "PDI",
+    "\u200b": "ZWSP",
+    "\u200c": "ZWNJ",
+    "\u200d": "ZWJ",
+    "\u2060": "WJ",
+    "\ufeff": "BOM",
+    "\u200e": "LRM",
+    "\u200f": "RLM",
+    "\u202a": "LRE",
+    "\u202b": "RLE",
+    "\u202c": "PDF",
+    "\u202d": "LRO",
+    "\u202e": "RLO",
+    "\u2066": "LRI",
+    "\u2067": "RLI",
+    "\u2068": "FSI",
+    "\u2069": "PDI",
     "\u00ad": "SHY",
 }

@@ -65,8 +65,18 @@ def main() -> None:
     sdist = args.sdist
     if sdist is None:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             f"{PACKAGE}=={VERSION}", "-d", str(work)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"{PACKAGE}=={VERSION}",
+                "-d",
+                str(work),
+            ],
             check=True,
         )
         sdist = next(work.glob("llama_cpp_python-*.tar.gz"))
@@ -84,13 +94,15 @@ def main() -> None:
             packed = pack_folder(folder)
             name = f"{hub_id.replace('/', '--')}.tar.xz"
             (args.out / name).write_bytes(packed)
-            rows.append((name, hub_id, Path(member).name, sha256(data), sha256(packed), len(tokenizer), licence))
+            rows.append(
+                (name, hub_id, Path(member).name, sha256(data), sha256(packed), len(tokenizer), licence)
+            )
             print(f"{name}: {len(tokenizer)} tokens, {len(packed) / 1e6:.1f} MB")
 
     lines = [
         "# Tokenizer vocabularies: provenance",
         "",
-        f"Each archive is a Hugging Face tokenizer folder converted by `scripts/build_tokenizer_assets.py`",
+        "Each archive is a Hugging Face tokenizer folder converted by `scripts/build_tokenizer_assets.py`",
         f"from a vocabulary-only GGUF file inside the source distribution of PyPI `{PACKAGE}=={VERSION}`",
         "(path `vendor/llama.cpp/models/`; llama.cpp is MIT-licensed). The files hold vocabularies and",
         "merge rules only, no weights. Each vocabulary keeps the licence of the model it comes from.",
@@ -99,13 +111,15 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, hub_id, source, src_sha, out_sha, size, licence in rows:
-        lines.append(f"| `{name}` | `{hub_id}` | `{source}` | `{src_sha}` | `{out_sha}` | {size:,} | {licence} |")
+        lines.append(
+            f"| `{name}` | `{hub_id}` | `{source}` | `{src_sha}` | `{out_sha}` | {size:,} | {licence} |"
+        )
     lines += [
         "",
         "Notes:",
-        "- `ggml-vocab-starcoder.gguf` is StarCoder 2's vocabulary (its GGUF architecture is `starcoder2` and",
-        "  its special tokens are StarCoder 2's: `<repo_name>`, `<file_sep>`, `<pr>` …), so it stands for",
-        "  `bigcode/starcoder2-15b`, which shares the tokenizer of the 3B model llama.cpp took it from.",
+        "- `ggml-vocab-starcoder.gguf` is StarCoder 2's vocabulary (its GGUF architecture is `starcoder2`",
+        "  and its special tokens are StarCoder 2's: `<repo_name>`, `<file_sep>`, `<pr>` …), so it stands",
+        "  for `bigcode/starcoder2-15b`, which shares the tokenizer of the 3B model llama.cpp took it from.",
         "- Byte-level BPE vocabularies are rebuilt with llama.cpp's pre-tokenizer regexes; the Llama 3 and",
         "  Qwen2 results are checked token for token against quicktok's reference encodings in the tests.",
         "",

@@ -41,6 +41,8 @@ def user_errors(fn: F) -> F:
             raise gr.Error(str(error), duration=None) from None
         except Exception as error:
             log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Internal error ({type(error).__name__}); the server log has the details.") from None
+            raise gr.Error(
+                f"Internal error ({type(error).__name__}); the server log has the details."
+            ) from None
 
     return wrapper  # type: ignore[return-value]

@@ -15,8 +15,17 @@ HEADERS = ["model", "device", "dtype", "MB", "hits", "misses", "load s", "last u
 def cache_rows() -> list[list[Any]]:
     now = time.time()
     return [
-        [s.key, s.device, s.dtype, round(s.nbytes / 1e6, 1), s.hits, s.misses, round(s.load_seconds, 2),
-         f"{now - s.last_used:.0f} s ago", s.leases]
+        [
+            s.key,
+            s.device,
+            s.dtype,
+            round(s.nbytes / 1e6, 1),
+            s.hits,
+            s.misses,
+            round(s.load_seconds, 2),
+            f"{now - s.last_used:.0f} s ago",
+            s.leases,
+        ]
         for s in cache.stats()
     ]
 
@@ -28,8 +37,10 @@ def memory_markdown() -> str:
         used, total = row["used"] / 1024**3, row["total"] / 1024**3
         budget = cache.CACHE.budget(row["device"].split(":")[0]) / 1024**3
         held = cache.CACHE.used(row["device"].split(":")[0]) / 1024**3
-        lines.append(f"- {row['device']}: {used:.1f} / {total:.1f} GiB in use; "
-                     f"the model cache holds {held:.2f} GiB of its {budget:.1f} GiB budget")
+        lines.append(
+            f"- {row['device']}: {used:.1f} / {total:.1f} GiB in use; "
+            f"the model cache holds {held:.2f} GiB of its {budget:.1f} GiB budget"
+        )
     if device.on_zero_gpu():
         lines.append("- ZeroGPU: a GPU is attached only while a model call runs.")
     return "\n".join(lines)

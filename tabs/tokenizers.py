@@ -43,13 +43,31 @@ def _stats_rows(results: list[tokens.Tokenization], text: str) -> list[list[Any]
         if r.error:
             rows.append([r.name, None, None, None, "not available here", "", None, ""])
             continue
-        rows.append([r.name, len(r.ids), r.chars_per_token(text), r.vocab_size, r.method,
-                     " ".join(r.added_special), r.unknown, r.source])
+        rows.append(
+            [
+                r.name,
+                len(r.ids),
+                r.chars_per_token(text),
+                r.vocab_size,
+                r.method,
+                " ".join(r.added_special),
+                r.unknown,
+                r.source,
+            ]
+        )
     return rows
 
 
-STATS_HEADERS = ["tokenizer", "tokens", "chars/token", "vocab size", "method", "special added", "unknown",
-                 "source"]
+STATS_HEADERS = [
+    "tokenizer",
+    "tokens",
+    "chars/token",
+    "vocab size",
+    "method",
+    "special added",
+    "unknown",
+    "source",
+]
 
 
 def build(demo: gr.Blocks, settings: Settings) -> None:
@@ -58,15 +76,29 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=3):
-            text = gr.Textbox(value=sample, lines=6, max_lines=20, label="Text", elem_id="tok-text",
-                              info=f"Up to {settings.max_text_chars:,} characters. "
-                                   "The page address keeps the text and tokenizers: copy it to share this view.")
+            text = gr.Textbox(
+                value=sample,
+                lines=6,
+                max_lines=20,
+                label="Text",
+                elem_id="tok-text",
+                info=f"Up to {settings.max_text_chars:,} characters. "
+                "The page address keeps the text and tokenizers: copy it to share this view.",
+            )
         with gr.Column(scale=2):
-            names = gr.CheckboxGroup(choices=_choices(tokens.PRESET), value=list(tokens.PRESET),
-                                     label="Tokenizers (the book's eight, then newer ones)", elem_id="tok-names")
+            names = gr.CheckboxGroup(
+                choices=_choices(tokens.PRESET),
+                value=list(tokens.PRESET),
+                label="Tokenizers (the book's eight, then newer ones)",
+                elem_id="tok-names",
+            )
             with gr.Row():
-                hub_id = gr.Textbox(label="Add a tokenizer by Hugging Face id", placeholder="e.g. bert-base-cased",
-                                    scale=3, elem_id="tok-hub-id")
+                hub_id = gr.Textbox(
+                    label="Add a tokenizer by Hugging Face id",
+                    placeholder="e.g. bert-base-cased",
+                    scale=3,
+                    elem_id="tok-hub-id",
+                )
                 add = gr.Button("Add", scale=1, elem_id="tok-add")
             with gr.Row():
                 show_ws = gr.Checkbox(value=True, label="Show whitespace (· space, → tab, ↵ newline)")
@@ -83,22 +115,34 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         boundary_html = gr.HTML(elem_id="token-boundaries")
 
     with gr.Accordion("Chat templates: what a chat model really reads", open=False):
-        gr.Markdown("A chat model sees one long string: the template wraps each turn in special tokens "
-                    "(outlined in red). Edit the conversation (JSON list of role/content messages).")
+        gr.Markdown(
+            "A chat model sees one long string: the template wraps each turn in special tokens "
+            "(outlined in red). Edit the conversation (JSON list of role/content messages)."
+        )
         with gr.Row():
             chat_names = gr.CheckboxGroup(
-                choices=_choices(["microsoft/Phi-3-mini-4k-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
-                                  "Qwen/Qwen2-7B-Instruct"]),
+                choices=_choices(
+                    [
+                        "microsoft/Phi-3-mini-4k-instruct",
+                        "HuggingFaceTB/SmolLM2-135M-Instruct",
+                        "Qwen/Qwen2-7B-Instruct",
+                    ]
+                ),
                 value=["microsoft/Phi-3-mini-4k-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"],
-                label="Tokenizers with a chat template")
-            conversation = gr.Code(value=json.dumps(tokens.DEFAULT_CONVERSATION, indent=1, ensure_ascii=False),
-                                   language="json", label="Conversation")
+                label="Tokenizers with a chat template",
+            )
+            conversation = gr.Code(
+                value=json.dumps(tokens.DEFAULT_CONVERSATION, indent=1, ensure_ascii=False),
+                language="json",
+                label="Conversation",
+            )
         chat_btn = gr.Button("Render the template", elem_id="tok-chat")
         chat_html = gr.HTML(elem_id="chat-template")
 
     @user_errors
-    def tokenize_view(text: str, names: list[str], show_ws: bool, show_ids: bool,
-                      progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+    def tokenize_view(
+        text: str, names: list[str], show_ws: bool, show_ids: bool, progress: gr.Progress = gr.Progress()
+    ) -> tuple[str, str]:
         text = text or ""
         clean, notes = tokens.prepare_text(text, settings.max_text_chars)
         results = []
@@ -113,9 +157,13 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         if not model_id:
             raise gr.Error("Type a Hugging Face model id first, e.g. bert-base-cased.")
         if not _HUB_ID.match(model_id):
-            raise gr.Error(f"{model_id!r} is not a Hugging Face model id (owner/name, letters, digits, . _ -).")
+            raise gr.Error(
+                f"{model_id!r} is not a Hugging Face model id (owner/name, letters, digits, . _ -)."
+            )
         if settings.classroom and not catalog.is_known(model_id):
-            raise gr.Error(f"This classroom server only loads the lab's catalog models; {model_id} is not one.")
+            raise gr.Error(
+                f"This classroom server only loads the lab's catalog models; {model_id} is not one."
+            )
         current = list(names or [])
         if model_id not in current:
             current.append(model_id)
@@ -136,12 +184,20 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         try:
             messages = json.loads(conversation or "[]")
         except json.JSONDecodeError as error:
-            raise gr.Error(f"The conversation is not valid JSON: {error.msg} (line {error.lineno}).") from None
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
-        ) or not messages:
-            raise gr.Error('The conversation must be a non-empty list like [{"role": "user", "content": "Hi"}].')
+            raise gr.Error(
+                f"The conversation is not valid JSON: {error.msg} (line {error.lineno})."
+            ) from None
+        if (
+            not isinstance(messages, list)
+            or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages
+            )
+            or not messages
+        ):
+            raise gr.Error(
+                'The conversation must be a non-empty list like [{"role": "user", "content": "Hi"}].'
+            )
         views = []
         for name in names or []:
             try:
@@ -155,8 +211,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         params = dict(request.query_params) if request is not None else {}
         new_text = params.get("text", gr.update())
         if isinstance(new_text, str) and len(new_text) > settings.max_text_chars:
-            gr.Warning(f"The shared text was longer than {settings.max_text_chars:,} characters; "
-                       "the sample text is shown instead.")
+            gr.Warning(
+                f"The shared text was longer than {settings.max_text_chars:,} characters; "
+                "the sample text is shown instead."
+            )
             new_text = gr.update()
         requested = [n for n in params.get("tok", "").split(",") if n]
         if settings.classroom:
@@ -169,14 +227,21 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     inputs = [text, names, show_ws, show_ids]
     run.click(tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT)
     for trigger in (text.submit, names.change, show_ws.change, show_ids.change):
-        trigger(tokenize_view, inputs, [columns, stats], api_visibility="private",
-                trigger_mode="always_last", **CPU_EVENT)
+        trigger(
+            tokenize_view,
+            inputs,
+            [columns, stats],
+            api_visibility="private",
+            trigger_mode="always_last",
+            **CPU_EVENT,
+        )
     text.change(None, [text, names], None, js=URL_SYNC_JS, api_visibility="private")
     names.change(None, [text, names], None, js=URL_SYNC_JS, api_visibility="private")
     add.click(add_tokenizer, [hub_id, names], [names, hub_id], api_visibility="private", **CPU_EVENT)
     hub_id.submit(add_tokenizer, [hub_id, names], [names, hub_id], api_visibility="private", **CPU_EVENT)
-    compare_btn.click(boundary_view, [text, first, second], boundary_html, api_visibility="private",
-                      **CPU_EVENT)
+    compare_btn.click(
+        boundary_view, [text, first, second], boundary_html, api_visibility="private", **CPU_EVENT
+    )
     chat_btn.click(chat_view, [chat_names, conversation], chat_html, api_visibility="private", **CPU_EVENT)
 
     demo.load(from_url, None, [text, names], api_visibility="private").then(
@@ -198,8 +263,15 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         except tokens.TextTooLong as error:
             raise gr.Error(str(error)) from None
         return [
-            {"name": r.name, "tokens": r.tokens, "ids": r.ids, "vocab_size": r.vocab_size, "method": r.method,
-             "special_tokens": r.special_tokens, "error": r.error}
+            {
+                "name": r.name,
+                "tokens": r.tokens,
+                "ids": r.ids,
+                "vocab_size": r.vocab_size,
+                "method": r.method,
+                "special_tokens": r.special_tokens,
+                "error": r.error,
+            }
             for r in results
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -48,8 +49,12 @@ def lab_server() -> Iterator[str]:
     port = free_port()
     demo = app.demo
     demo.queue(max_size=64, default_concurrency_limit=1).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-        theme=app.THEME, ssr_mode=False,
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        theme=app.THEME,
+        ssr_mode=False,
     )
     yield f"http://127.0.0.1:{port}/"
     demo.close()
@@ -61,12 +66,20 @@ def browser() -> Iterator[object]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     chromium = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
     if not Path(chromium).exists():
-        pytest.fail(f"{chromium} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
+        pytest.fail(
+            f"{chromium} is missing: `make test` installs Debian's chromium (apt-get install chromium)"
+        )
     with playwright_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield instance
         instance.close()
@@ -80,7 +93,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     page = item.funcargs.get("page") if hasattr(item, "funcargs") else None
     if report.when == "call" and report.failed and page is not None:
         ARTIFACTS.mkdir(exist_ok=True)
-        try:
+        with contextlib.suppress(Exception):  # the page may be gone; the failure itself is what matters
             page.screenshot(path=str(ARTIFACTS / f"{item.name}.png"), full_page=True)
-        except Exception:  # the page may be gone; the failure itself is what matters
-            pass

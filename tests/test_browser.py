@@ -49,7 +49,7 @@ def test_preset_shows_every_tokenizer_column_with_the_books_tokens(page):
     names = page.locator("#token-columns .col").evaluate_all("els => els.map(e => e.dataset.tokenizer)")
     assert names == tokens.PRESET
     gpt2 = tokens_of(page, "gpt2")
-    assert ["·CAP", "ITAL", "IZ", "ATION"] == [t for t in gpt2 if t in ("·CAP", "ITAL", "IZ", "ATION")]
+    assert [t for t in gpt2 if t in ("·CAP", "ITAL", "IZ", "ATION")] == ["·CAP", "ITAL", "IZ", "ATION"]
     assert "<F0 9F>" in gpt2  # the emoji's byte pieces are shown as bytes
     assert "[UNK]" in tokens_of(page, "bert-base-uncased")
     cased = column(page, "bert-base-cased")
@@ -67,7 +67,9 @@ def test_typed_text_is_tokenized_and_the_address_shares_it(page, browser, lab_se
     set_text(page, "Hello world")
     page.wait_for_function(
         "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
-        "?.innerText.includes('world')", timeout=TIMEOUT)
+        "?.innerText.includes('world')",
+        timeout=TIMEOUT,
+    )
     assert tokens_of(page, "gpt2") == ["Hello", "·world"]
     page.wait_for_function("() => location.search.includes('text=Hello')", timeout=TIMEOUT)
     shared = page.url
@@ -75,10 +77,13 @@ def test_typed_text_is_tokenized_and_the_address_shares_it(page, browser, lab_se
     try:
         other.goto(shared)
         other.wait_for_function(
-            "() => document.querySelector('#tok-text textarea')?.value === 'Hello world'", timeout=TIMEOUT)
+            "() => document.querySelector('#tok-text textarea')?.value === 'Hello world'", timeout=TIMEOUT
+        )
         other.wait_for_function(
             "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
-            "?.innerText.includes('world')", timeout=TIMEOUT)
+            "?.innerText.includes('world')",
+            timeout=TIMEOUT,
+        )
     finally:
         other.close()
 
@@ -90,19 +95,24 @@ def test_text_over_the_cap_shows_a_message_and_the_page_keeps_working(page):
     set_text(page, "still working")
     page.wait_for_function(
         "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
-        "?.innerText.includes('working')", timeout=TIMEOUT)
+        "?.innerText.includes('working')",
+        timeout=TIMEOUT,
+    )
 
 
 def test_token_ids_toggle_and_whitespace_glyphs(page):
     set_text(page, "a\tb\nc  d")
     page.wait_for_function(
         "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
-        "?.innerText.includes('→')", timeout=TIMEOUT)
+        "?.innerText.includes('→')",
+        timeout=TIMEOUT,
+    )
     assert column(page, "gpt2").locator(".id").count() == 0
     page.locator("#tok-show-ids input").check()
     page.wait_for_function(
         "() => document.querySelectorAll('#token-columns .col[data-tokenizer=\"gpt2\"] .id').length > 0",
-        timeout=TIMEOUT)
+        timeout=TIMEOUT,
+    )
     ids = column(page, "gpt2").locator(".id").all_inner_texts()
     assert ids[0] == "64"  # 'a' in GPT-2's vocabulary
 
@@ -110,7 +120,9 @@ def test_token_ids_toggle_and_whitespace_glyphs(page):
 def test_adding_a_bad_hub_id_explains_and_a_good_one_adds_a_column(page):
     page.locator("#tok-hub-id textarea, #tok-hub-id input").first.fill("not an id!!")
     page.locator("#tok-add").click()
-    page.locator(".toast-body").filter(has_text="is not a Hugging Face model id").first.wait_for(timeout=TIMEOUT)
+    page.locator(".toast-body").filter(has_text="is not a Hugging Face model id").first.wait_for(
+        timeout=TIMEOUT
+    )
     page.locator("#tok-hub-id textarea, #tok-hub-id input").first.fill("someone/private-model")
     page.locator("#tok-add").click()
     column(page, "someone/private-model").wait_for(timeout=TIMEOUT)
@@ -124,7 +136,9 @@ def test_boundaries_and_chat_template_views(page):
     assert "only GPT-2" in page.locator("#token-boundaries").inner_text()
     page.get_by_text("Chat templates: what a chat model really reads").click()
     page.locator("#tok-chat").click()
-    page.locator('#chat-template .col[data-tokenizer="microsoft/Phi-3-mini-4k-instruct"]').wait_for(timeout=TIMEOUT)
+    page.locator('#chat-template .col[data-tokenizer="microsoft/Phi-3-mini-4k-instruct"]').wait_for(
+        timeout=TIMEOUT
+    )
     specials = page.locator("#chat-template .t.special").all_inner_texts()
     assert "<|user|>" in specials and "<|im_start|>" in specials
 
@@ -133,5 +147,6 @@ def test_system_panel_lists_the_loaded_tokenizers(page):
     page.get_by_text("System: loaded models and memory").click()
     page.locator("#system-refresh").click()
     page.wait_for_function(
-        "() => document.querySelector('#system-cache')?.innerText.includes('gpt2#tokenizer')", timeout=TIMEOUT)
+        "() => document.querySelector('#system-cache')?.innerText.includes('gpt2#tokenizer')", timeout=TIMEOUT
+    )
     assert "Models run on" in page.get_by_text("Models run on").first.inner_text()

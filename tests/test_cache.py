@@ -28,8 +28,15 @@ from lab.cache import Loaded, ModelCache, OutOfMemory, module_nbytes, oom_guard
 class CountingLoader:
     """A loader that counts its calls, can be slow, and can fail."""
 
-    def __init__(self, nbytes: int = 40, *, seconds: float = 0.0, device: str = "cpu", dtype: str = "-",
-                 error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        nbytes: int = 40,
+        *,
+        seconds: float = 0.0,
+        device: str = "cpu",
+        dtype: str = "-",
+        error: Exception | None = None,
+    ) -> None:
         self.nbytes, self.seconds, self.device, self.dtype, self.error = nbytes, seconds, device, dtype, error
         self.calls = 0
         self._lock = threading.Lock()
@@ -81,6 +88,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- loading once ----------------------------------------------------------------------------------
 
+
 def test_eight_threads_asking_for_one_key_share_one_load() -> None:
     cache = ModelCache(budgets={"cpu": 10_000})
     loader = CountingLoader(seconds=0.2)
@@ -112,6 +120,7 @@ def test_a_failing_load_reaches_every_waiting_thread_and_the_next_call_retries()
 
 
 # -- eviction ---------------------------------------------------------------------------------------
+
 
 def test_a_third_entry_over_budget_evicts_the_least_recently_used() -> None:
     cache = ModelCache(budgets={"cpu": 100})
@@ -160,8 +169,9 @@ def test_eviction_frees_a_torch_module_held_in_a_reference_cycle() -> None:
     assert alive() is None
 
 
-def test_evict_frees_a_tiny_random_llama_loaded_through_lab_models(tiny_llama: Path,
-                                                                   fresh_cache: None) -> None:
+def test_evict_frees_a_tiny_random_llama_loaded_through_lab_models(
+    tiny_llama: Path, fresh_cache: None
+) -> None:
     with models.causal_lm("tiny/llama", path=tiny_llama, device_name="cpu") as model:
         alive = weakref.ref(model)
     del model
@@ -191,12 +201,16 @@ def test_evict_refuses_a_leased_key_and_evict_unleased_returns_what_it_dropped()
 
 # -- out of memory ------------------------------------------------------------------------------------
 
+
 def test_oom_guard_frees_unleased_gpu_models_and_explains_the_error() -> None:
     cache = ModelCache(budgets={"cpu": 10_000, "cuda": 10_000})
     cache.get("idle-gpu", CountingLoader(device="cuda"))
     cache.get("idle-cpu", CountingLoader())
-    with cache.lease("in-use", CountingLoader(device="cuda")), \
-            pytest.raises(OutOfMemory) as caught, oom_guard("generating", cache=cache):
+    with (
+        cache.lease("in-use", CountingLoader(device="cuda")),
+        pytest.raises(OutOfMemory) as caught,
+        oom_guard("generating", cache=cache),
+    ):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     message = str(caught.value)
@@ -237,6 +251,7 @@ def test_oom_guard_lets_other_errors_through_and_keeps_the_cache() -> None:
 
 # -- inspection -----------------------------------------------------------------------------------------
 
+
 def test_stats_rows_report_device_dtype_size_hits_time_and_leases() -> None:
     cache = ModelCache(budgets={"cpu": 10_000, "cuda": 10_000})
     slow = CountingLoader(1234, seconds=0.05, device="cuda:0", dtype="bfloat16")
@@ -256,7 +271,8 @@ def test_stats_rows_report_device_dtype_size_hits_time_and_leases() -> None:
 
 
 def test_causal_lm_on_a_tiny_random_llama_loads_once_and_eager_is_a_separate_entry(
-        tiny_llama: Path, fresh_cache: None) -> None:
+    tiny_llama: Path, fresh_cache: None
+) -> None:
     with models.causal_lm("tiny/llama", path=tiny_llama, device_name="cpu") as first:
         pass
     with models.causal_lm("tiny/llama", path=tiny_llama, device_name="cpu") as second:
@@ -276,6 +292,7 @@ def test_causal_lm_on_a_tiny_random_llama_loads_once_and_eager_is_a_separate_ent
 
 
 # -- budgets --------------------------------------------------------------------------------------------
+
 
 def test_budgets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAB_CPU_BUDGET_GB", "0.5")

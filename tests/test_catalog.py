@@ -43,6 +43,7 @@ def _cache_in_hub_layout(hub_cache: Path, model_id: str, filename: str) -> Path:
 
 # -- the catalog itself ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("model_id", sorted(CATALOG))
 def test_every_catalog_entry_is_complete_and_its_offline_sources_are_installed(model_id: str) -> None:
     e = CATALOG[model_id]
@@ -71,6 +72,7 @@ def test_unknown_ids_get_an_entry_of_unknown_size() -> None:
 
 # -- resolution order --------------------------------------------------------------------------------
 
+
 def test_a_path_folder_wins_over_every_other_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model_dir = tmp_path / "models"
     testing.write_tokenizer(model_dir / "bert-base-uncased")
@@ -90,7 +92,8 @@ def test_a_missing_path_folder_is_named_in_the_error(tmp_path: Path) -> None:
 
 
 def test_a_tiny_random_tokenizer_in_lab_model_dir_wins_over_the_packaged_one(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_cache: None) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_cache: None
+) -> None:
     testing.write_tokenizer(tmp_path / "bert-base-uncased")
     monkeypatch.setenv("LAB_MODEL_DIR", str(tmp_path))
 
@@ -153,3 +156,32 @@ def test_an_uncached_id_goes_to_the_hub_when_online(monkeypatch: pytest.MonkeyPa
 def test_a_missing_tokenizer_raises_model_unavailable_not_os_error(fresh_cache: None) -> None:
     with pytest.raises(ModelUnavailable, match="bert-base-cased"):
         models.tokenizer("bert-base-cased")
+
+
+def test_a_tokenizer_that_needs_remote_code_is_refused_with_a_reason(tmp_path, fresh_cache):
+    import json
+
+    from lab import models
+
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"tokenizer_class": "WeirdTokenizer", "auto_map": {"AutoTokenizer": ["tok.WeirdTokenizer", None]}}
+        )
+    )
+    (folder / "config.json").write_text(json.dumps({"model_type": "weird", "auto_map": {}}))
+    (folder / "tok.py").write_text("raise SystemExit('remote code must never run')\n")
+    with pytest.raises(catalog.ModelUnavailable) as caught:
+        models.tokenizer("someone/weird", path=folder)
+    assert "someone/weird" in str(caught.value)
+    assert "custom code" in str(caught.value) or "trust_remote_code" in str(caught.value)
+
+
+def test_preload_loads_what_exists_and_reports_the_rest(fresh_cache):
+    from lab import cache, models
+
+    outcome = models.preload(["gpt2", "bert-base-cased"])
+    assert outcome["gpt2"] == "loaded tokenizer"  # GPT-2's weights are not packaged, its vocabulary is
+    assert "hf download bert-base-cased" in outcome["bert-base-cased"]
+    assert cache.loaded() == ["gpt2#tokenizer"]

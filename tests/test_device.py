@@ -68,6 +68,7 @@ def add(a: int, b: int) -> int:
 
 # -- select ------------------------------------------------------------------------------------------
 
+
 @no_gpu
 def test_select_picks_cpu_float32_without_a_gpu() -> None:
     placement = device.select()
@@ -94,13 +95,15 @@ def test_placement_kind_drops_the_device_index() -> None:
 
 # -- ZeroGPU -------------------------------------------------------------------------------------------
 
+
 def test_gpu_function_returns_the_function_unchanged_off_zero_gpu() -> None:
     assert device.on_zero_gpu() is False
     assert device.gpu_function(duration=30)(add) is add
 
 
 def test_gpu_function_needs_the_spaces_package_as_well_as_the_variable(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SPACES_ZERO_GPU", "1")
     assert device.on_zero_gpu() is False  # `spaces` is not installed here
     assert device.gpu_function(duration=30)(add) is add
@@ -120,6 +123,7 @@ def test_gpu_function_wraps_with_spaces_gpu_on_zero_gpu(zero_gpu_space: object) 
 
 # -- memory ----------------------------------------------------------------------------------------------
 
+
 def test_memory_report_has_a_cpu_row_with_used_within_total() -> None:
     rows = device.memory_report()
     cpu = [row for row in rows if row["device"] == "cpu"]
@@ -131,6 +135,7 @@ def test_memory_report_has_a_cpu_row_with_used_within_total() -> None:
 
 
 # -- on a CUDA GPU ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.gpu
 def test_select_gives_cuda_in_bfloat16_on_ampere_or_newer() -> None:

@@ -37,6 +37,7 @@ def _image(size: int = 48):
 
 # -- tokenizers ----------------------------------------------------------------------------------
 
+
 def test_wordpiece_tokenizer_loads_through_lab_models(tmp_path: Path) -> None:
     folder = testing.write_tokenizer(tmp_path / "wordpiece", kind="wordpiece")
     tokenizer = models.tokenizer("tiny/bert", path=folder)
@@ -54,8 +55,9 @@ def test_bpe_tokenizer_loads_through_lab_models_with_chat_template(tmp_path: Pat
     assert ids[0] == tokenizer.bos_token_id
     assert tokenizer.unk_token_id not in ids
     assert tokenizer.decode(ids, skip_special_tokens=True) == text
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert len(tokenizer.tokenize("<|im_start|>")) == 1
 
@@ -76,6 +78,7 @@ def test_unknown_tokenizer_kind_is_refused(tmp_path: Path) -> None:
 
 
 # -- encoders ------------------------------------------------------------------------------------
+
 
 def test_tiny_random_bert_loads_through_lab_models(tmp_path: Path) -> None:
     folder = testing.write_bert_encoder(tmp_path / "bert")
@@ -106,6 +109,7 @@ def test_tiny_random_sentence_encoder_is_also_a_plain_encoder(tmp_path: Path) ->
 
 # -- causal LM -----------------------------------------------------------------------------------
 
+
 def test_tiny_random_llama_loads_through_lab_models(tmp_path: Path) -> None:
     folder = testing.write_llama_causal_lm(tmp_path / "llama")
     tokenizer = models.tokenizer("tiny/llama", path=folder)
@@ -117,8 +121,12 @@ def test_tiny_random_llama_loads_through_lab_models(tmp_path: Path) -> None:
             logits = model(**inputs).logits
         assert logits.shape == (1, inputs["input_ids"].shape[1], len(tokenizer))
 
-        chat = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                                             return_tensors="pt", return_dict=True)
+        chat = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hi"}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         generated = model.generate(**chat, max_new_tokens=3, min_new_tokens=3)
     assert generated.shape == (1, chat["input_ids"].shape[1] + 3)
 
@@ -146,6 +154,7 @@ def test_tiny_random_llama_weights_are_deterministic(tmp_path: Path) -> None:
 
 
 # -- multimodal ----------------------------------------------------------------------------------
+
 
 def test_tiny_random_open_clip_loads_with_local_dir_schema(tmp_path: Path) -> None:
     import open_clip
