@@ -45,13 +45,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
 demo = build_demo()
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings.from_env()
+def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
+    """Queue and launch ``demo`` as configured; returns its local URL (``block=False`` for tests)."""
     settings.check()
-    if settings.preload:
-        for model_id, outcome in models.preload(settings.preload).items():
-            logging.info("preload %s: %s", model_id, outcome)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1).launch(
         server_name=settings.server_name,
         server_port=settings.server_port,
@@ -60,7 +56,20 @@ def main() -> None:
         theme=THEME,
         ssr_mode=False,
         footer_links=["api", "settings"],
+        prevent_thread_lock=not block,
+        quiet=not block,
     )
+    return demo.local_url
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    settings.check()
+    if settings.preload:
+        for model_id, outcome in models.preload(settings.preload).items():
+            logging.info("preload %s: %s", model_id, outcome)
+    serve(demo, settings)
 
 
 if __name__ == "__main__":

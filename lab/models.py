@@ -8,7 +8,7 @@ and every user. ``trust_remote_code`` is never enabled, and weights load from sa
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,83 +89,76 @@ def load_tokenizer_uncached(location: str) -> Any:
 # -- models --------------------------------------------------------------------------------------
 
 
-def _model_loader(
+Build = Callable[[str, device.Placement], Any]
+
+
+@contextmanager
+def _lease_model(
     model_id: str,
     part: str,
     path: str | Path | None,
-    build: Callable[[str, Any], Any],
-    placement: device.Placement,
-) -> Callable[[], Loaded]:
+    device_name: str | None,
+    build: Build,
+    variant: str = "",
+) -> Iterator[Any]:
+    """Resolve, load once through the cache on the lab's device, and hold the model for a ``with`` block."""
+    placement = device.select(device_name)
     source = catalog.resolve(model_id, "model", path)
 
     def load() -> Loaded:
         with _unavailable_on_failure(model_id, "model"):
             model = build(_location(source), placement)
         model.eval()
-        return Loaded(
-            model, module_nbytes(model), placement.device, str(placement.dtype).removeprefix("torch.")
-        )
+        dtype = str(placement.dtype).removeprefix("torch.")
+        return Loaded(model, module_nbytes(model), placement.device, dtype)
 
-    return load
-
-
-def _expected(model_id: str) -> int:
-    return int(catalog.entry(model_id).memory_mb * 1e6)
+    key = _key(model_id, part, path, f"{variant}@{placement.device}")
+    expected = int(catalog.entry(model_id).memory_mb * 1e6)
+    with CACHE.lease(key, load, expected_bytes=expected, device=placement.device) as model:
+        yield model
 
 
-@contextmanager
+def _transformers_build(auto_class: str, eager: bool) -> Build:
+    """A builder for ``transformers.<auto_class>.from_pretrained``: safetensors only, no remote code."""
+
+    def build(location: str, where: device.Placement) -> Any:
+        import transformers
+
+        kwargs = {"attn_implementation": "eager"} if eager else {}
+        model_class = getattr(transformers, auto_class)
+        return model_class.from_pretrained(
+            location, dtype=where.dtype, use_safetensors=True, trust_remote_code=False, **kwargs
+        ).to(where.device)
+
+    return build
+
+
 def causal_lm(
     model_id: str, path: str | Path | None = None, *, eager: bool = False, device_name: str | None = None
-) -> Iterator[Any]:
+) -> AbstractContextManager[Any]:
     """Lease a causal language model (``AutoModelForCausalLM``) on the lab's device.
 
     Args:
         eager: load with eager attention, which returns attention weights (SDPA returns none); kept
             in the cache as a separate entry.
+        device_name: override the lab's device choice (``"cpu"``, ``"cuda"``).
     """
-    placement = device.select(device_name)
-
-    def build(location: str, where: device.Placement) -> Any:
-        from transformers import AutoModelForCausalLM
-
-        kwargs = {"attn_implementation": "eager"} if eager else {}
-        return AutoModelForCausalLM.from_pretrained(
-            location, dtype=where.dtype, use_safetensors=True, trust_remote_code=False, **kwargs
-        ).to(where.device)
-
-    key = _key(model_id, "causal-lm", path, ":eager" if eager else "")
-    loader = _model_loader(model_id, "causal-lm", path, build, placement)
-    with CACHE.lease(key, loader, expected_bytes=_expected(model_id), device=placement.device) as model:
-        yield model
+    build = _transformers_build("AutoModelForCausalLM", eager)
+    return _lease_model(model_id, "causal-lm", path, device_name, build, ":eager" if eager else "")
 
 
-@contextmanager
 def encoder(
     model_id: str, path: str | Path | None = None, *, eager: bool = False, device_name: str | None = None
-) -> Iterator[Any]:
+) -> AbstractContextManager[Any]:
     """Lease a transformer encoder (``AutoModel``), e.g. BERT or MiniLM's encoder."""
-    placement = device.select(device_name)
-
-    def build(location: str, where: device.Placement) -> Any:
-        from transformers import AutoModel
-
-        kwargs = {"attn_implementation": "eager"} if eager else {}
-        return AutoModel.from_pretrained(
-            location, dtype=where.dtype, use_safetensors=True, trust_remote_code=False, **kwargs
-        ).to(where.device)
-
-    key = _key(model_id, "encoder", path, ":eager" if eager else "")
-    loader = _model_loader(model_id, "encoder", path, build, placement)
-    with CACHE.lease(key, loader, expected_bytes=_expected(model_id), device=placement.device) as model:
-        yield model
+    build = _transformers_build("AutoModel", eager)
+    return _lease_model(model_id, "encoder", path, device_name, build, ":eager" if eager else "")
 
 
-@contextmanager
 def sentence_encoder(
     model_id: str, path: str | Path | None = None, *, device_name: str | None = None
-) -> Iterator[Any]:
+) -> AbstractContextManager[Any]:
     """Lease a sentence-transformers model (one vector per text)."""
-    placement = device.select(device_name)
 
     def build(location: str, where: device.Placement) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -173,10 +166,7 @@ def sentence_encoder(
         model = SentenceTransformer(location, device=where.device, trust_remote_code=False)
         return model.to(where.dtype) if where.device.startswith("cuda") else model
 
-    key = _key(model_id, "sentence-encoder", path)
-    loader = _model_loader(model_id, "sentence-encoder", path, build, placement)
-    with CACHE.lease(key, loader, expected_bytes=_expected(model_id), device=placement.device) as model:
-        yield model
+    return _lease_model(model_id, "sentence-encoder", path, device_name, build)
 
 
 def preload(model_ids: list[str]) -> dict[str, str]:

@@ -32,6 +32,7 @@ STYLE = """
 .lab-tok .id{display:inline-block;font-size:9px;color:#57606a;vertical-align:sub;margin-left:1px}
 .lab-tok .ws{color:#8c959f}
 .lab-tok .ctl{color:#9a6700;font-size:10px}
+.lab-tok .decoded{font-size:12px;color:#57606a;margin:0 4px 0 1px}
 .lab-tok .why{font-size:12px;white-space:pre-wrap}
 .lab-tok .text{font-family:ui-monospace,monospace;font-size:14px;line-height:2.1;white-space:pre-wrap;
   word-break:break-all}
@@ -97,9 +98,22 @@ def _token_spans(result: Tokenization, show_ids: bool, show_whitespace: bool) ->
         ids = f'<span class="id">{token_id}</span>' if show_ids else ""
         parts.append(
             f'<span class="{" ".join(classes)}" style="background:rgba({colour},0.55)" '
-            f'title="{html.escape(hover)}" dir="ltr">{label}{ids}</span>{_line_breaks(token)}'
+            f'title="{html.escape(hover)}" dir="ltr">{label}{ids}</span>'
+            f"{_decoded_after(result, index)}{_line_breaks(token)}"
         )
     return "".join(parts)
+
+
+def _decoded_after(result: Tokenization, index: int) -> str:
+    """After the last byte piece of a character, show the character those pieces decode to together."""
+    piece = result.pieces[index] if index < len(result.pieces) else None
+    if piece is None:
+        return ""
+    following = result.pieces[index + 1] if index + 1 < len(result.pieces) else None
+    if following is not None and following.part_of == piece.part_of:
+        return ""
+    hint = "the byte pieces before this decode to it"
+    return f'<span class="decoded" title="{hint}">={html.escape(piece.part_of)}</span>'
 
 
 def _line_breaks(token: str) -> str:

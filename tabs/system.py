@@ -54,9 +54,10 @@ def refresh() -> tuple[str, str]:
 
 def build(demo: gr.Blocks) -> None:
     """The System accordion; it refreshes when the page loads and on its button."""
-    with gr.Accordion("System: loaded models and memory", open=False):
+    with gr.Accordion("System: loaded models and memory", open=False) as panel:
         memory = gr.Markdown()
         table = gr.HTML(elem_id="system-cache")
         button = gr.Button("Refresh", size="sm", elem_id="system-refresh")
     button.click(refresh, None, [table, memory], api_visibility="private", concurrency_limit=None)
+    panel.expand(refresh, None, [table, memory], api_visibility="private", concurrency_limit=None)
     demo.load(refresh, None, [table, memory], api_visibility="private", concurrency_limit=None)

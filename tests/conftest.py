@@ -43,21 +43,22 @@ def fresh_cache() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def lab_server() -> Iterator[str]:
-    """The real app, launched on a free port on 127.0.0.1; yields its URL."""
+    """The real app, launched as ``python app.py`` launches it, on a free port of 127.0.0.1."""
     import app
 
-    port = free_port()
-    demo = app.demo
-    demo.queue(max_size=64, default_concurrency_limit=1).launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        theme=app.THEME,
-        ssr_mode=False,
+    yield app.serve(app.demo, local_settings(), block=False)
+    app.demo.close()
+
+
+def local_settings(**changes: object) -> object:
+    """The environment's settings, bound to a free port on 127.0.0.1."""
+    import dataclasses
+
+    from lab.config import Settings
+
+    return dataclasses.replace(
+        Settings.from_env(), server_name="127.0.0.1", server_port=free_port(), **changes
     )
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +96,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         ARTIFACTS.mkdir(exist_ok=True)
         with contextlib.suppress(Exception):  # the page may be gone; the failure itself is what matters
             page.screenshot(path=str(ARTIFACTS / f"{item.name}.png"), full_page=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests skip, with the reason, on a machine without CUDA (whatever -m selected them)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))

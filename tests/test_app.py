@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lab.config import Settings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, local_settings
 
 
 def test_importing_the_app_loads_no_model_and_not_even_torch():
@@ -85,21 +85,13 @@ def test_classroom_server_needs_login_and_only_loads_catalog_ids():
 
     import app
 
-    settings = Settings(classroom=True, auth=[("student", "pw")])
+    settings = local_settings(classroom=True, auth=[("student", "pw")], queue_size=8)
     demo = app.build_demo(settings)
-    port = free_port()
-    demo.queue(max_size=8).launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        auth=settings.auth,
-        ssr_mode=False,
-    )
+    url = app.serve(demo, settings, block=False)
     try:
         with pytest.raises(ValueError, match="[Ll]ogin|auth"):
-            Client(f"http://127.0.0.1:{port}/", verbose=False)
-        client = Client(f"http://127.0.0.1:{port}/", auth=("student", "pw"), verbose=False)
+            Client(url, verbose=False)
+        client = Client(url, auth=("student", "pw"), verbose=False)
         assert client.predict("hi", ["gpt2"], api_name="/tokenize")[0]["tokens"] == ["hi"]
         with pytest.raises(Exception, match="only loads catalog models"):
             client.predict("hi", ["someone/their-model"], api_name="/tokenize")
