@@ -1,0 +1,428 @@
+"""Look inside the forward pass (chapters 2 and 3): attention weights, the next-token distribution,
+the logit lens, the model's structure and the KV cache.
+
+Every function takes a model id (a catalog id such as ``"HuggingFaceTB/SmolLM2-135M-Instruct"``, or any id
+with ``path=`` pointing at a folder) and returns plain data: numpy arrays, lists and dataclasses. The model
+is leased from the shared cache for the forward pass only::
+
+    from lab import attention
+    attention.next_token("The capital of France is", "HuggingFaceTB/SmolLM2-135M-Instruct")[0]
+    # (' Paris', 0.77)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lab import catalog, device, models
+
+MAX_TOKENS = 128
+"""The longest input the attention views take (a 128×128 map per head stays readable and fast)."""
+
+ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+DECODER = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ATTENTION_MODELS = [
+    ENCODER,
+    DECODER,
+    "bert-base-uncased",
+    "gpt2",
+    "microsoft/Phi-3-mini-4k-instruct",
+    "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
+    "sentence-transformers/all-mpnet-base-v2",
+    "microsoft/deberta-v3-xsmall",
+]
+DECODER_MODELS = [DECODER, "gpt2", "microsoft/Phi-3-mini-4k-instruct", "TinyLlama/TinyLlama-1.1B-Chat-v1.0"]
+
+
+class TooManyTokens(ValueError):
+    """The input is longer than the view takes; nothing was cut."""
+
+
+# -- which model, which kind ----------------------------------------------------------------------
+
+
+def is_decoder(model_id: str, path: str | Path | None = None) -> bool:
+    """True for causal (decoder-only) language models, from the catalog or the model's config."""
+    if catalog.is_known(model_id) and path is None:
+        return catalog.entry(model_id).kind == "causal-lm"
+    location = models.locate(model_id, "model", path)
+    config_file = Path(location) / "config.json"
+    if config_file.is_file():
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+        return any(name.endswith("ForCausalLM") for name in architectures)
+    return catalog.entry(model_id).kind == "causal-lm"
+
+
+def _lease(model_id: str, path: str | Path | None, eager: bool) -> AbstractContextManager[Any]:
+    if is_decoder(model_id, path):
+        return models.causal_lm(model_id, path, eager=eager)
+    return models.encoder(model_id, path, eager=eager)
+
+
+def _encode(model_id: str, text: str, path: str | Path | None, cap: int | None) -> tuple[Any, list[str]]:
+    """Token ids (1, T) and each token decoded on its own, checking the cap first."""
+    tokenizer = models.tokenizer(model_id, path)
+    ids = tokenizer(text, return_tensors="pt", verbose=False)["input_ids"]
+    if cap is not None and ids.shape[1] > cap:
+        raise TooManyTokens(
+            f"The text is {ids.shape[1]} tokens long for {model_id}; this view takes at most {cap}. "
+            f"Shorten it by about {ids.shape[1] - cap} tokens."
+        )
+    return ids, [tokenizer.decode([i]) for i in ids[0].tolist()]
+
+
+# -- attention ------------------------------------------------------------------------------------
+
+
+@dataclass
+class AttentionResult:
+    """Attention weights of every layer and head: ``weights[layer, head, query, key]``."""
+
+    model: str
+    tokens: list[str]
+    weights: np.ndarray  # (layers, heads, T, T)
+    special: list[bool]  # tokens the tokenizer added or treats as special ([CLS], <s> …)
+    causal: bool
+
+    @property
+    def layers(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self.weights.shape[1]
+
+
+def attention(
+    text: str, model: str = ENCODER, path: str | Path | None = None, max_tokens: int = MAX_TOKENS
+) -> AttentionResult:
+    """Every attention weight of ``model`` on ``text``.
+
+    Raises:
+        TooManyTokens: the text is longer than ``max_tokens`` tokens.
+        ModelUnavailable: the model cannot be loaded here.
+    """
+    import torch
+
+    if not text.strip():
+        raise ValueError("Type some text first: attention needs at least one word.")
+    ids, pieces = _encode(model, text, path, max_tokens)
+    tokenizer = models.tokenizer(model, path)
+    special_ids = set(tokenizer.all_special_ids)
+    with _lease(model, path, eager=True) as network:
+        with torch.no_grad():
+            out = network(input_ids=ids.to(network.device), output_attentions=True)
+        stacked = torch.stack([layer[0] for layer in out.attentions])  # (layers, heads, T, T)
+        weights = stacked.float().cpu().numpy()
+    return AttentionResult(
+        model, pieces, weights, [i in special_ids for i in ids[0].tolist()], causal=is_decoder(model, path)
+    )
+
+
+# -- next token -----------------------------------------------------------------------------------
+
+
+@dataclass
+class NextToken:
+    """The distribution over the next token, before and after temperature and top-p."""
+
+    tokens: list[str]  # the top-k, most probable first (by the raw distribution)
+    ids: list[int]
+    raw: list[float]  # softmax of the logits (temperature 1)
+    reshaped: list[float]  # after temperature and top-p, renormalised (0 outside the nucleus)
+    in_nucleus: list[bool]
+    greedy: str  # what greedy decoding picks
+    nucleus_size: int  # how many tokens of the whole vocabulary stay inside top-p
+
+
+def reshape(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities after temperature and nucleus (top-p) filtering, and the nucleus mask.
+
+    Temperature 0 is greedy decoding (all mass on the top token); top-p 0 keeps only the top token.
+    """
+    if temperature < 0 or not 0 <= top_p <= 1:
+        raise ValueError("Temperature must be 0 or more and top-p between 0 and 1.")
+    logits = logits.astype(np.float64)
+    if temperature == 0:
+        probs = np.zeros_like(logits)
+        probs[int(logits.argmax())] = 1.0
+    else:
+        scaled = logits / temperature
+        scaled -= scaled.max()
+        probs = np.exp(scaled)
+        probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")
+    cumulative = np.cumsum(probs[order])
+    # keep the smallest prefix whose mass reaches top_p (always at least one token)
+    keep = int(np.searchsorted(cumulative, top_p, side="left")) + 1
+    mask = np.zeros_like(probs, dtype=bool)
+    mask[order[: max(1, min(keep, len(order)))]] = True
+    filtered = np.where(mask, probs, 0.0)
+    return filtered / filtered.sum(), mask
+
+
+def next_token_distribution(
+    prompt: str,
+    model: str = DECODER,
+    k: int = 10,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    path: str | Path | None = None,
+) -> NextToken:
+    """The LM head's distribution for the token after ``prompt``."""
+    import torch
+
+    if not prompt.strip():
+        raise ValueError("Type a prompt first: the model predicts the token that follows it.")
+    _require_decoder(model, path)
+    ids, _ = _encode(model, prompt, path, None)
+    with _lease(model, path, eager=False) as network, torch.no_grad():
+        logits = network(input_ids=ids.to(network.device)).logits[0, -1].float().cpu().numpy()  # (vocab,)
+    tokenizer = models.tokenizer(model, path)
+    raw = _softmax(logits)
+    reshaped, mask = reshape(logits, temperature, top_p)
+    top = np.argsort(-raw, kind="stable")[:k]
+    return NextToken(
+        tokens=[tokenizer.decode([int(i)]) for i in top],
+        ids=[int(i) for i in top],
+        raw=[float(raw[i]) for i in top],
+        reshaped=[float(reshaped[i]) for i in top],
+        in_nucleus=[bool(mask[i]) for i in top],
+        greedy=tokenizer.decode([int(raw.argmax())]),
+        nucleus_size=int(mask.sum()),
+    )
+
+
+def next_token(
+    prompt: str,
+    model: str = DECODER,
+    k: int = 10,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    path: str | Path | None = None,
+) -> list[tuple[str, float]]:
+    """The ``k`` most probable next tokens after temperature and top-p, most probable first."""
+    result = next_token_distribution(prompt, model, k, temperature, top_p, path)
+    pairs = sorted(zip(result.tokens, result.reshaped), key=lambda pair: -pair[1])
+    return [(token, prob) for token, prob in pairs]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max()
+    exp = np.exp(shifted)
+    return exp / exp.sum()
+
+
+def _require_decoder(model: str, path: str | Path | None) -> None:
+    if not is_decoder(model, path):
+        raise ValueError(
+            f"{model} is an encoder: it has no language-model head to predict a next token. "
+            f"Pick a decoder such as {DECODER}."
+        )
+
+
+# -- logit lens -----------------------------------------------------------------------------------
+
+
+def _layers_and_norm(network: Any) -> tuple[Any, Any, Any]:
+    """The decoder blocks, the final norm and the LM head of a causal LM (Llama, Phi-3, GPT-2 …)."""
+    body = getattr(network, "model", None) or getattr(network, "transformer", None)
+    layers = getattr(body, "layers", None) or getattr(body, "h", None)
+    norm = getattr(body, "norm", None) or getattr(body, "ln_f", None)
+    if layers is None or norm is None:
+        raise ValueError(f"The logit lens does not know where the blocks of {type(network).__name__} are.")
+    return layers, norm, network.get_output_embeddings()
+
+
+def logit_lens(
+    prompt: str, model: str = DECODER, k: int = 1, path: str | Path | None = None, max_tokens: int = 32
+) -> list[list[list[tuple[str, float]]]]:
+    """The LM head applied to every layer's output (after the final norm): ``[layer][position] -> top-k``.
+
+    The last layer's row is the model's real prediction, so its last position equals :func:`next_token`.
+    """
+    import torch
+
+    if not prompt.strip():
+        raise ValueError("Type a prompt first.")
+    _require_decoder(model, path)
+    ids, _ = _encode(model, prompt, path, max_tokens)
+    tokenizer = models.tokenizer(model, path)
+    captured: list[Any] = []
+    with _lease(model, path, eager=False) as network:
+        layers, norm, head = _layers_and_norm(network)
+        hooks = [
+            layer.register_forward_hook(
+                lambda _m, _i, out: captured.append(out[0] if isinstance(out, tuple) else out)
+            )
+            for layer in layers
+        ]
+        try:
+            with torch.no_grad():
+                network(input_ids=ids.to(network.device))
+                probs = torch.stack([head(norm(h)).float().softmax(-1)[0] for h in captured])  # (L, T, vocab)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        values, indices = probs.topk(k, dim=-1)  # (L, T, k)
+    values, indices = values.cpu().numpy(), indices.cpu().numpy()
+    decoded: dict[int, str] = {}
+
+    def text(token_id: int) -> str:
+        if token_id not in decoded:
+            decoded[token_id] = tokenizer.decode([token_id])
+        return decoded[token_id]
+
+    return [
+        [
+            [(text(int(i)), float(p)) for i, p in zip(indices[layer, t], values[layer, t])]
+            for t in range(indices.shape[1])
+        ]
+        for layer in range(indices.shape[0])
+    ]
+
+
+# -- structure ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Structure:
+    """What ``print(model)`` shows, with parameter counts, and the numbers a reader looks for."""
+
+    tree: str
+    parameters: int
+    vocab_size: int
+    hidden_size: int
+    layers: int
+    heads: int
+    kv_heads: int
+
+
+def _count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _tree(module: Any, name: str, depth: int, max_depth: int, lines: list[str]) -> None:
+    children = list(module.named_children())
+    label = f"{'  ' * depth}({name}): " if depth else ""
+    lines.append(f"{label}{type(module).__name__}  [{_count(module):,} parameters]")
+    if depth >= max_depth:
+        return
+    seen: dict[str, int] = {}
+    for child_name, child in children:
+        # Repeated blocks (layers 0..N) print once with their count, as print(model) does.
+        signature = f"{type(child).__name__}:{_count(child)}"
+        if child_name.isdigit() and signature in seen:
+            seen[signature] += 1
+            continue
+        seen[signature] = 1
+        _tree(child, child_name, depth + 1, max_depth, lines)
+    repeats = {sig: n for sig, n in seen.items() if n > 1}
+    for sig, n in repeats.items():
+        lines.append(f"{'  ' * (depth + 1)}… {n} × {sig.split(':')[0]} in all")
+
+
+def structure(model: str = DECODER, path: str | Path | None = None) -> Structure:
+    """The model's module tree with parameter counts, embedding shape, layers, heads and KV heads."""
+    with _lease(model, path, eager=False) as network:
+        config = network.config
+        lines: list[str] = []
+        _tree(network, type(network).__name__, 0, 4, lines)
+        embeddings = network.get_input_embeddings().weight
+        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 0)
+        return Structure(
+            tree="\n".join(lines),
+            parameters=_count(network),
+            vocab_size=int(embeddings.shape[0]),
+            hidden_size=int(embeddings.shape[1]),
+            layers=getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0),
+            heads=heads,
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        )
+
+
+# -- KV cache -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Generation:
+    text: str
+    seconds: float
+    tokens: int
+
+
+def generate_stream(
+    prompt: str,
+    model: str = DECODER,
+    new_tokens: int = 50,
+    use_cache: bool = True,
+    path: str | Path | None = None,
+) -> Iterator[tuple[str, Generation | None]]:
+    """Greedy generation that yields the text so far, then a final :class:`Generation` with its time.
+
+    Exactly ``new_tokens`` tokens are generated (end-of-text is ignored) so runs with and without the KV
+    cache do the same work.
+    """
+    import torch
+    from transformers import TextIteratorStreamer
+
+    _require_decoder(model, path)
+    if not prompt.strip():
+        raise ValueError("Type a prompt first.")
+    ids, _ = _encode(model, prompt, path, None)
+    tokenizer = models.tokenizer(model, path)
+    with _lease(model, path, eager=False) as network:
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(
+            input_ids=ids.to(network.device),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=use_cache,
+            streamer=streamer,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.no_grad():
+                    network.generate(**kwargs)
+            except BaseException as error:  # surfaced in the caller's thread below
+                errors.append(error)
+                streamer.end()
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text, None
+        worker.join()
+        seconds = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    yield text, Generation(text, seconds, new_tokens)
+
+
+def kv_cache_timing(
+    prompt: str, model: str = DECODER, new_tokens: int = 50, path: str | Path | None = None
+) -> dict[str, float]:
+    """Seconds to generate ``new_tokens`` with and without the KV cache, and their ratio (the book's test)."""
+    results = {}
+    for use_cache in (True, False):
+        *_, (_, final) = generate_stream(prompt, model, new_tokens, use_cache, path)
+        results["with_cache_s" if use_cache else "without_cache_s"] = final.seconds
+    results["ratio"] = results["without_cache_s"] / results["with_cache_s"]
+    results["device"] = device.select().device  # type: ignore[assignment]
+    return results

@@ -1,0 +1,147 @@
+"""Pictures of attention: the head view (HTML + bundled JavaScript), the model view (a PNG grid of every
+layer and head) and a single head as a heat map. No Gradio here; a notebook can show them too."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lab.attention import AttentionResult
+
+HEAD_VIEW_JS = Path(__file__).resolve().parent.parent / "assets" / "js" / "head_view.js"
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><style>
+body{{font-family:ui-sans-serif,system-ui,sans-serif;margin:6px;color:#1f2328}}
+.bar{{display:flex;gap:6px;align-items:center;flex-wrap:wrap;font-size:12px;margin-bottom:6px}}
+.head{{width:22px;height:20px;border:0;border-radius:4px;color:#fff;font-size:10px;cursor:pointer;
+  opacity:.25}}
+.head.on{{opacity:1}}
+.view{{display:flex;align-items:flex-start}}
+.col{{width:150px;padding-top:8px;font-family:ui-monospace,monospace;font-size:12px}}
+#left .tok{{text-align:right;padding-right:4px}} #right .tok{{padding-left:4px}}
+.tok{{white-space:pre;overflow:hidden;text-overflow:ellipsis;line-height:18px;cursor:default}}
+.tok:hover{{background:#fff3b0}} .special{{color:#cf222e;font-weight:600}}
+.note{{font-size:12px;color:#57606a;margin:4px 0}}
+</style></head><body>
+<div class="bar"><b>{title}</b> · layer {layer} · heads (click to toggle):<span id="heads"></span>
+<button id="all">all</button><button id="none">none</button>
+<label><input type="checkbox" id="sinks"> hide attention to special tokens and the first token</label></div>
+<div class="note">{note}</div>
+<div class="view"><div class="col" id="left"></div><canvas id="lines"></canvas>
+<div class="col" id="right"></div></div>
+<script type="application/json" id="attention-data">{data}</script>
+<script>{script}</script></body></html>"""
+
+
+def head_view_page(result: AttentionResult, layer: int) -> str:
+    """A complete HTML page for one layer's head view (for an ``<iframe srcdoc>``)."""
+    if not 0 <= layer < result.layers:
+        raise ValueError(f"{result.model} has layers 0 to {result.layers - 1}, not {layer}.")
+    quantised = np.clip(np.rint(result.weights[layer] * 255), 0, 255).astype(np.uint8)  # (heads, T, T)
+    data = {
+        "tokens": result.tokens,
+        "special": result.special,
+        "causal": result.causal,
+        "heads": result.heads,
+        "layer": layer,
+        "weights": base64.b64encode(quantised.tobytes()).decode("ascii"),
+    }
+    note = (
+        "Decoder: each token sees only itself and the tokens before it (the causal mask), so no line goes "
+        "to a later token."
+        if result.causal
+        else "Encoder: every token attends to every token, before and after it."
+    )
+    note += (
+        " Hover a token to isolate its lines; left is the token attending (query), right is attended (key)."
+    )
+    # "</" would end the script element early; JSON allows the escaped form.
+    payload = json.dumps(data).replace("</", "<\\/")
+    return _PAGE.format(
+        title=html.escape(result.model),
+        layer=layer,
+        note=html.escape(note),
+        data=payload,
+        script=HEAD_VIEW_JS.read_text(encoding="utf-8"),
+    )
+
+
+def iframe(page: str, height: int) -> str:
+    """Embed a page in an isolated iframe: Gradio's HTML component does not run scripts itself."""
+    return (
+        f'<iframe class="lab-frame" srcdoc="{html.escape(page, quote=True)}" '
+        f'style="width:100%;height:{height}px;border:1px solid #d0d7de;border-radius:8px"></iframe>'
+    )
+
+
+def head_view(result: AttentionResult, layer: int) -> str:
+    """The head view of one layer, ready for ``gr.HTML``."""
+    return iframe(head_view_page(result, layer), height=min(2400, 90 + 18 * len(result.tokens)))
+
+
+CELL, GAP, MARGIN = 40, 4, 28
+
+
+def model_view(result: AttentionResult) -> Image.Image:
+    """Every layer (rows) and head (columns) as a small heat map: darker is more attention."""
+    layers, heads = result.layers, result.heads
+    width = MARGIN + heads * (CELL + GAP)
+    height = MARGIN + layers * (CELL + GAP)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for head in range(heads):
+        draw.text((MARGIN + head * (CELL + GAP) + CELL // 2 - 4, 8), str(head), fill="#57606a")
+    for layer in range(layers):
+        draw.text((4, MARGIN + layer * (CELL + GAP) + CELL // 2 - 6), str(layer), fill="#57606a")
+        for head in range(heads):
+            weights = result.weights[layer, head]
+            scaled = weights / max(float(weights.max()), 1e-6)  # each map on its own scale, like bertviz
+            shade = (255 - scaled * 220).astype(np.uint8)
+            rgb = np.stack([shade, shade, np.full_like(shade, 255)], axis=-1)
+            tile = Image.fromarray(rgb, "RGB").resize((CELL, CELL), Image.NEAREST)
+            canvas.paste(tile, (MARGIN + head * (CELL + GAP), MARGIN + layer * (CELL + GAP)))
+    return canvas
+
+
+def cell_at(result: AttentionResult, x: int, y: int) -> tuple[int, int] | None:
+    """The (layer, head) under a click on the model view, or None between cells."""
+    column, column_offset = divmod(x - MARGIN, CELL + GAP)
+    row, row_offset = divmod(y - MARGIN, CELL + GAP)
+    if x < MARGIN or y < MARGIN or column_offset >= CELL or row_offset >= CELL:
+        return None
+    if row >= result.layers or column >= result.heads:
+        return None
+    return int(row), int(column)
+
+
+def head_heatmap(result: AttentionResult, layer: int, head: int):
+    """One head as a plotly heat map with the tokens on both axes."""
+    import plotly.graph_objects as go
+
+    labels = [f"{i}:{t.replace(' ', '·') or '∅'}" for i, t in enumerate(result.tokens)]
+    weights = result.weights[layer, head]
+    figure = go.Figure(
+        go.Heatmap(
+            z=weights,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            zmin=0,
+            zmax=float(weights.max()) or 1,
+            hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>",
+        )
+    )
+    size = max(360, min(900, 14 * len(labels) + 160))
+    figure.update_layout(
+        title=f"{result.model} · layer {layer} · head {head}",
+        height=size,
+        yaxis={"autorange": "reversed", "title": "query (attending)"},
+        xaxis={"title": "key (attended)"},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return figure

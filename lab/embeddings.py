@@ -1,0 +1,216 @@
+"""Embeddings (chapter 2): one vector per text, similarity, 2-D maps, static versus contextual vectors.
+
+::
+
+    from lab import embeddings
+    embeddings.similarity(["I love bread", "Baking is fun", "Stocks fell"])   # (3, 3) cosine matrix
+    embeddings.static_vs_contextual("bank", ["The river bank was muddy.", "The bank raised its rates."])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from lab import models
+
+SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SENTENCE_MODELS = [SENTENCE_MODEL, "sentence-transformers/all-mpnet-base-v2"]
+TOKEN_MODELS = [
+    SENTENCE_MODEL,
+    "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "bert-base-uncased",
+    "microsoft/deberta-v3-xsmall",
+    "gpt2",
+]
+MAX_TEXTS = 200
+
+
+def embed(texts: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None) -> np.ndarray:
+    """One vector per text (``(len(texts), dim)``), as the sentence-transformers model returns it."""
+    texts = _check_texts(texts, minimum=1)
+    with models.sentence_encoder(model, path) as encoder:
+        vectors = encoder.encode(texts, convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def cosine(vectors: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of the rows of ``vectors``."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms == 0, 1, norms)
+    return unit @ unit.T
+
+
+def similarity(texts: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None) -> np.ndarray:
+    """Cosine similarity of every pair of texts (``(n, n)``); needs at least two texts."""
+    texts = _check_texts(texts, minimum=2)
+    return cosine(embed(texts, model, path))
+
+
+def project(vectors: np.ndarray, method: Literal["pca", "umap"] = "pca") -> np.ndarray:
+    """Project vectors to 2-D for a map: PCA (exact, any count ≥ 2) or UMAP (cosine, at least 4 points)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape[0] < 2:
+        raise ValueError("A map needs at least two points.")
+    if method == "pca":
+        centred = vectors - vectors.mean(axis=0)
+        _, _, components = np.linalg.svd(centred, full_matrices=False)
+        projected = centred @ components[:2].T
+        if projected.shape[1] < 2:  # a single dimension of variation: pad so the map still draws
+            projected = np.pad(projected, ((0, 0), (0, 2 - projected.shape[1])))
+        return projected
+    if method == "umap":
+        if vectors.shape[0] < 4:
+            raise ValueError("UMAP needs at least four points; use PCA for fewer.")
+        import umap
+
+        reducer = umap.UMAP(
+            n_components=2,
+            n_neighbors=min(15, vectors.shape[0] - 1),
+            metric="cosine",
+            random_state=42,
+            init="random",
+        )
+        return reducer.fit_transform(vectors)
+    raise ValueError(f"Unknown projection {method!r}: use 'pca' or 'umap'.")
+
+
+def _check_texts(texts: list[str], minimum: int) -> list[str]:
+    cleaned = [t.strip() for t in texts if t and t.strip()]
+    if len(cleaned) < minimum:
+        raise ValueError(
+            f"Give at least {minimum} non-empty text{'s' if minimum > 1 else ''} (one per line)."
+        )
+    if len(cleaned) > MAX_TEXTS:
+        raise ValueError(f"{len(cleaned)} texts given; the lab embeds at most {MAX_TEXTS} at a time.")
+    return cleaned
+
+
+# -- token-level embeddings -----------------------------------------------------------------------
+
+
+def _token_positions(tokenizer, sentence: str, word: str) -> tuple[list[int], list[int]]:
+    """Ids of a sentence and the positions of the tokens that make up ``word`` in it (first occurrence)."""
+    encoding = tokenizer(sentence, return_offsets_mapping=True, verbose=False)
+    start = sentence.lower().find(word.lower())
+    if start < 0:
+        return encoding["input_ids"], []
+    end = start + len(word)
+    positions = [i for i, (s, e) in enumerate(encoding["offset_mapping"]) if e > s and s < end and e > start]
+    return encoding["input_ids"], positions
+
+
+@dataclass
+class StaticVsContextual:
+    """Cosine similarities of one word's vectors across sentences: static (input) and contextual (output)."""
+
+    word: str
+    sentences: list[str]
+    static: np.ndarray  # (n, n): identical vectors, so all ones
+    contextual: np.ndarray  # (n, n)
+    pieces: list[list[str]]  # the tokens the word became in each sentence
+
+
+def static_vs_contextual(
+    word: str, sentences: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise cosine similarity of ``word``'s static input embedding and its contextual output embedding
+    in each sentence (tokens of a split word are averaged). Returns ``(static_sim, contextual_sim)``."""
+    result = compare_word(word, sentences, model, path)
+    return result.static, result.contextual
+
+
+def compare_word(
+    word: str, sentences: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None
+) -> StaticVsContextual:
+    """Like :func:`static_vs_contextual`, with the pieces the word became."""
+    import torch
+
+    word = (word or "").strip()
+    if not word:
+        raise ValueError("Type the word to follow across the sentences.")
+    sentences = _check_texts(sentences, minimum=2)
+    tokenizer = models.tokenizer(model, path)
+    located = []
+    for number, sentence in enumerate(sentences, 1):
+        ids, positions = _token_positions(tokenizer, sentence, word)
+        if not positions:
+            raise ValueError(f"'{word}' does not occur in sentence {number}: {sentence!r}.")
+        located.append((ids, positions))
+    from lab.attention import is_decoder
+
+    lease = models.causal_lm if is_decoder(model, path) else models.encoder
+    static, contextual = [], []
+    with lease(model, path) as network:
+        table = network.get_input_embeddings().weight  # (vocab, dim)
+        for ids, positions in located:
+            tensor = torch.tensor([ids], device=network.device)
+            with torch.no_grad():
+                out = network(input_ids=tensor, output_hidden_states=True)
+            hidden = out.hidden_states[-1][0]  # (T, dim)
+            static.append(table[[ids[p] for p in positions]].detach().float().mean(0).cpu().numpy())
+            contextual.append(hidden[positions].float().mean(0).cpu().numpy())
+    pieces = [[tokenizer.decode([ids[p]]) for p in positions] for ids, positions in located]
+    return StaticVsContextual(word, sentences, cosine(np.stack(static)), cosine(np.stack(contextual)), pieces)
+
+
+def token_vectors(
+    tokens: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Static input embeddings of vocabulary tokens (each given as text; a text that is several tokens
+    is averaged). Returns the labels kept and ``(n, dim)``."""
+    tokenizer = models.tokenizer(model, path)
+    wanted = [t for t in (tok.strip() for tok in tokens) if t]
+    if not wanted:
+        raise ValueError("Give some words or tokens, one per line.")
+    from lab.attention import is_decoder
+
+    lease = models.causal_lm if is_decoder(model, path) else models.encoder
+    rows = []
+    with lease(model, path) as network:
+        table = network.get_input_embeddings().weight
+        for text in wanted:
+            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            rows.append(table[ids].float().mean(0).detach().cpu().numpy())
+    return wanted, np.stack(rows)
+
+
+def neighbours(
+    token: str, model: str = SENTENCE_MODEL, k: int = 10, path: str | Path | None = None
+) -> list[tuple[str, float]]:
+    """The ``k`` vocabulary tokens whose input embeddings are closest (cosine) to ``token``'s."""
+    import torch
+
+    tokenizer = models.tokenizer(model, path)
+    ids = tokenizer((token or "").strip(), add_special_tokens=False, verbose=False)["input_ids"]
+    if not ids:
+        raise ValueError("Type a word or token to find its neighbours.")
+    from lab.attention import is_decoder
+
+    lease = models.causal_lm if is_decoder(model, path) else models.encoder
+    with lease(model, path) as network:
+        table = network.get_input_embeddings().weight.detach().float()
+        query = table[ids].mean(0)
+        scores = torch.nn.functional.cosine_similarity(table, query[None, :], dim=-1)
+        scores[ids] = -2  # the token itself is not its own neighbour
+        values, indices = scores.topk(k)
+    return [(tokenizer.decode([int(i)]), float(v)) for i, v in zip(indices.cpu(), values.cpu())]
+
+
+@dataclass
+class TextVector:
+    """The vector of one text, as the book prints it."""
+
+    shape: tuple[int, ...]
+    first: list[float]
+    norm: float
+
+
+def describe(text: str, model: str = SENTENCE_MODEL, path: str | Path | None = None) -> TextVector:
+    vector = embed([text], model, path)[0]
+    return TextVector(
+        tuple(vector.shape), [round(float(v), 4) for v in vector[:8]], float(np.linalg.norm(vector))
+    )
