@@ -15,7 +15,7 @@ import gradio as gr  # noqa: E402
 
 from lab import models  # noqa: E402
 from lab.config import Settings  # noqa: E402
-from tabs import system, tokenizers  # noqa: E402
+from tabs import attention, system, tokenizers  # noqa: E402
 
 HEADER = """
 # LLM Lab
@@ -36,8 +36,11 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     settings = settings or Settings.from_env()
     with gr.Blocks(title="LLM Lab") as demo:
         gr.Markdown(HEADER)
-        with gr.Tabs(), gr.Tab("Tokenizers · ch. 2", id="tokenizers"):
-            tokenizers.build(demo, settings)
+        with gr.Tabs():
+            with gr.Tab("Tokenizers · ch. 2", id="tokenizers"):
+                tokenizers.build(demo, settings)
+            with gr.Tab("Attention & embeddings · ch. 2–3", id="attention"):
+                attention.build(demo, settings)
         system.build(demo)
     return demo
 

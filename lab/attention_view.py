@@ -84,12 +84,18 @@ def head_view(result: AttentionResult, layer: int) -> str:
     return iframe(head_view_page(result, layer), height=min(2400, 90 + 18 * len(result.tokens)))
 
 
-CELL, GAP, MARGIN = 40, 4, 28
+GAP, MARGIN = 4, 28
+
+
+def _cell(result: AttentionResult) -> int:
+    """Side of one head's square: large for small models, smaller so 30 layers still fit a screen."""
+    return max(16, min(40, 1000 // max(result.layers, result.heads)))
 
 
 def model_view(result: AttentionResult) -> Image.Image:
     """Every layer (rows) and head (columns) as a small heat map: darker is more attention."""
     layers, heads = result.layers, result.heads
+    CELL = _cell(result)  # noqa: N806 (a constant for this picture)
     width = MARGIN + heads * (CELL + GAP)
     height = MARGIN + layers * (CELL + GAP)
     canvas = Image.new("RGB", (width, height), "white")
@@ -110,6 +116,7 @@ def model_view(result: AttentionResult) -> Image.Image:
 
 def cell_at(result: AttentionResult, x: int, y: int) -> tuple[int, int] | None:
     """The (layer, head) under a click on the model view, or None between cells."""
+    CELL = _cell(result)  # noqa: N806
     column, column_offset = divmod(x - MARGIN, CELL + GAP)
     row, row_offset = divmod(y - MARGIN, CELL + GAP)
     if x < MARGIN or y < MARGIN or column_offset >= CELL or row_offset >= CELL:

@@ -157,6 +157,14 @@ def compare_word(
     return StaticVsContextual(word, sentences, cosine(np.stack(static)), cosine(np.stack(contextual)), pieces)
 
 
+def _word_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a word on its own. Byte-level BPE vocabularies store mid-sentence words with their
+    leading space (" king"), so that form is used unless it makes more tokens."""
+    plain = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    spaced = tokenizer(" " + text, add_special_tokens=False, verbose=False)["input_ids"]
+    return spaced if spaced and len(spaced) <= len(plain) else plain
+
+
 def token_vectors(
     tokens: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None
 ) -> tuple[list[str], np.ndarray]:
@@ -173,7 +181,7 @@ def token_vectors(
     with lease(model, path) as network:
         table = network.get_input_embeddings().weight
         for text in wanted:
-            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            ids = _word_ids(tokenizer, text)
             rows.append(table[ids].float().mean(0).detach().cpu().numpy())
     return wanted, np.stack(rows)
 
@@ -185,7 +193,7 @@ def neighbours(
     import torch
 
     tokenizer = models.tokenizer(model, path)
-    ids = tokenizer((token or "").strip(), add_special_tokens=False, verbose=False)["input_ids"]
+    ids = _word_ids(tokenizer, (token or "").strip()) if (token or "").strip() else []
     if not ids:
         raise ValueError("Type a word or token to find its neighbours.")
     from lab.attention import is_decoder

@@ -1,0 +1,93 @@
+"""The attention tab in chromium: the head view draws its lines, the model view opens a head."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+TIMEOUT = 90_000
+LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 14)  # 128 tokens with [CLS] [SEP]
+
+
+@pytest.fixture
+def page(browser, lab_server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(lab_server)
+    page.get_by_role("tab", name="Attention & embeddings · ch. 2–3").click()
+    yield page
+    context.close()
+
+
+def painted_pixels(frame) -> int:
+    return frame.locator("#lines").evaluate(
+        "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"
+    )
+
+
+def test_head_view_draws_lines_for_128_tokens_and_hover_isolates_one_token(page):
+    page.locator("#att-text textarea").fill(LONG_TEXT)
+    page.locator("#att-run").click()
+    frame = page.frame_locator("#att-head-view iframe")
+    frame.locator("body[data-ready='1']").wait_for(timeout=TIMEOUT)
+    assert frame.locator("#left .tok").count() == 128
+    all_lines = painted_pixels(frame)
+    assert all_lines > 1000
+    frame.locator("#left .tok").nth(5).hover()
+    assert 0 < painted_pixels(frame) < all_lines  # only that token's lines remain
+    render_ms = int(frame.locator("body").get_attribute("data-render-ms"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "head_view_render.json").write_text(json.dumps({"tokens": 128, "render_ms": render_ms}))
+    print(f"head view, 128 tokens: first draw {render_ms} ms in chromium")
+
+
+def test_toggling_heads_and_sinks_redraws(page):
+    page.locator("#att-run").click()
+    frame = page.frame_locator("#att-head-view iframe")
+    frame.locator("body[data-ready='1']").wait_for(timeout=TIMEOUT)
+    before = painted_pixels(frame)
+    frame.locator("#none").click()
+    assert painted_pixels(frame) == 0
+    frame.locator(".head").first.click()
+    one_head = painted_pixels(frame)
+    assert 0 < one_head < before
+    frame.locator("#sinks").check()
+    assert painted_pixels(frame) != one_head
+
+
+def test_clicking_the_model_view_opens_that_head(page):
+    page.locator("#att-run").click()
+    page.frame_locator("#att-head-view iframe").locator("body[data-ready='1']").wait_for(timeout=TIMEOUT)
+    image = page.locator("#att-model-view img")
+    image.wait_for(timeout=TIMEOUT)
+    # The picture is drawn with object-fit: contain, so find where it really sits inside the element.
+    box = image.bounding_box()
+    natural_w, natural_h = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    scale = min(box["width"] / natural_w, box["height"] / natural_h)
+    left = (box["width"] - natural_w * scale) / 2
+    top = (box["height"] - natural_h * scale) / 2
+    cell = 40  # MiniLM: 6 layers × 12 heads, 40-pixel squares after a 28-pixel margin
+    x, y = 28 + 3 * (cell + 4) + 10, 28 + 2 * (cell + 4) + 10
+    image.click(position={"x": left + x * scale, "y": top + y * scale})
+    page.wait_for_function(
+        "() => document.querySelector('#att-single')?.textContent.includes('layer 2 · head 3')",
+        timeout=TIMEOUT,
+    )
+
+
+def test_next_token_chart_and_logit_lens(page):
+    page.get_by_role("tab", name="Inside the forward pass").click()
+    page.locator("#fwd-run").click()
+    page.wait_for_function(
+        "() => document.querySelector('#fwd-chart')?.textContent.includes('Paris')", timeout=TIMEOUT
+    )
+    page.get_by_text("Layer by layer: the logit lens").click()
+    page.locator("#fwd-lens-run").click()
+    page.wait_for_function(
+        "() => document.querySelector('#fwd-lens')?.innerText.includes('layer 29')", timeout=TIMEOUT
+    )
