@@ -170,15 +170,8 @@ def reshape(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.nd
     return filtered / filtered.sum(), mask
 
 
-def next_token_distribution(
-    prompt: str,
-    model: str = DECODER,
-    k: int = 10,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    path: str | Path | None = None,
-) -> NextToken:
-    """The LM head's distribution for the token after ``prompt``."""
+def next_token_logits(prompt: str, model: str = DECODER, path: str | Path | None = None) -> np.ndarray:
+    """The LM head's logits for the token after ``prompt`` (``(vocab,)``, float32)."""
     import torch
 
     if not prompt.strip():
@@ -186,7 +179,18 @@ def next_token_distribution(
     _require_decoder(model, path)
     ids, _ = _encode(model, prompt, path, None)
     with _lease(model, path, eager=False) as network, torch.no_grad():
-        logits = network(input_ids=ids.to(network.device)).logits[0, -1].float().cpu().numpy()  # (vocab,)
+        return network(input_ids=ids.to(network.device)).logits[0, -1].float().cpu().numpy()
+
+
+def distribution(
+    logits: np.ndarray,
+    model: str = DECODER,
+    k: int = 10,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    path: str | Path | None = None,
+) -> NextToken:
+    """Turn logits into the top-k view: raw probabilities, reshaped ones and the nucleus (no model call)."""
     tokenizer = models.tokenizer(model, path)
     raw = _softmax(logits)
     reshaped, mask = reshape(logits, temperature, top_p)
@@ -200,6 +204,18 @@ def next_token_distribution(
         greedy=tokenizer.decode([int(raw.argmax())]),
         nucleus_size=int(mask.sum()),
     )
+
+
+def next_token_distribution(
+    prompt: str,
+    model: str = DECODER,
+    k: int = 10,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    path: str | Path | None = None,
+) -> NextToken:
+    """The LM head's distribution for the token after ``prompt``, reshaped by temperature and top-p."""
+    return distribution(next_token_logits(prompt, model, path), model, k, temperature, top_p, path)
 
 
 def next_token(
