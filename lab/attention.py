@@ -285,11 +285,17 @@ def logit_lens(
         try:
             with torch.no_grad():
                 network(input_ids=ids.to(network.device))
-                probs = torch.stack([head(norm(h)).float().softmax(-1)[0] for h in captured])  # (L, T, vocab)
+                steps = len(captured)
+                hidden = torch.cat([h[0] for h in captured])  # (layers * T, d): one matmul for all layers
+                logits = head(norm(hidden)).float()  # (layers * T, vocab)
+                # top-k probabilities without materialising the full softmax of every layer
+                top, indices = logits.topk(k, dim=-1)
+                values = (top - logits.logsumexp(-1, keepdim=True)).exp()
         finally:
             for hook in hooks:
                 hook.remove()
-        values, indices = probs.topk(k, dim=-1)  # (L, T, k)
+        values = values.reshape(steps, ids.shape[1], k)  # (layers, T, k)
+        indices = indices.reshape(steps, ids.shape[1], k)
     values, indices = values.cpu().numpy(), indices.cpu().numpy()
     decoded: dict[int, str] = {}
 

@@ -34,6 +34,14 @@ def test_bench_json_reports_every_measure_and_the_cache_beats_reloading():
     } <= set(results)
     assert results["tokenizers"] >= 11  # every offline tokenizer took part
     assert results["speedup_vs_reload"] > 1  # a ratio measured in the same run, not a wall-clock bound
+    assert {
+        "attention_64_ms",
+        "attention_fresh_ms",
+        "next_token_ms",
+        "next_token_fresh_ms",
+        "logit_lens_ms",
+    } <= set(results)
+    assert results["attention_tokens"] <= 64 and results["lens_prompt_tokens"] == 10
 
 
 def test_bench_table_marks_targets():
