@@ -391,3 +391,25 @@ def test_available_lists_what_loads_offline_and_not_the_rest():
     } <= set(here)
     assert not {"bert-base-cased", "google/flan-t5-small", "facebook/galactica-1.3b"} & set(here)
     assert here == [n for n in tokens.PRESET if n in here]  # the book's order is kept
+
+
+def test_many_users_tokenizing_at_once_share_the_cached_tokenizers_safely():
+    import threading
+
+    text = TEXT * 10
+    expected = [r.tokens for r in tokens.compare(text, ["gpt2", "bert-base-uncased"])]
+    results, errors = [], []
+
+    def user() -> None:
+        try:
+            for _ in range(10):
+                results.append([r.tokens for r in tokens.compare(text, ["gpt2", "bert-base-uncased"])])
+        except Exception as error:  # collected: an exception in a thread would otherwise be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=user) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(results) == 60 and all(r == expected for r in results)
