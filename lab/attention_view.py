@@ -126,29 +126,57 @@ def cell_at(result: AttentionResult, x: int, y: int) -> tuple[int, int] | None:
     return int(row), int(column)
 
 
-def head_heatmap(result: AttentionResult, layer: int, head: int):
-    """One head as a plotly heat map with the tokens on both axes."""
+def matrix_heatmap(
+    matrix: np.ndarray,
+    labels: list[str],
+    title: str,
+    *,
+    value: str = "cosine",
+    colorscale: str = "Viridis",
+    zmin: float = -0.2,
+    zmax: float = 1.0,
+    annotate: bool = True,
+    axes: tuple[str, str] = ("", ""),
+):
+    """A square matrix over the same labels on both axes as a plotly heat map (cosine or attention)."""
     import plotly.graph_objects as go
 
-    labels = [f"{i}:{t.replace(' ', '·') or '∅'}" for i, t in enumerate(result.tokens)]
-    weights = result.weights[layer, head]
+    short = [label if len(label) <= 40 else label[:37] + "…" for label in labels]
+    extra = {"text": np.round(matrix, 2), "texttemplate": "%{text}"} if annotate else {}
     figure = go.Figure(
         go.Heatmap(
-            z=weights,
-            x=labels,
-            y=labels,
-            colorscale="Blues",
-            zmin=0,
-            zmax=float(weights.max()) or 1,
-            hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>",
+            z=matrix,
+            x=short,
+            y=short,
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            hovertemplate=f"%{{y}}<br>%{{x}}<br>{value} %{{z:.3f}}<extra></extra>",
+            **extra,
         )
     )
-    size = max(360, min(900, 14 * len(labels) + 160))
     figure.update_layout(
-        title=f"{result.model} · layer {layer} · head {head}",
-        height=size,
-        yaxis={"autorange": "reversed", "title": "query (attending)"},
-        xaxis={"title": "key (attended)"},
+        title=title,
+        height=max(320, min(900, (14 if not annotate else 40) * len(labels) + 160)),
+        yaxis={"autorange": "reversed", "title": axes[0]},
+        xaxis={"title": axes[1]},
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return figure
+
+
+def head_heatmap(result: AttentionResult, layer: int, head: int):
+    """One head as a heat map with the tokens on both axes."""
+    labels = [f"{i}:{t.replace(' ', '·') or '∅'}" for i, t in enumerate(result.tokens)]
+    weights = result.weights[layer, head].astype(np.float32)
+    return matrix_heatmap(
+        weights,
+        labels,
+        f"{result.model} · layer {layer} · head {head}",
+        value="weight",
+        colorscale="Blues",
+        zmin=0,
+        zmax=float(weights.max()) or 1.0,
+        annotate=False,
+        axes=("query (attending)", "key (attended)"),
+    )

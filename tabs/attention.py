@@ -8,9 +8,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from lab import attention, attention_view, catalog, embeddings, render
+from lab import attention, attention_view, embeddings, render
 from lab.config import Settings
-from tabs.common import CPU_EVENT, GPU_EVENT, user_errors
+from tabs.common import CPU_EVENT, GPU_EVENT, check_allowed, model_choices, user_errors
 
 INTRO = """
 ### Chapters 2–3 · Looking inside a language model
@@ -42,15 +42,6 @@ BANK = "\n".join(
         "The bank raised its interest rates.",
     ]
 )
-
-
-def _choices(ids: list[str]) -> list[tuple[str, str]]:
-    return [(f"{catalog.entry(i).title} · {i}", i) for i in ids]
-
-
-def _check_model(model: str, settings: Settings) -> None:
-    if settings.classroom and not catalog.is_known(model):
-        raise gr.Error(f"This classroom server only loads the lab's catalog models; {model} is not one.")
 
 
 # -- present: figures and tables from plain data ---------------------------------------------------
@@ -115,32 +106,6 @@ def logit_lens_table(rows: list[list[list[tuple[str, float]]]], tokens: list[str
     )
 
 
-def heatmap(matrix: np.ndarray, labels: list[str], title: str):
-    import plotly.graph_objects as go
-
-    short = [label if len(label) <= 40 else label[:37] + "…" for label in labels]
-    figure = go.Figure(
-        go.Heatmap(
-            z=matrix,
-            x=short,
-            y=short,
-            colorscale="Viridis",
-            zmin=-0.2,
-            zmax=1,
-            text=np.round(matrix, 2),
-            texttemplate="%{text}",
-            hovertemplate="%{y}<br>%{x}<br>cosine %{z:.3f}<extra></extra>",
-        )
-    )
-    figure.update_layout(
-        title=title,
-        height=max(320, 60 + 40 * len(labels)),
-        yaxis={"autorange": "reversed"},
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-    )
-    return figure
-
-
 def scatter(points: np.ndarray, labels: list[str], title: str):
     import plotly.graph_objects as go
 
@@ -187,7 +152,7 @@ def _attention_section(settings: Settings) -> None:
     )
     with gr.Row():
         model = gr.Dropdown(
-            _choices(attention.ATTENTION_MODELS),
+            model_choices(attention.ATTENTION_MODELS),
             value=attention.ENCODER,
             label="Model",
             allow_custom_value=not settings.classroom,
@@ -217,7 +182,7 @@ def _attention_section(settings: Settings) -> None:
 
     @user_errors
     def compute(model_id: str, text: str) -> tuple[Any, Any, str, Any, Any]:
-        _check_model(model_id, settings)
+        check_allowed(model_id, settings)
         result = attention.attention(text or "", model_id)
         result.weights = result.weights.astype(np.float16)  # per-user state: half the memory
         slider = gr.update(maximum=result.layers - 1, value=0)
@@ -255,13 +220,11 @@ def _attention_section(settings: Settings) -> None:
     layer.release(change_layer, [state, layer], head_view, api_visibility="private", **CPU_EVENT)
     grid.select(open_cell, [state], [layer, head_view, single], api_visibility="private", **CPU_EVENT)
 
+    @user_errors
     def attention_api(text: str, model: str = attention.ENCODER) -> dict[str, Any]:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
-        _check_model(model, settings)
-        try:
-            result = attention.attention(text or "", model)
-        except (ValueError, catalog.ModelUnavailable) as error:
-            raise gr.Error(str(error)) from None
+        check_allowed(model, settings)
+        result = attention.attention(text or "", model)
         return {
             "model": result.model,
             "tokens": result.tokens,
@@ -275,7 +238,7 @@ def _attention_section(settings: Settings) -> None:
 def _forward_section(settings: Settings) -> None:
     with gr.Row():
         model = gr.Dropdown(
-            _choices(attention.DECODER_MODELS),
+            model_choices(attention.DECODER_MODELS),
             value=attention.DECODER,
             label="Model",
             allow_custom_value=not settings.classroom,
@@ -319,7 +282,7 @@ def _forward_section(settings: Settings) -> None:
 
     @user_errors
     def predict(model_id: str, prompt: str, k: float, temperature: float, top_p: float) -> tuple[Any, Any]:
-        _check_model(model_id, settings)
+        check_allowed(model_id, settings)
         values = attention.next_token_logits(prompt or "", model_id)
         result = attention.distribution(values, model_id, int(k), temperature, top_p)
         return (model_id, values), next_token_figure(result, temperature, top_p)
@@ -335,7 +298,7 @@ def _forward_section(settings: Settings) -> None:
 
     @user_errors
     def run_lens(model_id: str, prompt: str) -> str:
-        _check_model(model_id, settings)
+        check_allowed(model_id, settings)
         rows = attention.logit_lens(prompt or "", model_id)
         from lab import models
 
@@ -345,7 +308,7 @@ def _forward_section(settings: Settings) -> None:
 
     @user_errors
     def show_structure(model_id: str) -> tuple[str, str]:
-        _check_model(model_id, settings)
+        check_allowed(model_id, settings)
         s = attention.structure(model_id)
         text = (
             f"**{s.parameters:,} parameters** · embedding matrix {s.vocab_size:,} × {s.hidden_size} "
@@ -356,7 +319,7 @@ def _forward_section(settings: Settings) -> None:
 
     @user_errors
     def kv_cache(model_id: str, prompt: str, count: float, progress: gr.Progress = gr.Progress()):
-        _check_model(model_id, settings)
+        check_allowed(model_id, settings)
         times = {}
         for use_cache in (True, False):
             label = "with the KV cache" if use_cache else "without the KV cache"
@@ -389,24 +352,20 @@ def _forward_section(settings: Settings) -> None:
     )
     kv_stop.click(None, None, None, cancels=[kv_event], api_visibility="private")
 
+    @user_errors
     def next_token_api(
         prompt: str, model: str = attention.DECODER, k: int = 10, temperature: float = 1.0, top_p: float = 1.0
     ) -> list[list[Any]]:
         """The k most probable next tokens as [token, probability] after temperature and top-p."""
-        _check_model(model, settings)
-        try:
-            pairs = attention.next_token(prompt or "", model, int(k), float(temperature), float(top_p))
-        except (ValueError, catalog.ModelUnavailable) as error:
-            raise gr.Error(str(error)) from None
+        check_allowed(model, settings)
+        pairs = attention.next_token(prompt or "", model, int(k), float(temperature), float(top_p))
         return [[token, prob] for token, prob in pairs]
 
+    @user_errors
     def logit_lens_api(prompt: str, model: str = attention.DECODER, k: int = 1) -> list[Any]:
         """Top-k tokens with probabilities for every [layer][position]."""
-        _check_model(model, settings)
-        try:
-            rows = attention.logit_lens(prompt or "", model, int(k))
-        except (ValueError, catalog.ModelUnavailable) as error:
-            raise gr.Error(str(error)) from None
+        check_allowed(model, settings)
+        rows = attention.logit_lens(prompt or "", model, int(k))
         return [[[[t, p] for t, p in cell] for cell in row] for row in rows]
 
     gr.api(next_token_api, api_name="next_token", **GPU_EVENT)
@@ -417,7 +376,7 @@ def _embeddings_section(settings: Settings) -> None:
     with gr.Accordion("Sentence similarity", open=True):
         with gr.Row():
             sentence_model = gr.Dropdown(
-                _choices(embeddings.SENTENCE_MODELS),
+                model_choices(embeddings.SENTENCE_MODELS),
                 value=embeddings.SENTENCE_MODEL,
                 label="Sentence model",
                 allow_custom_value=not settings.classroom,
@@ -437,7 +396,7 @@ def _embeddings_section(settings: Settings) -> None:
             )
             method = gr.Radio(["pca", "umap"], value="pca", label="Projection")
             token_model = gr.Dropdown(
-                _choices(embeddings.TOKEN_MODELS),
+                model_choices(embeddings.TOKEN_MODELS),
                 value=embeddings.SENTENCE_MODEL,
                 label="Model (for tokens)",
                 allow_custom_value=not settings.classroom,
@@ -458,7 +417,7 @@ def _embeddings_section(settings: Settings) -> None:
         with gr.Row():
             word = gr.Textbox("bank", label="Word", elem_id="emb-word")
             word_model = gr.Dropdown(
-                _choices(embeddings.TOKEN_MODELS),
+                model_choices(embeddings.TOKEN_MODELS),
                 value=embeddings.SENTENCE_MODEL,
                 label="Model",
                 allow_custom_value=not settings.classroom,
@@ -472,7 +431,7 @@ def _embeddings_section(settings: Settings) -> None:
 
     @user_errors
     def compare(model_id: str, text: str) -> tuple[Any, str]:
-        _check_model(model_id, settings)
+        check_allowed(model_id, settings)
         lines = _lines(text)
         matrix = embeddings.similarity(lines, model_id)
         first = embeddings.describe(lines[0], model_id)
@@ -480,26 +439,26 @@ def _embeddings_section(settings: Settings) -> None:
             f"The vector of *{html.escape(lines[0])}*: shape {first.shape}, first values "
             f"{first.first}, norm {first.norm:.3f}."
         )
-        return heatmap(matrix, lines, f"Cosine similarity · {model_id}"), described
+        return attention_view.matrix_heatmap(matrix, lines, f"Cosine similarity · {model_id}"), described
 
     @user_errors
     def draw_map(
         what: str, how: str, model_id: str, words_text: str, sentences_text: str, sentence_model_id: str
     ) -> Any:
         if what.startswith("the sentences"):
-            _check_model(sentence_model_id, settings)
+            check_allowed(sentence_model_id, settings)
             labels = _lines(sentences_text)
             vectors = embeddings.embed(labels, sentence_model_id)
             title = f"{len(labels)} sentences · {sentence_model_id} · {how.upper()}"
         else:
-            _check_model(model_id, settings)
+            check_allowed(model_id, settings)
             labels, vectors = embeddings.token_vectors(_lines(words_text), model_id)
             title = f"{len(labels)} static token embeddings · {model_id} · {how.upper()}"
         return scatter(embeddings.project(vectors, how), labels, title)
 
     @user_errors
     def find_neighbours(token: str, model_id: str) -> str:
-        _check_model(model_id, settings)
+        check_allowed(model_id, settings)
         rows = [[t, round(score, 3)] for t, score in embeddings.neighbours(token, model_id)]
         return render.table(
             ["token", "cosine"], rows, f"Closest to '{token}' in {model_id}'s input embeddings"
@@ -507,7 +466,7 @@ def _embeddings_section(settings: Settings) -> None:
 
     @user_errors
     def compare_bank(word_text: str, text: str, model_id: str) -> tuple[Any, Any, str]:
-        _check_model(model_id, settings)
+        check_allowed(model_id, settings)
         result = embeddings.compare_word(word_text, _lines(text), model_id)
         labels = [f"{i + 1}: {s}" for i, s in enumerate(result.sentences)]
         off = ~np.eye(len(labels), dtype=bool)
@@ -517,8 +476,8 @@ def _embeddings_section(settings: Settings) -> None:
             f"to {result.contextual[off].max():.2f}. '{result.word}' became {result.pieces[0]} here."
         )
         return (
-            heatmap(result.static, labels, "Static (input) embedding"),
-            heatmap(result.contextual, labels, "Contextual (output) embedding"),
+            attention_view.matrix_heatmap(result.static, labels, "Static (input) embedding"),
+            attention_view.matrix_heatmap(result.contextual, labels, "Contextual (output) embedding"),
             note,
         )
 
@@ -543,13 +502,11 @@ def _embeddings_section(settings: Settings) -> None:
         **GPU_EVENT,
     )
 
+    @user_errors
     def similarity_api(texts: list[str], model: str = embeddings.SENTENCE_MODEL) -> list[list[float]]:
         """Cosine similarity matrix of the texts' sentence embeddings."""
-        _check_model(model, settings)
-        try:
-            matrix = embeddings.similarity(list(texts or []), model)
-        except (ValueError, catalog.ModelUnavailable) as error:
-            raise gr.Error(str(error)) from None
+        check_allowed(model, settings)
+        matrix = embeddings.similarity(list(texts or []), model)
         return np.round(matrix, 5).tolist()
 
     gr.api(similarity_api, api_name="similarity", **GPU_EVENT)

@@ -9,8 +9,10 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
+from lab import catalog
 from lab.cache import OutOfMemory
 from lab.catalog import ModelUnavailable
+from lab.config import Settings
 from lab.tokens import TextTooLong
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,3 +48,14 @@ def user_errors(fn: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def model_choices(ids: list[str]) -> list[tuple[str, str]]:
+    """Dropdown choices for model ids: "Title · id" for catalog models, the bare id otherwise."""
+    return [(f"{catalog.entry(i).title} · {i}" if catalog.is_known(i) else i, i) for i in ids]
+
+
+def check_allowed(model_id: str, settings: Settings) -> None:
+    """A classroom server loads only the lab's catalog models (free-form ids could fill its memory)."""
+    if settings.classroom and not catalog.is_known(model_id):
+        raise gr.Error(f"This classroom server only loads the lab's catalog models; {model_id} is not one.")

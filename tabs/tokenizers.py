@@ -10,7 +10,7 @@ import gradio as gr
 
 from lab import catalog, render, tokens
 from lab.config import Settings
-from tabs.common import CPU_EVENT, user_errors
+from tabs.common import CPU_EVENT, check_allowed, model_choices, user_errors
 
 INTRO = """
 ### Chapter 2 · Tokens
@@ -31,10 +31,6 @@ URL_SYNC_JS = """
   window.history.replaceState(null, "", "?" + params.toString() + window.location.hash);
 }
 """
-
-
-def _choices(names: list[str]) -> list[tuple[str, str]]:
-    return [(f"{catalog.entry(n).title} · {n}" if catalog.is_known(n) else n, n) for n in names]
 
 
 def _stats_rows(results: list[tokens.Tokenization], text: str) -> list[list[Any]]:
@@ -87,7 +83,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             )
         with gr.Column(scale=2):
             names = gr.CheckboxGroup(
-                choices=_choices(tokens.PRESET),
+                choices=model_choices(tokens.PRESET),
                 value=list(tokens.PRESET),
                 label="Tokenizers (the book's eight, then newer ones)",
                 elem_id="tok-names",
@@ -109,8 +105,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     with gr.Accordion("Where do two tokenizers cut differently?", open=False):
         with gr.Row():
-            first = gr.Dropdown(choices=_choices(tokens.PRESET), value="gpt2", label="Tokenizer A")
-            second = gr.Dropdown(choices=_choices(tokens.PRESET), value="Xenova/gpt-4", label="Tokenizer B")
+            first = gr.Dropdown(choices=model_choices(tokens.PRESET), value="gpt2", label="Tokenizer A")
+            second = gr.Dropdown(
+                choices=model_choices(tokens.PRESET), value="Xenova/gpt-4", label="Tokenizer B"
+            )
             compare_btn = gr.Button("Compare boundaries", elem_id="tok-compare")
         boundary_html = gr.HTML(elem_id="token-boundaries")
 
@@ -121,7 +119,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         )
         with gr.Row():
             chat_names = gr.CheckboxGroup(
-                choices=_choices(
+                choices=model_choices(
                     [
                         "microsoft/Phi-3-mini-4k-instruct",
                         "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -160,15 +158,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             raise gr.Error(
                 f"{model_id!r} is not a Hugging Face model id (owner/name, letters, digits, . _ -)."
             )
-        if settings.classroom and not catalog.is_known(model_id):
-            raise gr.Error(
-                f"This classroom server only loads the lab's catalog models; {model_id} is not one."
-            )
+        check_allowed(model_id, settings)
         current = list(names or [])
         if model_id not in current:
             current.append(model_id)
         choices = list(dict.fromkeys([*tokens.PRESET, *current]))
-        return gr.update(choices=_choices(choices), value=current), ""
+        return gr.update(choices=model_choices(choices), value=current), ""
 
     @user_errors
     def boundary_view(text: str, a: str, b: str) -> str:
@@ -222,7 +217,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         if not requested:
             return new_text, gr.update()
         choices = list(dict.fromkeys([*tokens.PRESET, *requested]))
-        return new_text, gr.update(choices=_choices(choices), value=requested)
+        return new_text, gr.update(choices=model_choices(choices), value=requested)
 
     inputs = [text, names, show_ws, show_ids]
     run.click(tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT)
@@ -248,20 +243,16 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT
     )
 
+    @user_errors
     def tokenize_api(text: str, tokenizers: list[str] | None = None) -> list[dict[str, Any]]:
         """Tokenize `text` with each tokenizer (default: the book's and the newer ones).
 
         Returns one record per tokenizer: name, tokens (each id decoded alone), ids, vocab_size, method,
         special_tokens and error (why it is unavailable, or null).
         """
-        if settings.classroom:
-            unknown = [n for n in tokenizers or [] if not catalog.is_known(n)]
-            if unknown:
-                raise gr.Error(f"This classroom server only loads catalog models, not {', '.join(unknown)}.")
-        try:
-            results = tokens.compare(text or "", tokenizers or None, max_chars=settings.max_text_chars)
-        except tokens.TextTooLong as error:
-            raise gr.Error(str(error)) from None
+        for name in tokenizers or []:
+            check_allowed(name, settings)
+        results = tokens.compare(text or "", tokenizers or None, max_chars=settings.max_text_chars)
         return [
             {
                 "name": r.name,

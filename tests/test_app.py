@@ -72,11 +72,17 @@ def test_tokenize_api_defaults_to_the_preset_and_refuses_text_over_the_cap(lab_s
 
 
 @pytest.mark.slow
-def test_only_the_tokenize_endpoint_is_public(lab_server):
+def test_only_the_documented_endpoints_are_public(lab_server):
     from gradio_client import Client
 
     api = Client(lab_server, verbose=False).view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == ["/tokenize"]
+    assert set(api["named_endpoints"]) == {
+        "/tokenize",
+        "/attention",
+        "/next_token",
+        "/logit_lens",
+        "/similarity",
+    }
 
 
 @pytest.mark.slow
@@ -93,7 +99,7 @@ def test_classroom_server_needs_login_and_only_loads_catalog_ids():
             Client(url, verbose=False)
         client = Client(url, auth=("student", "pw"), verbose=False)
         assert client.predict("hi", ["gpt2"], api_name="/tokenize")[0]["tokens"] == ["hi"]
-        with pytest.raises(Exception, match="only loads catalog models"):
+        with pytest.raises(Exception, match="only loads the lab's catalog models"):
             client.predict("hi", ["someone/their-model"], api_name="/tokenize")
     finally:
         demo.close()
