@@ -204,6 +204,15 @@ CATALOG: dict[str, ModelEntry] = {
         # Chapter 9: multimodal
         _E("openai/clip-vit-base-patch32", "CLIP ViT-B/32 (OpenAI)", "clip", 9, 605, 600, "MIT"),
         _E("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "CLIP ViT-B/32 (LAION-2B)", "clip", 9, 605, 600, "MIT"),
+        _E(
+            "timm/MobileCLIP2-S0-OpenCLIP",
+            "MobileCLIP2-S0 (Apple, small)",
+            "clip",
+            9,
+            300,
+            300,
+            "Apple ML Research Model License",
+        ),
         _E("Salesforce/blip2-opt-2.7b", "BLIP-2 OPT-2.7b", "vision-chat", 9, 15_500, 7_800, "MIT"),
         _E("Salesforce/blip2-flan-t5-xl", "BLIP-2 Flan-T5-XL", "vision-chat", 9, 15_800, 8_000, "MIT"),
         # Chapter 12: fine-tuning
@@ -217,6 +226,15 @@ CATALOG: dict[str, ModelEntry] = {
             "Apache-2.0",
         ),
     ]
+}
+
+
+# The CLIP entries as open_clip names them: (architecture, pretrained tag). open_clip describes each
+# architecture without any download, and fetches a tag's weights from the Hub itself.
+OPEN_CLIP: dict[str, tuple[str, str]] = {
+    "laion/CLIP-ViT-B-32-laion2B-s34B-b79K": ("ViT-B-32", "laion2b_s34b_b79k"),
+    "openai/clip-vit-base-patch32": ("ViT-B-32", "openai"),
+    "timm/MobileCLIP2-S0-OpenCLIP": ("MobileCLIP2-S0", "dfndr2b"),
 }
 
 

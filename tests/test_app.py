@@ -82,6 +82,11 @@ def test_only_the_documented_endpoints_are_public(lab_server):
         "/next_token",
         "/logit_lens",
         "/similarity",
+        "/clip_search",
+        "/clip_zero_shot",
+        "/clip_matrix",
+        "/caption",
+        "/chat",
     }
 
 

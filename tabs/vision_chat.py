@@ -1,0 +1,563 @@
+"""Tab 5, chapter 9: caption an image and chat about it with BLIP-2."""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lab import catalog, models, render, tokens, vision_chat
+from lab.catalog import ModelUnavailable
+from lab.config import Settings
+from lab.images import BadImage
+from tabs.common import CPU_EVENT, GPU_EVENT, user_errors
+
+INTRO = """
+### Chapter 9 · BLIP-2: chat about an image
+BLIP-2 joins a frozen image encoder (a ViT) to a frozen language model (OPT-2.7b) with a small
+**Q-Former**, which turns the image into 32 *query tokens* that the language model reads before your text.
+Pick an image, press **Caption** for the book's caption, then ask questions. The model has no memory of
+its own: each earlier turn is written back into the prompt as `Question: … Answer: ….` (tick *Show the
+prompt* to see it), and the panel *Under the hood* shows what the model receives.
+"""
+
+BOOK_IMAGES = Path(__file__).resolve().parent.parent / "assets" / "book" / "images"
+EXAMPLES = ["car.png", "puppy.png", "cat.png"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
+PRECISIONS = [
+    ("auto", "auto"),
+    ("16-bit (32-bit on a CPU)", "none"),
+    ("8-bit (bitsandbytes)", "8-bit"),
+    ("4-bit NF4 (bitsandbytes)", "4-bit"),
+]
+WAITING = "…"
+HOOD_EMPTY = "Caption the image or ask a question to see what the model receives."
+
+
+class _Upload(gr.Image):
+    """A ``gr.Image`` that hands the uploaded file's path over unopened, for :mod:`lab.images` to open.
+
+    ``gr.Image`` opens every upload with PIL before the event runs, so a file that is not an image fails
+    there with a bare "Error"; the lab's own opener explains what is wrong instead.
+    """
+
+    is_template = True  # drawn in the page as a plain gr.Image
+
+    def preprocess(self, payload: Any) -> Any:
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        try:
+            return super().preprocess(payload)
+        except Exception as error:
+            raise gr.Error(f"The image could not be read ({type(error).__name__}).") from None
+
+
+class _Busy:
+    """Which sessions have an answer on its way, so a second request from the same reader is refused.
+
+    The page disables Send while an answer streams; this catches what still gets through (a second
+    Enter, Regenerate) with a message instead of a second answer mixed into the first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: set[str] = set()
+
+    def begin(self, session: str) -> None:
+        with self._lock:
+            if session in self._sessions:
+                raise gr.Error(
+                    "An answer is still on its way for you: wait for it, or press Stop first.", duration=8
+                )
+            self._sessions.add(session)
+
+    def end(self, session: str) -> None:
+        with self._lock:
+            self._sessions.discard(session)
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "local"
+
+
+def user_errors_streaming(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """:func:`tabs.common.user_errors` for generators: errors raised while streaming become messages too."""
+
+    def step(iterator: Iterator[Any]) -> tuple[bool, Any]:
+        try:
+            return False, next(iterator)
+        except StopIteration:
+            return True, None
+
+    guarded = user_errors(step)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        iterator = fn(*args, **kwargs)
+        try:
+            while True:
+                done, value = guarded(iterator)
+                if done:
+                    return
+                yield value
+        finally:
+            iterator.close()  # on Stop: ends the model's generation thread too
+
+    return wrapper
+
+
+def _messages(history: list[list[str]]) -> list[dict[str, str]]:
+    out = []
+    for question, answer in history:
+        out += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return out
+
+
+def _model_choices() -> list[tuple[str, str]]:
+    return [(f"{catalog.entry(m).title} · {m}", m) for m in vision_chat.MODELS]
+
+
+def _hood_outputs(vc: models.VisionChatModel, prepared: vision_chat.Prepared) -> tuple[Any, str, str]:
+    """The image the encoder sees, a short explanation, and the prompt's tokens."""
+    hood = vision_chat.under_the_hood(vc, prepared)
+    (width, height), (to_w, to_h) = hood.original_size, hood.size
+    title = catalog.entry(vc.model_id).title
+    room = (
+        f"; up to {prepared.generate_kwargs['max_new_tokens']} new tokens are written after it"
+        if vc.decoder_only
+        else ""
+    )
+    info = (
+        f"The processor squashed the {width}×{height} image to **{to_w}×{to_h}** pixels (left, normalised "
+        f"for the model and turned back into a picture here). The vision encoder reads it, and the "
+        f"Q-Former hands **{hood.query_tokens} query tokens** to the language model: they take the places "
+        f"of the {hood.query_tokens} `<image>` tokens at the start of the prompt below. The prompt is "
+        f"**{len(hood.ids)} tokens** of {title}'s {hood.context:,}-token context{room}. "
+        f"Model: `{vc.model_id}` on {vc.device} in {vc.precision}."
+    )
+    what = "caption (image only)" if prepared.task == "caption" else "chat prompt"
+    rendering = tokens.ChatRendering(
+        name=f"Tokens of the {what}",
+        text=prepared.prompt,
+        tokens=hood.tokens,
+        ids=hood.ids,
+        special=hood.special,
+    )
+    picture = hood.image
+    if picture.width < 224:  # a tiny test model's 32×32 input: enlarge it, keeping its pixels visible
+        picture = picture.resize((224, 224 * picture.height // picture.width), resample=0)  # nearest
+    return picture, info, render.chat_view(rendering, show_whitespace=True)
+
+
+def _status_loaded(vc: models.VisionChatModel, folder: str | None) -> str:
+    title = catalog.entry(vc.model_id).title
+    origin = f" from `{html.escape(folder.strip())}`" if (folder or "").strip() else ""
+    lines = [f"**{html.escape(title)}** is loaded{origin} on **{vc.device}** in **{vc.precision}**."]
+    lines += [f"⚠ {html.escape(note)}" for note in vc.notes]
+    return "\n\n".join(lines)
+
+
+def _notes_markdown(notes: list[str]) -> str:
+    return "\n\n".join(f"⚠ {html.escape(note)}" for note in notes)
+
+
+def build(demo: gr.Blocks, settings: Settings) -> None:
+    """Lay out the BLIP-2 tab inside ``demo`` (call it within ``with demo:`` and a ``gr.Tab``)."""
+    busy = _Busy()
+    gr.Markdown(INTRO)
+    with gr.Row(equal_height=True):
+        model_id = gr.Dropdown(
+            choices=_model_choices(),
+            value=vision_chat.DEFAULT_MODEL,
+            label="Model",
+            info="The book's OPT-2.7b, or Flan-T5-XL through the same code",
+            allow_custom_value=not settings.classroom,
+            scale=3,
+            elem_id="vc-model",
+        )
+        folder = gr.Textbox(
+            value="",  # a default, so the API's folder argument is optional
+            label="Local folder (optional)",
+            placeholder="a folder holding the model, e.g. ~/lab-models/Salesforce--blip2-opt-2.7b",
+            scale=3,
+            elem_id="vc-folder",
+            interactive=not settings.classroom,
+            info="This classroom server only loads its own models."
+            if settings.classroom
+            else "Used instead of the download; press Enter to check it",
+        )
+        quantization = gr.Dropdown(
+            choices=PRECISIONS,
+            value="auto",
+            label="Precision",
+            info="auto: 16-bit on a GPU, 8- or 4-bit if it is short of memory, 32-bit on a CPU",
+            scale=2,
+            elem_id="vc-precision",
+        )
+    model_status = gr.Markdown(elem_id="vc-model-status")
+    with gr.Row():
+        with gr.Column(scale=2):
+            image = _Upload(
+                sources=["upload", "webcam", "clipboard"],
+                type="filepath",
+                label="Image",
+                height=300,
+                elem_id="vc-image",
+            )
+            gr.Examples(
+                examples=[[str(BOOK_IMAGES / name)] for name in EXAMPLES],
+                inputs=[image],
+                label="The book's images (a new image starts a new conversation)",
+                elem_id="vc-examples",
+            )
+            caption_btn = gr.Button("Caption", variant="primary", elem_id="vc-caption")
+            caption_box = gr.Textbox(
+                label="Caption (the image alone, greedy, 20 new tokens as in the book)",
+                interactive=False,
+                elem_id="vc-caption-text",
+                buttons=["copy"],
+            )
+            image_notes = gr.Markdown(elem_id="vc-image-notes")
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(
+                label="Chat about the image",
+                height=340,
+                render_markdown=False,
+                feedback_options=None,
+                placeholder="Ask a question about the image below.",
+                elem_id="vc-chatbot",
+            )
+            notice = gr.Markdown(elem_id="vc-notice")
+            with gr.Row(equal_height=True):
+                question = gr.Textbox(
+                    placeholder="e.g. Write down what you see in this picture.",
+                    show_label=False,
+                    max_lines=4,
+                    scale=5,
+                    elem_id="vc-question",
+                )
+                send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="vc-send")
+                stop = gr.Button(
+                    "Stop", variant="stop", scale=1, min_width=80, visible=False, elem_id="vc-stop"
+                )
+            with gr.Row():
+                regenerate = gr.Button("Regenerate", size="sm", elem_id="vc-regenerate")
+                clear = gr.Button("Clear", size="sm", elem_id="vc-clear")
+                show_prompt = gr.Checkbox(label="Show the prompt", value=False, elem_id="vc-show-prompt")
+            prompt_box = gr.Textbox(
+                label="The exact prompt given to the processor (empty for a caption: the image alone)",
+                visible=False,
+                interactive=False,
+                lines=3,
+                buttons=["copy"],
+                elem_id="vc-prompt",
+            )
+    with gr.Accordion("Decoding: how each next token is chosen", open=False):
+        with gr.Row():
+            method = gr.Radio(list(vision_chat.METHODS), value="greedy", label="Method", elem_id="vc-method")
+            max_new_tokens = gr.Slider(
+                1,
+                200,
+                value=50,
+                step=1,
+                label="Max new tokens",
+                info="The book uses 30 to 100.",
+                elem_id="vc-max-new-tokens",
+            )
+            repetition_penalty = gr.Slider(
+                1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty", info="1 = none"
+            )
+        with gr.Row():
+            num_beams = gr.Slider(2, 8, value=3, step=1, label="Beams", visible=False)
+            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", visible=False)
+            top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p", visible=False)
+    with gr.Accordion("Under the hood: what the model receives", open=False):
+        with gr.Row():
+            hood_image = gr.Image(
+                label="What the vision encoder sees",
+                type="pil",
+                interactive=False,
+                height=240,
+                scale=1,
+                elem_id="vc-hood-image",
+            )
+            hood_info = gr.Markdown(HOOD_EMPTY, elem_id="vc-hood-info")
+        hood_tokens = gr.HTML(elem_id="vc-hood-tokens")
+    history = gr.State([])  # [[question, answer], ...]: this reader's conversation
+    # The panel's values for the last chat turn. A streaming event does not update it directly: Gradio 6
+    # loses an image sent by a generator to a closed accordion, so it is shown once the stream ends.
+    hood_state = gr.State(None)
+    asked = gr.State("")  # the question on its way to the model
+
+    # Invisible, for gradio_client only: the API of the tab is /caption and /chat.
+    with gr.Row(visible=False):
+        api_caption_btn = gr.Button("caption")
+        api_caption_out = gr.Textbox(label="caption")
+        api_chat_btn = gr.Button("chat")
+        api_history = gr.JSON(value=[], label="history")
+        api_answer_out = gr.Textbox(label="answer")
+
+    decoding_inputs = [method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty]
+
+    def where(model: str, path: str | None) -> tuple[str, str | None]:
+        """The model id and folder to load, after the classroom's rules."""
+        model = (model or vision_chat.DEFAULT_MODEL).strip()
+        path = (path or "").strip() or None
+        if not _HUB_ID.match(model):
+            raise gr.Error(f"{model!r} is not a Hugging Face model id (owner/name).")
+        if settings.classroom and (path or not catalog.is_known(model)):
+            raise gr.Error(
+                "This classroom server only loads the lab's catalog models, not other ids or folders."
+            )
+        return model, path
+
+    def lease(model: str, path: str | None, precision: str) -> Any:
+        model, path = where(model, path)
+        return models.vision_chat_model(model, path, quantization=precision)
+
+    # -- CPU events ------------------------------------------------------------------------------
+
+    def model_status_view(model: str, path: str | None, precision: str) -> str:
+        try:
+            model, path = where(model, path)
+            source = models.source_of(model, path=path)
+            plan = models.vision_chat_plan(model, path, quantization=precision)
+        except ModelUnavailable as error:
+            command = catalog.fetch_command(error.model_id)
+            message = html.escape(str(error)).replace(html.escape(command), f"`{command}`")
+            return (
+                f"⚠ **Not available here.** {message} Or type the folder that holds it under *Local folder*."
+            )
+        except (gr.Error, ValueError) as error:
+            return f"⚠ {html.escape(getattr(error, 'message', None) or str(error))}"
+        title = catalog.entry(model).title
+        lines = [
+            f"**{html.escape(title)}** loads from {html.escape(source.detail)} on first use and runs on "
+            f"**{plan.placement.device}** in **{plan.precision}**."
+        ]
+        return "\n\n".join(lines + [f"⚠ {html.escape(note)}" for note in plan.notes])
+
+    def new_image(path: str | None) -> tuple[Any, ...]:
+        """A new image starts a new conversation; say what the processor will do to it."""
+        cleared = ([], [], "", "", "", None, HOOD_EMPTY, "")
+        if path is None:
+            return (*cleared, "", None)
+        try:
+            opened = vision_chat.open_for_model(path)
+        except BadImage as error:
+            gr.Warning(str(error))
+            return (*cleared, f"⚠ {html.escape(str(error))}", None)
+        notes = opened.notes + vision_chat.resize_notes(opened.image.size)
+        return (*cleared, _notes_markdown(notes), None)
+
+    def start_turn(text: str, path: str | None, request: gr.Request) -> tuple[Any, ...]:
+        if path is None:
+            raise gr.Error(vision_chat.NO_IMAGE)
+        try:
+            text = vision_chat.check_question(text)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        busy.begin(_session(request))
+        return text, *_locked()
+
+    def start_regenerate(turns: list[list[str]], path: str | None, request: gr.Request) -> tuple[Any, ...]:
+        if not turns:
+            raise gr.Error("There is no answer to regenerate yet: ask a question first.")
+        if path is None:
+            raise gr.Error(vision_chat.NO_IMAGE)
+        busy.begin(_session(request))
+        return turns[-1][0], *_locked()
+
+    def _locked() -> tuple[Any, ...]:
+        return (
+            gr.update(interactive=False),
+            gr.update(interactive=False),
+            gr.update(visible=True),
+            gr.update(interactive=False),
+        )
+
+    def end_turn(request: gr.Request) -> tuple[Any, ...]:
+        busy.end(_session(request))
+        return (
+            gr.update(interactive=True),
+            gr.update(interactive=True),
+            gr.update(visible=False),
+            gr.update(interactive=True),
+        )
+
+    def show_hood(values: tuple[Any, str, str] | None) -> tuple[Any, ...]:
+        return tuple(values) if values else (gr.skip(),) * 3
+
+    def clear_chat(request: gr.Request) -> tuple[Any, ...]:
+        return [], [], "", "", *end_turn(request)
+
+    # -- GPU events ------------------------------------------------------------------------------
+
+    @user_errors
+    def caption_view(path: str | None, model: str, folder_path: str, precision: str) -> tuple[Any, ...]:
+        with lease(model, folder_path, precision) as vc:
+            prepared = vision_chat.prepare_caption(vc, path)
+            text = vision_chat.generate_text(vc, prepared)
+            hood = _hood_outputs(vc, prepared)
+            status = _status_loaded(vc, folder_path)
+        return text, prepared.prompt, *hood, status, _notes_markdown(prepared.notes)
+
+    def stream_turn(
+        path: str | None,
+        text: str,
+        turns: list[list[str]],
+        model: str,
+        folder_path: str,
+        precision: str,
+        *decoding: Any,
+        again: bool,
+    ) -> Iterator[tuple[Any, ...]]:
+        choice = vision_chat.Decoding(*decoding)
+        turns = [list(t) for t in turns or []]
+        if again:  # regenerate: ask the last question again, without its answer
+            turns = turns[:-1]
+        with lease(model, folder_path, precision) as vc:
+            prepared = vision_chat.prepare_chat(vc, path, [tuple(t) for t in turns], text, choice)
+            hood = _hood_outputs(vc, prepared)
+            title = catalog.entry(vc.model_id).title
+            dropped = (
+                [vision_chat.dropped_message(prepared.dropped, title, vc.context)] if prepared.dropped else []
+            )
+            conversation = [*_messages(turns), {"role": "user", "content": text}]
+            box = gr.skip() if again else gr.update(value="")
+            status = _status_loaded(vc, folder_path)
+            yield (
+                [*conversation, {"role": "assistant", "content": WAITING}],
+                turns,
+                _notes_markdown(dropped),
+                prepared.prompt,
+                hood,
+                status,
+                box,
+            )
+            answer = ""
+            for answer in vision_chat.generate_stream(vc, prepared):
+                # The state follows every token, so Stop keeps the answer shown so far.
+                shown = [*conversation, {"role": "assistant", "content": answer or WAITING}]
+                yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
+            yield (
+                [*conversation, {"role": "assistant", "content": answer}],
+                [*turns, [text, answer]],
+                *[gr.skip()] * 5,
+            )
+
+    @user_errors_streaming
+    def stream_answer(*inputs: Any) -> Iterator[tuple[Any, ...]]:
+        yield from stream_turn(*inputs, again=False)
+
+    @user_errors_streaming
+    def stream_regenerated(*inputs: Any) -> Iterator[tuple[Any, ...]]:
+        yield from stream_turn(*inputs, again=True)
+
+    # The API's parameter names are these functions' own: keep them plain.
+    @user_errors
+    def api_caption(image: str | None, model: str, folder: str, precision: str) -> str:
+        with lease(model, folder, precision) as vc:
+            return vision_chat.generate_text(vc, vision_chat.prepare_caption(vc, image))
+
+    @user_errors_streaming
+    def api_chat(
+        image: str | None,
+        question: str,
+        history: Any,
+        model: str,
+        folder: str,
+        precision: str,
+        method: str,
+        num_beams: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        repetition_penalty: float,
+    ) -> Iterator[str]:
+        choice = vision_chat.Decoding(
+            method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty
+        )
+        with lease(model, folder, precision) as vc:
+            prepared = vision_chat.prepare_chat(
+                vc, image, vision_chat.check_history(history), question, choice
+            )
+            yield from vision_chat.generate_stream(vc, prepared)
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    private = {"api_visibility": "private"}
+    status_inputs = [model_id, folder, quantization]
+    for trigger in (model_id.change, folder.submit, folder.blur, quantization.change):
+        trigger(model_status_view, status_inputs, model_status, **private, **CPU_EVENT)
+    demo.load(model_status_view, status_inputs, model_status, **private, **CPU_EVENT)
+
+    hood = [hood_image, hood_info, hood_tokens]
+    image.change(
+        new_image,
+        image,
+        [history, chatbot, caption_box, notice, prompt_box, *hood, image_notes, hood_state],
+        **private,
+        **CPU_EVENT,
+    )
+    caption_btn.click(
+        caption_view,
+        [image, *status_inputs],
+        [caption_box, prompt_box, *hood, model_status, image_notes],
+        **private,
+        **GPU_EVENT,
+    )
+
+    controls = [question, send, stop, regenerate]
+    stream_outputs = [chatbot, history, notice, prompt_box, hood_state, model_status, question]
+    stream_inputs = [image, asked, history, *status_inputs, *decoding_inputs]
+
+    def chat_turn(trigger: Any, start: Callable[..., Any], start_inputs: list[Any], stream: Any) -> Any:
+        """Check and lock the page (CPU), stream the answer (GPU), then unlock and fill the panel."""
+        started = trigger(start, start_inputs, [asked, *controls], **private, **CPU_EVENT)
+        streaming = started.success(stream, stream_inputs, stream_outputs, **private, **GPU_EVENT)
+        finished = streaming.then(end_turn, None, controls, **private, **CPU_EVENT)
+        finished.then(show_hood, hood_state, hood, **private, **CPU_EVENT)
+        return streaming
+
+    streams = [
+        chat_turn(send.click, start_turn, [question, image], stream_answer),
+        chat_turn(question.submit, start_turn, [question, image], stream_answer),
+        chat_turn(regenerate.click, start_regenerate, [history, image], stream_regenerated),
+    ]
+    stopped = stop.click(end_turn, None, controls, cancels=streams, **private, **CPU_EVENT)
+    stopped.then(show_hood, hood_state, hood, **private, **CPU_EVENT)
+    clear.click(
+        clear_chat,
+        None,
+        [history, chatbot, notice, prompt_box, *controls],
+        cancels=streams,
+        **private,
+        **CPU_EVENT,
+    )
+
+    show_prompt.change(lambda on: gr.update(visible=on), show_prompt, prompt_box, **private, **CPU_EVENT)
+    method.change(
+        lambda m: (gr.update(visible=m == "beam search"), *[gr.update(visible=m == "sampling")] * 2),
+        method,
+        [num_beams, temperature, top_p],
+        **private,
+        **CPU_EVENT,
+    )
+
+    api_caption_btn.click(
+        api_caption, [image, *status_inputs], api_caption_out, api_name="caption", **GPU_EVENT
+    )
+    api_chat_btn.click(
+        api_chat,
+        [image, question, api_history, *status_inputs, *decoding_inputs],
+        api_answer_out,
+        api_name="chat",
+        **GPU_EVENT,
+    )

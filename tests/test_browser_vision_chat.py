@@ -1,0 +1,129 @@
+"""The BLIP-2 tab in a real browser (Debian's chromium through Playwright), as a reader uses it.
+
+The tab runs the tiny random BLIP-2 of ``lab.testing`` from a local folder typed into the page: the text it
+writes is noise, and these tests only check that it arrives where a reader looks for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from lab import testing
+from tests.conftest import ARTIFACTS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+TIMEOUT = 60_000
+MESSAGES = "document.querySelectorAll('#vc-chatbot [data-testid=user], #vc-chatbot [data-testid=bot]').length"
+
+
+@pytest.fixture(scope="module")
+def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return testing.write_blip2(tmp_path_factory.mktemp("browser-vision-chat") / "tiny-random-blip2")
+
+
+@pytest.fixture(scope="module")
+def vision_server() -> Iterator[str]:
+    import gradio as gr
+
+    import app
+    from tabs import vision_chat
+    from tests.conftest import local_settings
+
+    settings = local_settings()
+    with gr.Blocks(title="LLM Lab") as demo, gr.Tabs(), gr.Tab("BLIP-2 chat · ch. 9", id="vision-chat"):
+        vision_chat.build(demo, settings)
+    yield app.serve(demo, settings, block=False)
+    demo.close()
+
+
+@pytest.fixture
+def page(browser, vision_server) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.outside_requests = []
+    page.on("request", lambda request: _record(page, request.url))
+    page.goto(vision_server)
+    page.locator("#vc-model-status").filter(has_text="hf download").wait_for(timeout=TIMEOUT)
+    yield page
+    context.close()
+
+
+def _record(page, url: str) -> None:
+    host = urlparse(url).hostname
+    if url.startswith(("http:", "https:", "ws:", "wss:")) and host not in ("127.0.0.1", "localhost"):
+        page.outside_requests.append(url)
+
+
+def test_tiny_random_blip2_example_image_caption_and_a_chat_turn(page, tiny_blip2):
+    status = page.locator("#vc-model-status")
+    # Offline, the page names the missing model, its size and the command that fetches it.
+    assert "15.5 GB" in status.inner_text()
+    assert "hf download Salesforce/blip2-opt-2.7b" in status.inner_text()
+
+    page.locator("#vc-examples button").first.click()  # the book's car
+    page.locator("#vc-image img").first.wait_for(timeout=TIMEOUT)
+    page.locator("#vc-image-notes").filter(has_text="car.png").wait_for(timeout=TIMEOUT)
+    folder = page.locator("#vc-folder textarea, #vc-folder input").first
+    folder.fill(str(tiny_blip2))
+    folder.press("Enter")
+    status.filter(has_text="loads from folder").wait_for(timeout=TIMEOUT)
+
+    page.locator("#vc-caption").click()
+    page.wait_for_function(
+        "() => (document.querySelector('#vc-caption-text textarea')?.value || '').trim().length > 0",
+        timeout=TIMEOUT,
+    )
+    status.filter(has_text="is loaded from").wait_for(timeout=TIMEOUT)
+
+    page.locator("#vc-question textarea").fill("Write down what you see in this picture.")
+    page.locator("#vc-send").click()
+    page.locator("#vc-chatbot").filter(has_text="Write down what you see").wait_for(timeout=TIMEOUT)
+    page.wait_for_function(  # the answer is in and Send works again
+        f"() => {MESSAGES} === 2 && !document.querySelector('#vc-send').disabled", timeout=TIMEOUT
+    )
+    page.locator("#vc-show-prompt input").check()
+    page.wait_for_function(
+        "() => document.querySelector('#vc-prompt textarea')?.value"
+        " === 'Question: Write down what you see in this picture. Answer:'",
+        timeout=TIMEOUT,
+    )
+    page.get_by_text("Under the hood: what the model receives").click()
+    page.locator("#vc-hood-info").filter(has_text="4 query tokens").wait_for(timeout=TIMEOUT)
+    page.locator("#vc-hood-image img").wait_for(timeout=TIMEOUT)
+    assert page.locator("#vc-hood-tokens .t.special").count() == 5  # four <image> slots and the start token
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "vision_chat.png"), full_page=True)
+
+    # Regenerate with fewer new tokens: greedy decoding writes the start of the same answer, in its place.
+    answer = page.locator('#vc-chatbot [data-testid="bot"]').inner_text()
+    page.get_by_text("Decoding: how each next token is chosen").click()
+    tokens = page.locator("#vc-max-new-tokens input[type=number]")
+    tokens.fill("5")
+    tokens.press("Enter")
+    page.locator("#vc-regenerate").click()
+    page.wait_for_function(
+        f"() => {MESSAGES} === 2 && !document.querySelector('#vc-send').disabled"
+        f" && document.querySelector('#vc-chatbot [data-testid=bot]').innerText !== {json.dumps(answer)}",
+        timeout=TIMEOUT,
+    )
+    shorter = page.locator('#vc-chatbot [data-testid="bot"]').inner_text()
+    assert shorter and answer.startswith(shorter)
+    page.locator("#vc-examples button").nth(1).click()  # the puppy: a new image starts a new conversation
+    page.wait_for_function(
+        f"() => {MESSAGES} === 0 && document.querySelector('#vc-caption-text textarea').value === ''",
+        timeout=TIMEOUT,
+    )
+    assert page.outside_requests == []  # nothing from a CDN: the page works offline
+
+
+def test_a_question_without_an_image_explains_what_to_do(page):
+    page.locator("#vc-question textarea").fill("What is it?")
+    page.locator("#vc-send").click()
+    page.locator(".toast-body").filter(has_text="Add an image first").first.wait_for(timeout=TIMEOUT)
+    assert page.locator("#vc-question textarea").input_value() == "What is it?"  # nothing was lost

@@ -1,0 +1,453 @@
+"""lab.clip and its loader: search, zero-shot, the book's matrix, uploads and bad input.
+
+Most tests use the tiny random open_clip model of ``lab.testing`` through the lab's real loading path.
+Random weights check the plumbing (shapes, caching, ranking mechanics, messages), not CLIP's quality;
+the names of those tests say ``tiny_random_clip``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import huggingface_hub.constants
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lab import catalog, clip, models, testing
+from lab.cache import CACHE
+from lab.catalog import ModelUnavailable
+
+BOOK = Path(__file__).resolve().parent.parent / "assets" / "book" / "images"
+GALLERY = Path(__file__).resolve().parent.parent / "assets" / "gallery"
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return testing.write_open_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+@pytest.fixture
+def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No LAB_MODEL_DIR and an empty Hugging Face cache: what a fresh offline laptop has."""
+    folder = tmp_path / "hf-hub-cache"
+    folder.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(folder))
+    monkeypatch.delenv("LAB_MODEL_DIR", raising=False)
+    return folder
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty LAB_CACHE_DIR, so that embeddings on disk are counted from zero."""
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "lab-cache"))
+    return tmp_path / "lab-cache"
+
+
+@pytest.fixture
+def model(tiny_folder: Path) -> clip.ClipModel:
+    return clip.load(tiny_folder)
+
+
+def png(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+
+def test_tiny_random_clip_loads_once_through_the_cache_and_describes_itself(tiny_folder: Path) -> None:
+    first = clip.load(str(tiny_folder))
+    second = clip.load(f"local-dir:{tiny_folder}")
+    assert first == second
+    assert (first.embed_dim, first.image_size, first.context_length) == (16, 32, 77)
+    assert first.source == f"folder {tiny_folder}" and first.device == "cpu" and first.dtype == "float32"
+    assert first.logit_scale == pytest.approx(1 / 0.07, rel=1e-4)  # open_clip's initial temperature
+    entry = {s.key: s for s in CACHE.stats()}[f"{tiny_folder}#clip@cpu@{tiny_folder}"]
+    assert entry.misses == 1 and entry.hits >= 1
+
+
+def test_tiny_random_clip_loads_under_the_default_id_from_lab_model_dir(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copytree(tiny_folder, tmp_path / catalog.slug(clip.DEFAULT_MODEL))
+    monkeypatch.setenv("LAB_MODEL_DIR", str(tmp_path))
+    model = clip.load()
+    assert model.name == clip.DEFAULT_MODEL and model.path is None
+    assert model.source.startswith("LAB_MODEL_DIR:") and model.title == "CLIP ViT-B/32 (LAION-2B)"
+    CACHE.evict(f"{clip.DEFAULT_MODEL}#clip@cpu")
+
+
+@pytest.mark.parametrize("model_id", clip.MODELS)
+def test_missing_clip_weights_say_which_model_its_size_and_the_command(
+    empty_hub: Path, model_id: str
+) -> None:
+    with pytest.raises(ModelUnavailable) as raised:
+        clip.load(model_id)
+    message = str(raised.value)
+    entry = catalog.CATALOG[model_id]
+    assert entry.kind == "clip" and entry.title in message
+    assert f"({entry.download_mb:.0f} MB)" in message
+    assert f"hf download {model_id} --local-dir" in message and "LAB_MODEL_DIR" in message
+
+
+def test_every_catalog_clip_has_an_open_clip_tag_that_open_clip_knows() -> None:
+    import open_clip
+
+    assert set(clip.MODELS) == {m for m, e in catalog.CATALOG.items() if e.kind == "clip"}
+    for model_id in clip.MODELS:
+        arch, tag = catalog.OPEN_CLIP[model_id]
+        assert open_clip.get_pretrained_cfg(arch, tag), (arch, tag)
+    assert catalog.OPEN_CLIP[clip.BOOK_MODEL] == ("ViT-B-32", "openai")
+
+
+def test_a_folder_that_is_no_clip_or_has_no_safetensors_is_explained(
+    tmp_path: Path, tiny_folder: Path
+) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    with pytest.raises(ModelUnavailable, match="holds no CLIP the lab can read"):
+        clip.load(tmp_path / "notes")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "open_clip_config.json").write_text(
+        (tiny_folder / "open_clip_config.json").read_text()
+    )
+    (tmp_path / "bin" / "open_clip_pytorch_model.bin").write_bytes(b"pickled weights are never loaded")
+    with pytest.raises(ModelUnavailable, match="no .safetensors weights"):
+        clip.load(tmp_path / "bin")
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        clip.load(tmp_path / "nowhere")
+
+
+def _tiny_transformers_clip(folder: Path) -> torch.nn.Module:
+    """A tiny random transformers ``CLIPModel``, saved as ``openai/clip-vit-base-patch32`` is on the Hub."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}
+    config = CLIPConfig(
+        text_config={**tower, "vocab_size": 49408, "max_position_embeddings": 77},
+        vision_config={**tower, "image_size": 32, "patch_size": 16},
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = CLIPModel(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def _features(output: object) -> torch.Tensor:
+    return output if torch.is_tensor(output) else output.pooler_output  # transformers 5 may wrap it
+
+
+def test_tiny_random_clip_in_transformers_format_is_converted_to_the_same_maths(tmp_path: Path) -> None:
+    reference = _tiny_transformers_clip(tmp_path / "hf-clip")
+    image = Image.open(BOOK / "car.png").convert("RGB")
+    with models.clip_model(clip.BOOK_MODEL, path=tmp_path / "hf-clip") as loaded, torch.no_grad():
+        pixels = loaded.inputs.preprocess(image).unsqueeze(0)  # (1, 3, 32, 32)
+        ids = loaded.inputs.tokenizer(["a supercar on the road", "a puppy"])  # (2, 77)
+        ours_image, ours_text = loaded.net.encode_image(pixels), loaded.net.encode_text(ids)
+        theirs_image = _features(reference.get_image_features(pixel_values=pixels))
+        theirs_text = _features(reference.get_text_features(input_ids=ids))
+        assert float(loaded.net.logit_scale) == pytest.approx(float(reference.logit_scale))
+    assert torch.allclose(ours_image, theirs_image, atol=1e-5)
+    assert torch.allclose(ours_text, theirs_text, atol=1e-5)
+
+
+def test_tiny_random_clip_from_the_books_hub_cache_loads_offline(tmp_path: Path, empty_hub: Path) -> None:
+    """A reader who ran the book's notebook has openai/clip-vit-base-patch32 in transformers format cached."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = empty_hub / "models--openai--clip-vit-base-patch32"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    _tiny_transformers_clip(repo / "snapshots" / commit)
+    model = clip.load(clip.BOOK_MODEL)
+    assert model.source == "Hugging Face cache" and model.embed_dim == 16
+    CACHE.evict(f"{clip.BOOK_MODEL}#clip@cpu")
+
+
+# -- search ------------------------------------------------------------------------------------------
+
+
+def test_tiny_random_clip_indexes_the_default_gallery_and_answers_text_and_image_queries(
+    model: clip.ClipModel,
+) -> None:
+    gallery = clip.default_gallery()
+    names = [name for name, _ in gallery]
+    assert names[:3] == ["puppy.png", "cat.png", "car.png"] and len(names) == 17
+    index = clip.ImageIndex.build(gallery, model)
+    assert len(index) == 17 and index.problems == [] and index.vectors.shape == (17, 16)
+    assert np.allclose(np.linalg.norm(index.vectors, axis=1), 1.0, atol=1e-5)
+    found = index.search_text("a cat", k=5)
+    assert len(found) == 5 and {i for i, _ in found} <= set(names)
+    scores = [s for _, s in found]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    assert found == index.top(index.text_scores("a cat"), 5)
+    for query in (
+        GALLERY / "coffee.jpg",
+        Image.open(GALLERY / "coffee.jpg"),
+        (GALLERY / "coffee.jpg").read_bytes(),
+    ):
+        best, score = index.search_image(query, k=3)[0]
+        assert best == "coffee.jpg" and score == pytest.approx(1.0, abs=1e-5)  # the identical image is first
+    assert len(index.search_text("a cat", k=100)) == 17  # k beyond the gallery gives the whole gallery
+
+
+def test_tiny_random_clip_embeddings_are_kept_on_disk_by_model_and_image_content(
+    cache_dir: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    model = clip.load(tiny_folder)
+    images = [(name, path) for name, path in clip.default_gallery()[:4]]
+    assert clip.ImageIndex.build(images, model).computed == 4
+    assert clip.ImageIndex.build(images, model).computed == 0  # a restart or another user: read from disk
+    assert len(list((cache_dir / "clip-embeddings" / model.key).rglob("*.npy"))) == 4
+    # The key is the pixels, not the file: the same puppy as lossless bytes under another id is known.
+    renamed = clip.ImageIndex.build([("my dog", png(Image.open(BOOK / "puppy.png")))], model)
+    assert renamed.computed == 0
+    other = clip.load(testing.write_open_clip(tmp_path / "other-clip", image_size=48))
+    assert other.key != model.key
+    assert clip.ImageIndex.build(images, other).computed == 4  # another model embeds for itself
+
+
+def test_search_ranks_exactly_like_a_full_sort_and_refuses_k_below_one() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = clip.ImageIndex([f"img{i}" for i in range(500)], vectors)
+    query = vectors[123]
+    expected = np.argsort(-(vectors @ query), kind="stable")[:10]
+    assert [i for i, _ in index.search_vector(query, 10)] == [f"img{i}" for i in expected]
+    assert index.search_vector(query, 1)[0] == ("img123", pytest.approx(1.0, abs=1e-6))
+    with pytest.raises(ValueError, match="at least one result"):
+        index.search_vector(query, 0)
+    with pytest.raises(ValueError, match="built from vectors alone"):
+        index.search_text("a cat")
+
+
+def test_faiss_backend_says_what_to_install_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_faiss(name: str, *args: object, **kwargs: object) -> object:
+        if name == "faiss":
+            raise ImportError("No module named 'faiss'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    vectors = np.eye(4, dtype=np.float32)
+    index = clip.ImageIndex(list("abcd"), vectors, backend="faiss")
+    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+        index.search_vector(vectors[2], 1)
+    assert clip.ImageIndex(list("abcd"), vectors).search_vector(vectors[2], 1)[0][0] == "c"  # auto: exact
+
+
+def test_faiss_backend_finds_the_same_best_image_when_installed() -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(2000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    approximate = clip.ImageIndex([str(i) for i in range(2000)], vectors, backend="faiss")
+    assert approximate.search_vector(vectors[7], 3)[0][0] == "7"
+
+
+# -- zero-shot and the matrix ------------------------------------------------------------------------
+
+
+def test_tiny_random_clip_zero_shot_sums_to_one_with_the_models_logit_scale(model: clip.ClipModel) -> None:
+    labels = ["puppy", "cat", "car"]
+    probabilities = clip.zero_shot(BOOK / "puppy.png", labels, model)
+    assert list(probabilities) == labels and sum(probabilities.values()) == pytest.approx(1.0)
+    result = clip.classify(BOOK / "puppy.png", labels, model, template="a picture of a {label}")
+    assert result.prompts == ["a picture of a puppy", "a picture of a cat", "a picture of a car"]
+    logits = model.logit_scale * np.array(result.cosines)
+    assert result.probabilities == pytest.approx(list(np.exp(logits) / np.exp(logits).sum()))
+    assert clip.zero_shot(BOOK / "cat.png", "cat\ndog\n\n", model).keys() == {"cat", "dog"}
+
+
+def test_tiny_random_clip_similarity_matrix_is_images_by_captions_of_cosines(model: clip.ClipModel) -> None:
+    images = [BOOK / name for name in clip.BOOK_CAPTIONS]
+    captions = list(clip.BOOK_CAPTIONS.values())[:2]
+    matrix = clip.similarity_matrix(images, captions, model)
+    assert matrix.shape == (3, 2)
+    expected = clip.image_vector(images[1], model) @ model.embed_texts([captions[0]])[0]
+    assert matrix[1, 0] == pytest.approx(float(expected), abs=1e-6)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def test_empty_query_zero_or_duplicate_labels_and_bad_templates_are_explained(model: clip.ClipModel) -> None:
+    index = clip.ImageIndex.build(clip.default_gallery()[:3], model)
+    with pytest.raises(ValueError, match="Type what to search for"):
+        index.search_text("   ")
+    with pytest.raises(ValueError, match="at most 1,000 characters"):
+        index.search_text("cat " * 400)
+    with pytest.raises(ValueError, match="at least one label"):
+        clip.zero_shot(BOOK / "cat.png", [" ", ""], model)
+    with pytest.raises(ValueError, match="Cat appears more than once"):
+        clip.zero_shot(BOOK / "cat.png", ["cat", "dog", "Cat"], model)
+    with pytest.raises(ValueError, match="exactly one {}"):
+        clip.zero_shot(BOOK / "cat.png", ["cat", "dog"], model, template="a photo")
+    with pytest.raises(ValueError, match="at least one caption"):
+        clip.similarity_matrix([BOOK / "cat.png"], [], model)
+    with pytest.raises(ValueError, match=r"puppy\.png appear more than once"):
+        clip.ImageIndex.build([BOOK / "puppy.png", BOOK / "puppy.png"], model)
+
+
+def test_an_empty_gallery_or_one_of_only_bad_files_is_explained(model: clip.ClipModel) -> None:
+    with pytest.raises(clip.EmptyGallery, match="The gallery is empty"):
+        clip.ImageIndex.build([], model)
+    with pytest.raises(clip.EmptyGallery, match="notes.txt is not an image"):
+        clip.ImageIndex.build([("notes.txt", b"just text")], model)
+
+
+def test_tiny_random_clip_indexes_the_good_images_of_an_awkward_upload_and_names_the_bad(
+    model: clip.ClipModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAB_MAX_IMAGE_PIXELS", "5000000")
+    ramp = Image.fromarray(np.arange(0, 65536, 256, dtype=np.uint16).reshape(16, 16))
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([255, 0, 0] * 256)
+    gif = io.BytesIO()
+    frames = [Image.new("RGB", (20, 20), colour) for colour in ("red", "blue")]
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    upload = {
+        "notes.txt": b"not an image",
+        "cut.jpg": png(Image.new("RGB", (64, 64), "red"), "JPEG")[:200],
+        "bomb.png": png(Image.new("L", (3000, 2000))),
+        "cmyk.jpg": png(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG"),
+        "deep.png": png(ramp),
+        "clear.png": png(palette, transparency=0),
+        "moving.gif": gif.getvalue(),
+        "dot.png": png(Image.new("RGB", (1, 1), "white")),
+        "strip.png": png(Image.new("RGB", (4000, 2), "green")),
+        "big.png": png(Image.new("RGB", (2048, 1536), "blue")),
+    }
+    index = clip.ImageIndex.build(upload, model)
+    assert index.ids == ["cmyk.jpg", "deep.png", "clear.png", "moving.gif", "dot.png", "strip.png", "big.png"]
+    assert [p.split(" ")[0] for p in index.problems] == ["notes.txt", "cut.jpg", "bomb.png"]
+    assert "is not an image" in index.problems[0] and "damaged or truncated" in index.problems[1]
+    assert "3000×2000 = 6,000,000 pixels" in index.problems[2]
+    notes = " ".join(index.notes)
+    for expected in ("CMYK", "16-bit", "transparency", "first frame", "only 1×1 pixels", "the middle 8×2"):
+        assert expected in notes, expected
+    assert clip.prepare_image(upload["big.png"]).image.size == (1024, 768)  # shrunk, aspect kept
+
+
+def test_uploads_of_files_and_zips_are_capped_with_clear_messages(tmp_path: Path) -> None:
+    files = []
+    for n in range(4):
+        path = tmp_path / f"photo{n}.png"
+        path.write_bytes(png(Image.new("RGB", (8, 8), (n * 60, 0, 0))))
+        files.append(path)
+    archive = tmp_path / "holiday.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr("beach/sea.png", png(Image.new("RGB", (8, 8), "blue")))
+        zipped.writestr("__MACOSX/beach/._sea.png", b"resource fork")
+        zipped.writestr(".DS_Store", b"junk")
+        zipped.writestr("beach/", b"")
+        zipped.writestr("zeros.png", bytes(3_000_000))  # compresses to almost nothing: a small zip bomb
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    limits = clip.UploadLimits(max_images=3, max_bytes=10_000, max_file_bytes=1_000_000)
+    taken, problems = clip.read_uploads([tmp_path / "broken.zip", archive, *files], limits)
+    assert [name for name, _ in taken] == ["beach/sea.png", "photo0.png", "photo1.png"]
+    assert problems == [
+        "broken.zip is not a zip file the lab can read (damaged, or cut short).",
+        "zeros.png is over 1.0 MB; each image may be at most that.",
+        "The gallery takes 3 more images at most; the last 2 were not added.",
+    ]
+    small = clip.UploadLimits(max_images=10, max_bytes=150, max_file_bytes=1_000_000)
+    taken, problems = clip.read_uploads(files, small)
+    assert len(taken) < 4 and "would hold more than" in problems[0]
+
+
+# -- under the hood ----------------------------------------------------------------------------------
+
+
+def test_clip_tokens_are_the_books_without_any_weights(empty_hub: Path) -> None:
+    tokens = clip.clip_tokens("a puppy playing in the snow", clip.DEFAULT_MODEL)
+    assert tokens.tokens == [
+        "<|startoftext|>",
+        "a</w>",
+        "puppy</w>",
+        "playing</w>",
+        "in</w>",
+        "the</w>",
+        "snow</w>",
+        "<|endoftext|>",
+    ]
+    assert tokens.ids[0] == 49406 and tokens.ids[-1] == 49407 and tokens.context_length == 77
+    assert not tokens.truncated
+    long = clip.clip_tokens("word " * 100, clip.BOOK_MODEL)
+    assert long.truncated and len(long.ids) == 77 and long.tokens[-1] == "<|endoftext|>"
+
+
+def test_the_image_as_the_model_sees_it_is_the_centre_at_224_without_any_weights(empty_hub: Path) -> None:
+    wide = Image.new("RGB", (600, 200), "red")
+    wide.paste(Image.new("RGB", (200, 200), (0, 200, 0)), (200, 0))  # green in the middle third
+    seen = clip.preprocessed_image(png(wide), clip.DEFAULT_MODEL)
+    assert seen.size == (224, 224)
+    red, green, _ = seen.getpixel((112, 112))
+    assert green > 190 and red < 10  # resized so the short side is 224, then the centre kept
+    assert clip.preprocessed_image(BOOK / "car.png", clip.SMALL_MODEL).size == (256, 256)
+
+
+def test_tiny_random_clip_preprocess_is_the_same_with_and_without_its_weights(
+    model: clip.ClipModel, tiny_folder: Path
+) -> None:
+    image = Image.open(BOOK / "cat.png").convert("RGB")
+    with model.lease() as loaded:
+        with_weights = loaded.inputs.preprocess(image)
+    without = models.clip_inputs(str(tiny_folder), tiny_folder).preprocess(image)
+    assert torch.equal(with_weights, without)
+    config = json.loads((tiny_folder / "open_clip_config.json").read_text())
+    assert (
+        clip.preprocessed_image(image, model).size == (config["model_cfg"]["vision_cfg"]["image_size"],) * 2
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_leases() -> Iterator[None]:
+    yield
+    assert all(s.leases == 0 for s in CACHE.stats()), "a test left a model leased"
+
+
+# -- the bench's clip section ------------------------------------------------------------------------
+
+
+def test_tiny_random_clip_bench_measures_indexing_and_search_against_their_baselines(
+    model: clip.ClipModel,
+) -> None:
+    from lab import bench_clip
+
+    indexed = bench_clip.indexing(model, 8)  # it checks itself that all 8 embeddings were computed
+    assert indexed["clip_index_images"] == 8 and indexed["clip_index_images_per_s"] > 0
+    assert indexed["clip_index_speedup"] == pytest.approx(
+        indexed["clip_index_images_per_s"] / indexed["clip_naive_images_per_s"]
+    )
+    searched = bench_clip.searching([1_000], repeats=3)
+    assert set(searched) == {"clip_query_ms_1k", "clip_naive_query_ms_1k", "clip_query_speedup_1k"}
+    table = bench_clip.clip_table(
+        {
+            "clip_model": "ViT-B-32 (random init: no weights here)",
+            "clip_device": "cpu",
+            "clip_dtype": "float32",
+            "clip_text_encode_ms": 30.0,
+            **indexed,
+            "clip_query_ms_10k": 25.0,
+            "clip_naive_query_ms_10k": 500.0,
+            "clip_query_speedup_10k": 20.0,
+        }
+    )
+    assert "| CLIP search over 10k images (exact, k=8) | 25.00 ms | < 20 ms | NO |" in table
+    assert "| speed-up at 10k | 20× |  |  |" in table and "1k" not in table
