@@ -11,6 +11,10 @@ a baseline run in the same command, so the numbers compare across machines:
 - the attention tab's calls, warm (median), against the notebook way of loading the model with
   ``from_pretrained`` for each call: MiniLM attention on 64 tokens, SmolLM2's next token, the logit lens
   on a 10-token prompt;
+- CLIP (``lab.bench_clip``): batched indexing against one image at a time, and exact search over 1k, 10k
+  and 100k vectors against a Python loop;
+- BLIP-2 (``lab.bench_vision_chat``): time to first token and tokens per second of the tiny random model,
+  and the real model's memory by dtype;
 - peak resident memory of this process.
 
 ``--only startup,tokenizers,attention`` runs some sections.
@@ -39,7 +43,7 @@ TARGETS = {
     "next_token_ms": 400.0,
     "logit_lens_ms": 1000.0,
 }
-SECTIONS = ("startup", "tokenizers", "attention")
+SECTIONS = ("startup", "tokenizers", "attention", "clip", "vision_chat")
 
 
 def _child_env() -> dict[str, str]:
@@ -199,6 +203,14 @@ def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> dict[str, Any]
         results.update(compare_latency(repeats=20 if quick else 200, baseline_repeats=1 if quick else 3))
     if "attention" in only:
         results.update(attention_latency(repeats=3 if quick else 10, baseline_repeats=1 if quick else 3))
+    if "clip" in only:
+        from lab.bench_clip import clip_bench
+
+        results.update(clip_bench(quick=quick))
+    if "vision_chat" in only:
+        from lab.bench_vision_chat import vision_chat_bench
+
+        results["vision_chat"] = vision_chat_bench(repeats=2 if quick else 5)
     results["peak_rss_mb"] = peak_rss_mb()
     return results
 
@@ -272,6 +284,14 @@ def table(results: dict[str, Any]) -> str:
     lines = ["| measure | value | target | met |", "| --- | --- | --- | --- |"]
     for name, value, target, met in rows:
         lines.append(f"| {name} | {value} | {target} | {'' if met is None else ('yes' if met else 'NO')} |")
+    if "clip_index_images" in results:
+        from lab.bench_clip import clip_table
+
+        lines.append(clip_table(results))
+    if "vision_chat" in results:
+        from lab.bench_vision_chat import table as vision_chat_table
+
+        lines += ["", "BLIP-2 visual chat:", "", vision_chat_table(results["vision_chat"])]
     return "\n".join(lines)
 
 
