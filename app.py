@@ -15,7 +15,7 @@ import gradio as gr  # noqa: E402
 
 from lab import models  # noqa: E402
 from lab.config import Settings  # noqa: E402
-from tabs import attention, clip_search, system, tokenizers, vision_chat  # noqa: E402
+from tabs import attention, clip_search, finetune, system, tokenizers, vision_chat  # noqa: E402
 
 HEADER = """
 # LLM Lab
@@ -45,6 +45,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 clip_search.build(demo, settings)
             with gr.Tab("BLIP-2 chat · ch. 9", id="vision-chat"):
                 vision_chat.build(demo, settings)
+            with gr.Tab("QLoRA fine-tune · ch. 12", id="finetune"):
+                finetune.build(demo, settings)
         system.build(demo)
     return demo
 

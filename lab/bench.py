@@ -15,6 +15,8 @@ a baseline run in the same command, so the numbers compare across machines:
   and 100k vectors against a Python loop;
 - BLIP-2 (``lab.bench_vision_chat``): time to first token and tokens per second of the tiny random model,
   and the real model's memory by dtype;
+- fine-tuning (``lab.bench_finetune``): optimizer steps and training tokens per second of the classroom
+  preset on the CPU (and, on a GPU, the book's settings on a TinyLlama-sized model in 4-bit);
 - peak resident memory of this process.
 
 ``--only startup,tokenizers,attention`` runs some sections.
@@ -43,7 +45,7 @@ TARGETS = {
     "next_token_ms": 400.0,
     "logit_lens_ms": 1000.0,
 }
-SECTIONS = ("startup", "tokenizers", "attention", "clip", "vision_chat")
+SECTIONS = ("startup", "tokenizers", "attention", "clip", "vision_chat", "finetune")
 
 
 def _child_env() -> dict[str, str]:
@@ -211,6 +213,10 @@ def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> dict[str, Any]
         from lab.bench_vision_chat import vision_chat_bench
 
         results["vision_chat"] = vision_chat_bench(repeats=2 if quick else 5)
+    if "finetune" in only:
+        from lab.bench_finetune import finetune_bench
+
+        results["finetune"] = finetune_bench(quick=quick)
     results["peak_rss_mb"] = peak_rss_mb()
     return results
 
@@ -292,6 +298,10 @@ def table(results: dict[str, Any]) -> str:
         from lab.bench_vision_chat import table as vision_chat_table
 
         lines += ["", "BLIP-2 visual chat:", "", vision_chat_table(results["vision_chat"])]
+    if "finetune" in results:
+        from lab.bench_finetune import table as finetune_table
+
+        lines += ["", "Fine-tuning:", "", finetune_table(results["finetune"])]
     return "\n".join(lines)
 
 

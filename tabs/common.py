@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -26,26 +27,53 @@ CPU_EVENT: dict[str, Any] = {"concurrency_limit": None}
 USER_ERRORS = (ModelUnavailable, TextTooLong, OutOfMemory, ValueError)
 
 
+def _message(error: Exception, where: str) -> gr.Error:
+    """The page's message for an error: the library's own words, or "internal error" and a logged trace."""
+    if isinstance(error, gr.Error):
+        return error
+    if isinstance(error, USER_ERRORS):
+        return gr.Error(str(error), duration=None)
+    log.error("unexpected error in %s", where, exc_info=error)
+    return gr.Error(f"Internal error ({type(error).__name__}); the server log has the details.")
+
+
 def user_errors(fn: F) -> F:
     """Show the library's expected errors as a clear message in the page (``gr.Error``), not a traceback.
 
-    Anything else is logged with its traceback and reported as an internal error; other users' sessions
-    are untouched either way.
+    Works for plain functions, generators and async generators (a plain wrapper would hide a generator
+    from Gradio, which would then take the generator object for an output value). Closing the wrapper, as
+    Gradio does on Stop, closes the wrapped generator too. Anything unexpected is logged with its
+    traceback and reported as an internal error; other users' sessions are untouched either way.
     """
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except Exception as error:
+                raise _message(error, fn.__name__) from None
+
+        return async_wrapper  # type: ignore[return-value]
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                raise _message(error, fn.__name__) from None
+
+        return generator_wrapper  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except USER_ERRORS as error:
-            raise gr.Error(str(error), duration=None) from None
         except Exception as error:
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(
-                f"Internal error ({type(error).__name__}); the server log has the details."
-            ) from None
+            raise _message(error, fn.__name__) from None
 
     return wrapper  # type: ignore[return-value]
 

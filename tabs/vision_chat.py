@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import html
 import re
 import threading
@@ -84,32 +83,6 @@ class _Busy:
 
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "local"
-
-
-def user_errors_streaming(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-    """:func:`tabs.common.user_errors` for generators: errors raised while streaming become messages too."""
-
-    def step(iterator: Iterator[Any]) -> tuple[bool, Any]:
-        try:
-            return False, next(iterator)
-        except StopIteration:
-            return True, None
-
-    guarded = user_errors(step)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        iterator = fn(*args, **kwargs)
-        try:
-            while True:
-                done, value = guarded(iterator)
-                if done:
-                    return
-                yield value
-        finally:
-            iterator.close()  # on Stop: ends the model's generation thread too
-
-    return wrapper
 
 
 def _messages(history: list[list[str]]) -> list[dict[str, str]]:
@@ -452,11 +425,11 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 *[gr.skip()] * 5,
             )
 
-    @user_errors_streaming
+    @user_errors
     def stream_answer(*inputs: Any) -> Iterator[tuple[Any, ...]]:
         yield from stream_turn(*inputs, again=False)
 
-    @user_errors_streaming
+    @user_errors
     def stream_regenerated(*inputs: Any) -> Iterator[tuple[Any, ...]]:
         yield from stream_turn(*inputs, again=True)
 
@@ -466,7 +439,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         with lease(model, folder, precision) as vc:
             return vision_chat.generate_text(vc, vision_chat.prepare_caption(vc, image))
 
-    @user_errors_streaming
+    @user_errors
     def api_chat(
         image: str | None,
         question: str,

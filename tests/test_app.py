@@ -87,6 +87,10 @@ def test_only_the_documented_endpoints_are_public(lab_server):
         "/clip_matrix",
         "/caption",
         "/chat",
+        "/finetune_start",
+        "/finetune_status",
+        "/finetune_cancel",
+        "/finetune_compare",
     }
 
 
@@ -108,3 +112,25 @@ def test_classroom_server_needs_login_and_only_loads_catalog_ids():
             client.predict("hi", ["someone/their-model"], api_name="/tokenize")
     finally:
         demo.close()
+
+
+def test_user_errors_keeps_generators_streaming_and_turns_their_errors_into_messages():
+    import inspect
+
+    import gradio as gr
+
+    from tabs.common import user_errors
+
+    @user_errors
+    def stream(n: int):
+        yield "first"
+        if n < 0:
+            raise ValueError("n must not be negative")
+        yield "second"
+
+    assert inspect.isgeneratorfunction(stream)  # Gradio streams only what it sees as a generator
+    assert list(stream(1)) == ["first", "second"]
+    steps = stream(-1)
+    assert next(steps) == "first"
+    with pytest.raises(gr.Error, match="n must not be negative"):
+        next(steps)

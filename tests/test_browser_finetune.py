@@ -1,0 +1,63 @@
+"""The fine-tune tab in chromium: preview and estimate, a live loss curve that grows, and Cancel."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+TIMEOUT = 180_000
+POINTS = "() => document.querySelectorAll('#ft-loss .scatterlayer .trace:first-child .point').length"
+
+
+@pytest.fixture(scope="module")
+def finetune_server():
+    import gradio as gr
+
+    import app
+    import tabs.finetune
+    from tests.conftest import local_settings
+
+    settings = local_settings()
+    with gr.Blocks() as demo, gr.Tab("Fine-tune · ch. 12"):
+        tabs.finetune.build(demo, settings)
+    yield app.serve(demo, settings, block=False)
+    demo.close()
+
+
+@pytest.fixture
+def page(browser, finetune_server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(finetune_server)
+    page.locator("#ft-start").wait_for(timeout=TIMEOUT)
+    yield page
+    context.close()
+
+
+def test_quick_preset_previews_trains_with_a_growing_loss_curve_and_cancels(page):
+    page.get_by_text("Classroom quick (CPU)").click()
+    page.wait_for_function("() => document.querySelector('#ft-method')?.innerText.includes('LoRA fp32')")
+    page.locator("#ft-check").click()
+    page.wait_for_function(
+        "() => document.querySelector('#ft-plan')?.innerText.includes('2,442,240')", timeout=TIMEOUT
+    )
+    page.get_by_role("button", name="The data as the model reads it").click()
+    assert page.locator("#ft-preview .special").first.inner_text() == "<|im_start|>"
+
+    page.locator("#ft-start").click()
+    page.wait_for_function(f"{POINTS} >= 1", timeout=TIMEOUT)
+    first = page.evaluate(POINTS)
+    page.wait_for_function(f"{POINTS} > {first}", timeout=TIMEOUT)  # the curve grows while it trains
+    assert "Running" in page.locator("#ft-status").inner_text()
+    assert "step" in page.locator("#ft-progress").inner_text()
+    assert "trainable params: 2,442,240" in page.locator("#ft-logs textarea").input_value()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "finetune_running.png"), full_page=True)
+
+    page.locator("#ft-cancel").click()
+    page.wait_for_function(
+        "() => document.querySelector('#ft-status')?.innerText.includes('Cancelled')", timeout=30_000
+    )
+    assert page.locator("#ft-bar").get_attribute("data-status") == "cancelled"
