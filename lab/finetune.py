@@ -1318,7 +1318,11 @@ def _context() -> Any:
     """
     import multiprocessing
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    from lab import device
+
+    # On a GPU machine the preloaded modules initialise CUDA in the fork server (bitsandbytes does, when
+    # peft imports it), and a forked child cannot use CUDA after that: such runs start with spawn.
+    if "forkserver" not in multiprocessing.get_all_start_methods() or device.select().kind == "cuda":
         return multiprocessing.get_context("spawn")
     from multiprocessing import forkserver
 
