@@ -15,7 +15,7 @@ import gradio as gr  # noqa: E402
 
 from lab import models  # noqa: E402
 from lab.config import Settings  # noqa: E402
-from tabs import attention, clip_search, finetune, system, tokenizers, vision_chat  # noqa: E402
+from tabs import attention, clip_search, finetune, system, tokenizers, topics, vision_chat  # noqa: E402
 
 HEADER = """
 # LLM Lab
@@ -41,6 +41,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 tokenizers.build(demo, settings)
             with gr.Tab("Attention & embeddings · ch. 2–3", id="attention"):
                 attention.build(demo, settings)
+            with gr.Tab("Topic modelling · ch. 5", id="topics"):
+                topics.build(demo, settings)
             with gr.Tab("CLIP search · ch. 9", id="clip"):
                 clip_search.build(demo, settings)
             with gr.Tab("BLIP-2 chat · ch. 9", id="vision-chat"):

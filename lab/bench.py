@@ -11,6 +11,8 @@ a baseline run in the same command, so the numbers compare across machines:
 - the attention tab's calls, warm (median), against the notebook way of loading the model with
   ``from_pretrained`` for each call: MiniLM attention on 64 tokens, SmolLM2's next token, the logit lens
   on a 10-token prompt;
+- topics (``lab.bench_topics``): first fit of the default corpus, refit after an HDBSCAN change and the
+  interactive map, against BERTopic refitting from scratch;
 - CLIP (``lab.bench_clip``): batched indexing against one image at a time, and exact search over 1k, 10k
   and 100k vectors against a Python loop;
 - BLIP-2 (``lab.bench_vision_chat``): time to first token and tokens per second of the tiny random model,
@@ -45,7 +47,7 @@ TARGETS = {
     "next_token_ms": 400.0,
     "logit_lens_ms": 1000.0,
 }
-SECTIONS = ("startup", "tokenizers", "attention", "clip", "vision_chat", "finetune")
+SECTIONS = ("startup", "tokenizers", "attention", "topics", "clip", "vision_chat", "finetune")
 
 
 def _child_env() -> dict[str, str]:
@@ -205,6 +207,10 @@ def run(quick: bool = False, only: tuple[str, ...] = SECTIONS) -> dict[str, Any]
         results.update(compare_latency(repeats=20 if quick else 200, baseline_repeats=1 if quick else 3))
     if "attention" in only:
         results.update(attention_latency(repeats=3 if quick else 10, baseline_repeats=1 if quick else 3))
+    if "topics" in only:
+        from lab.bench_topics import topics_bench
+
+        results["topics"] = topics_bench(quick=quick)
     if "clip" in only:
         from lab.bench_clip import clip_bench
 
@@ -294,6 +300,10 @@ def table(results: dict[str, Any]) -> str:
         from lab.bench_clip import clip_table
 
         lines.append(clip_table(results))
+    if "topics" in results:
+        from lab.bench_topics import table as topics_table
+
+        lines += ["", "Topic modelling:", "", topics_table(results["topics"])]
     if "vision_chat" in results:
         from lab.bench_vision_chat import table as vision_chat_table
 

@@ -796,7 +796,11 @@ def causal_lm_for_training(
 
 
 def causal_lm_merged(
-    model_id: str, adapter_dir: str | Path, path: str | Path | None = None, *, dtype: Any = None,
+    model_id: str,
+    adapter_dir: str | Path,
+    path: str | Path | None = None,
+    *,
+    dtype: Any = None,
     device_name: str | None = None,
 ) -> Any:
     """A fresh base model with a LoRA adapter merged into its weights (peft ``merge_and_unload``).
@@ -816,6 +820,7 @@ def causal_lm_with_adapter(
     """Lease a causal LM with a LoRA adapter merged in, in the lab's dtype; one cache entry per adapter."""
 
     def build(location: str, where: device.Placement) -> Any:
+        del location  # causal_lm_merged resolves the same source itself
         return causal_lm_merged(model_id, adapter_dir, path, dtype=where.dtype, device_name=where.device)
 
     variant = f":adapter={Path(adapter_dir).resolve()}"

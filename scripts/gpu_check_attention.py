@@ -56,18 +56,23 @@ def main() -> None:
     for prompt in PROMPTS:
         cpu = on("cpu", lambda p=prompt: attention.next_token(p, k=5))
         gpu = on("cuda", lambda p=prompt: attention.next_token(p, k=5))
-        agreement.append({
-            "prompt": prompt,
-            "cpu_top": [cpu[0][0], round(cpu[0][1], 3)],
-            "gpu_top": [gpu[0][0], round(gpu[0][1], 3)],
-            "same_top1": cpu[0][0] == gpu[0][0],
-            "top5_overlap": len({t for t, _ in cpu} & {t for t, _ in gpu}),
-        })
+        agreement.append(
+            {
+                "prompt": prompt,
+                "cpu_top": [cpu[0][0], round(cpu[0][1], 3)],
+                "gpu_top": [gpu[0][0], round(gpu[0][1], 3)],
+                "same_top1": cpu[0][0] == gpu[0][0],
+                "top5_overlap": len({t for t, _ in cpu} & {t for t, _ in gpu}),
+            }
+        )
     report["next_token_cpu_vs_gpu"] = agreement
     lens_cpu = on("cpu", lambda: attention.logit_lens(PROMPTS[0]))
     lens_gpu = on("cuda", lambda: attention.logit_lens(PROMPTS[0]))
-    report["logit_lens_last_cell"] = {"cpu": lens_cpu[-1][-1][0][0], "gpu": lens_gpu[-1][-1][0][0],
-                                      "layers": len(lens_gpu)}
+    report["logit_lens_last_cell"] = {
+        "cpu": lens_cpu[-1][-1][0][0],
+        "gpu": lens_gpu[-1][-1][0][0],
+        "layers": len(lens_gpu),
+    }
     result = on("cuda", lambda: attention.attention(PROMPTS[0], attention.DECODER))
     upper = np.triu(np.ones(result.weights.shape[-2:], dtype=bool), 1)
     report["attention_gpu"] = {

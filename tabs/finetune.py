@@ -273,7 +273,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     status = gr.Markdown(elem_id="ft-status")
     progress = gr.HTML(progress_html(None), elem_id="ft-progress")
     with gr.Row():
-        plot = gr.Plot(loss_figure(None), elem_id="ft-loss", scale=3)
+        plot = gr.Plot(elem_id="ft-loss", scale=3)  # drawn by the first status update (plotly loads then)
         logs = gr.Textbox(label="Log", lines=14, max_lines=14, autoscroll=True, elem_id="ft-logs", scale=2)
     download = gr.File(
         label="This run: adapter, settings and metrics (zip)", elem_id="ft-download", visible=False, height=80

@@ -1,0 +1,482 @@
+"""lab.topics and lab.topic_plots: small precomputed embeddings with fast stand-ins (PCA, k-means) and a
+tiny random sentence encoder (plumbing), then the real Wikipedia corpus with the book's pipeline (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab import testing, topic_plots, topics
+
+THEMES = {
+    "sport": "football league goal match team player cup season coach stadium referee striker",
+    "food": "bread cheese recipe cook oven flour butter sugar kitchen taste soup bake",
+    "space": "planet star orbit rocket moon galaxy telescope astronaut launch comet nebula",
+    "music": "song album band guitar concert singer melody rhythm piano record chorus tour",
+}
+TINY = "test/tiny-sentence"  # found in LAB_MODEL_DIR as test--tiny-sentence
+
+
+@pytest.fixture(scope="module")
+def themes() -> dict:
+    """200 documents in four themes with their own words, and 32-d embeddings clustered by theme."""
+    rng = np.random.default_rng(0)
+    docs, labels, vectors = [], [], []
+    for k, (label, words) in enumerate(THEMES.items()):
+        centre = np.zeros(32)
+        centre[k * 8 : k * 8 + 8] = 3.0
+        vocabulary = words.split()
+        for i in range(50):
+            docs.append(f"{' '.join(rng.choice(vocabulary, size=10))} number {i} of {label}")
+            labels.append(label)
+            vectors.append(centre + rng.normal(scale=0.5, size=32))
+    return {"docs": docs, "labels": labels, "embeddings": np.asarray(vectors, dtype=np.float32)}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("models")
+    testing.write_sentence_encoder(folder / "test--tiny-sentence")
+    return str(folder)
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch, model_dir):
+    """A fresh disk cache and the tiny encoder in LAB_MODEL_DIR. The in-memory stage caches are kept (other
+    tests share the Wikipedia UMAP through them): tests that count stages use a seed of their own."""
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LAB_MODEL_DIR", model_dir)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def fast_run(themes, model_dir):
+    """PCA + k-means on the precomputed embeddings, queries embedded by the tiny encoder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAB_MODEL_DIR", model_dir)
+        run = topics.fit(
+            themes["docs"],
+            titles=[f"doc {i}" for i in range(len(themes["docs"]))],
+            embeddings=themes["embeddings"],
+            embedding_model=TINY,
+            reduction="pca",
+            clustering="kmeans",
+            n_clusters=4,
+        )
+        yield run
+
+
+def test_fit_with_pca_and_kmeans_recovers_the_four_themes(fast_run, themes):
+    assert fast_run.n_topics == 4 and fast_run.outlier_share == 0
+    assert list(fast_run.info.columns[:4]) == ["Topic", "Count", "Name", "Representation"]
+    assert sorted(fast_run.info["Count"]) == [50, 50, 50, 50]
+    assert fast_run.reduced_2d.shape == (200, 2) and len(fast_run.topics) == 200
+    score = topics.agreement(fast_run.topics, themes["labels"])
+    assert score["nmi_all"] == pytest.approx(1.0) and score["ari_non_outliers"] == pytest.approx(1.0)
+    # c-TF-IDF names each topic by its theme's own words
+    sport = fast_run.topics[0]
+    assert set(w for w, _ in topics.topic_words(fast_run, sport)[:5]) <= {*THEMES["sport"].split(), "sport"}
+    assert fast_run.cached["embeddings"] and {"umap", "clustering", "ctfidf", "total"} <= set(
+        fast_run.timings
+    )
+
+
+def test_find_topics_works_with_precomputed_embeddings(fast_run):
+    # BERTopic refuses find_topics without an embedding model; the lab always gives it one.
+    hits = topics.search(fast_run, "football and goals", top_n=3)
+    assert len(hits) == 3 and hits[0][1] >= hits[1][1] >= hits[2][1]
+    assert {t for t, _, _ in hits} <= set(fast_run.topics)
+    with pytest.raises(ValueError, match="Type something"):
+        topics.search(fast_run, "  ")
+
+
+def test_hdbscan_change_reclusters_without_recomputing_the_reduction(isolated, themes):
+    kwargs = {"embeddings": themes["embeddings"], "embedding_model": TINY, "reduction": "pca", "seed": 11}
+    first = topics.fit(themes["docs"], hdbscan_params={"min_cluster_size": 20}, **kwargs)
+    assert not first.cached["umap"] and first.n_topics == 4
+    runs = dict(topics.STAGE_RUNS)
+    second = topics.fit(themes["docs"], hdbscan_params={"min_cluster_size": 10, "min_samples": 5}, **kwargs)
+    assert second.cached == {
+        "embeddings": True,
+        "umap": True,
+        "umap_2d": True,
+        "clustering": False,
+        "ctfidf": False,
+    }
+    assert second.timings["umap"] == second.timings["umap_2d"] == 0
+    assert topics.STAGE_RUNS["umap"] == runs["umap"] and topics.STAGE_RUNS["umap_2d"] == runs["umap_2d"]
+    assert topics.STAGE_RUNS["clustering"] == runs["clustering"] + 1
+    assert topics.STAGE_RUNS["ctfidf"] == runs["ctfidf"] + 1
+    # Only nr_topics changes: the clustering is reused too.
+    third = topics.fit(
+        themes["docs"], hdbscan_params={"min_cluster_size": 10, "min_samples": 5}, nr_topics=3, **kwargs
+    )
+    assert third.cached["clustering"] and third.n_topics == 3
+
+
+def test_embeddings_are_kept_on_disk_by_model_and_corpus(isolated, themes):
+    kwargs = {"embedding_model": TINY, "reduction": "pca", "clustering": "kmeans", "n_clusters": 4}
+    first = topics.fit(themes["docs"], seed=12, **kwargs)
+    assert not first.cached["embeddings"] and first.embeddings.shape == (200, 32)
+    runs = topics.STAGE_RUNS["embeddings"]
+    again = topics.fit(themes["docs"], seed=13, **kwargs)  # a new seed: nothing in memory matches
+    assert again.cached["embeddings"] and not again.cached["umap"]
+    assert topics.STAGE_RUNS["embeddings"] == runs and np.array_equal(again.embeddings, first.embeddings)
+    assert (
+        len(list((isolated / "cache" / "topics" / "embeddings" / "test--tiny-sentence").glob("*.npy"))) == 1
+    )
+    other = topics.fit(themes["docs"][:-1], seed=12, **kwargs)  # another corpus: another file
+    assert not other.cached["embeddings"] and topics.STAGE_RUNS["embeddings"] == runs + 1
+
+
+def test_long_documents_are_counted_as_truncated(isolated):
+    docs = [f"short document number {i}" for i in range(11)] + [" ".join(["word"] * 400)]
+    embedded = topics.embed_documents(docs, TINY)
+    assert embedded.vectors.shape == (12, 32) and embedded.truncated == 1 and embedded.max_tokens == 128
+    run = topics.fit(docs, embedding_model=TINY, reduction="pca", clustering="kmeans", n_clusters=2)
+    assert any("1 of 12 documents are longer than" in note for note in run.notes)
+
+
+def test_outlier_reduction_and_topic_reduction(themes):
+    noisy = np.concatenate([themes["embeddings"], np.random.default_rng(1).normal(scale=6, size=(20, 32))])
+    docs = themes["docs"] + [f"stray note {i} about nothing in particular" for i in range(20)]
+    kept = topics.fit(
+        docs, embeddings=noisy, embedding_model=TINY, reduction="pca", hdbscan_params={"min_cluster_size": 15}
+    )
+    assert -1 in kept.topics
+    reduced = topics.fit(
+        docs,
+        embeddings=noisy,
+        embedding_model=TINY,
+        reduction="pca",
+        hdbscan_params={"min_cluster_size": 15},
+        outliers="c-tf-idf",
+    )
+    assert reduced.outlier_share < kept.outlier_share and reduced.cached["clustering"]
+    assert any("Outlier reduction" in note for note in reduced.notes)
+    merged = topics.fit(
+        themes["docs"], embeddings=themes["embeddings"], embedding_model=TINY, reduction="pca",
+        clustering="kmeans", n_clusters=4, nr_topics=2,
+    )  # fmt: skip
+    assert merged.n_topics == 2
+
+
+def test_agreement_with_and_without_outliers():
+    labels = ["a", "a", "b", "b", "c", "c"]
+    score = topics.agreement([0, 0, 1, 1, -1, -1], labels)
+    assert score["nmi_all"] == pytest.approx(1.0)  # outliers are one more group, here exactly "c"
+    assert score["nmi_non_outliers"] == pytest.approx(1.0) and score["outlier_share"] == pytest.approx(1 / 3)
+    mixed = topics.agreement([0, 1, 0, 1, -1, 0], labels)
+    assert mixed["nmi_all"] < 0.5 and mixed["topics"] == 2
+    assert topics.agreement([0, 1], None) is None
+    assert topics.agreement([-1, -1, -1], ["a", "b", "a"])["nmi_non_outliers"] is None
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+
+
+def test_fewer_documents_than_min_cluster_size_suggests_a_value_or_kmeans(themes):
+    docs = themes["docs"][:30]
+    with pytest.raises(topics.TopicInputError, match=r"fewer than min_cluster_size=50.*6 or less.*k-means"):
+        topics.fit(docs, embeddings=themes["embeddings"][:30], reduction="pca")
+    run = topics.fit(
+        docs, embeddings=themes["embeddings"][:30], reduction="pca", clustering="kmeans", n_clusters=3
+    )
+    assert run.n_topics == 3
+    with pytest.raises(topics.TopicInputError, match="at least 10"):
+        topics.fit(docs[:5], embeddings=themes["embeddings"][:5], reduction="pca", clustering="kmeans")
+
+
+def test_all_outliers_and_a_single_topic_say_what_to_change(themes):
+    rng = np.random.default_rng(3)
+    scattered = rng.uniform(size=(120, 32)).astype(np.float32)
+    docs = [f"scattered note {i}" for i in range(120)]
+    with pytest.raises(topics.TopicInputError, match="all 120 documents as outliers.*Lower min_cluster_size"):
+        topics.fit(docs, embeddings=scattered, reduction="pca", hdbscan_params={"min_cluster_size": 120})
+    single = topics.fit(
+        docs, embeddings=scattered, embedding_model=TINY, reduction="pca", clustering="kmeans", n_clusters=1
+    )
+    assert single.n_topics == 1 and any("single topic" in note for note in single.notes)
+    with pytest.raises(ValueError, match="at least 2 topics"):
+        topic_plots.heatmap(single)
+    assert topic_plots.barchart(single) is not None
+
+
+def test_empty_and_duplicate_documents_are_dropped_with_notes(themes):
+    docs, titles, labels, _, notes = topics.clean_documents(
+        ["one", "", "  ", "two", "one", None, "three"], titles=list("abcdefg"), labels=list("xxxyyyz")
+    )
+    assert docs == ["one", "two", "three"] and titles == ["a", "d", "g"] and labels == ["x", "y", "z"]
+    assert notes == ["3 empty documents dropped.", "1 duplicate document dropped (first kept)."]
+    with pytest.raises(topics.TopicInputError, match="every one is empty"):
+        topics.clean_documents(["", " "])
+    with pytest.raises(topics.TopicInputError, match="duplicates"):
+        topics.fit(["same"] * 20, embeddings=themes["embeddings"][:20])
+
+
+def test_document_caps(monkeypatch):
+    monkeypatch.setattr(topics, "MAX_DOCS", 5)
+    with pytest.raises(topics.TopicInputError, match="at most 5 at a time"):
+        topics.clean_documents([f"doc {i}" for i in range(6)])
+    monkeypatch.setattr(topics, "MAX_UPLOAD_BYTES", 10)
+    with pytest.raises(topics.TopicInputError, match="at most"):
+        topics.decode_upload(b"x" * 11, "big.txt")
+
+
+def test_uploads_text_csv_encodings_and_missing_columns(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_bytes("Caf\xe9 cr\xe8me\n\nsecond line\nsecond line\n".encode("cp1252"))
+    corpus = topics.read_text_file(text)
+    assert corpus.docs == ["Café crème", "second line"]
+    assert any("not UTF-8" in note and "Windows-1252" in note for note in corpus.notes)
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\x00\x00\x00binary")
+    with pytest.raises(topics.TopicInputError, match="binary"):
+        topics.read_text_file(binary)
+
+    table = tmp_path / "papers.csv"
+    pd.DataFrame(
+        {"Title": ["A", "B", "C"], "Abstract": ["first text", "second text", ""], "Area": ["x", "y", "x"]}
+    ).to_csv(table, index=False)
+    assert topics.csv_columns(table) == ["Title", "Abstract", "Area"]
+    corpus = topics.read_csv(table, "Abstract", title_column="Title", label_column="Area")
+    assert corpus.docs == ["first text", "second text"] and corpus.titles == ["A", "B"]
+    assert corpus.labels == ["x", "y"] and "1 empty document dropped." in corpus.notes
+    with pytest.raises(topics.TopicInputError, match="has no column 'Body'.*'Title', 'Abstract', 'Area'"):
+        topics.read_csv(table, "Body")
+    semicolons = tmp_path / "semi.csv"
+    semicolons.write_text("text;label\nhello there;a\ngeneral kenobi;b\n", encoding="utf-8-sig")
+    assert topics.read_csv(semicolons, "text", label_column="label").labels == ["a", "b"]
+
+
+def test_named_corpora():
+    wiki = topics.load_corpus("wikipedia")
+    manifest = topics.wikipedia_manifest()
+    assert len(wiki) == manifest["documents"] == 10_033 and len(set(wiki.labels)) == 12
+    assert wiki.embeddings.shape == (10_033, 384) and wiki.embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(wiki.embeddings[:50], axis=1), 1, atol=0.01)
+    assert wiki.titles[1] == "2001: A Space Odyssey" and "CC BY-SA" in wiki.source
+    assert pd.Series(wiki.labels).value_counts().to_dict() == manifest["labels"]
+    with pytest.raises(topics.CorpusUnavailable, match="hf download MaartenGr/arxiv_nlp"):
+        topics.load_corpus("arxiv_nlp")  # tests run with HF_HUB_OFFLINE=1
+    with pytest.raises(ValueError, match="Unknown corpus"):
+        topics.load_corpus("reddit")
+
+
+# -- representations, plots, exports -----------------------------------------------------------------------
+
+
+def test_representation_table_puts_original_next_to_keybert_and_mmr(fast_run):
+    before = {t: list(w) for t, w in fast_run.model.topic_representations_.items()}
+    table = topics.compare_representations(fast_run, fast_run.docs, kinds=("keybert", "mmr"), diversity=0.5)
+    assert list(table.columns) == ["Topic", "Original", "KeyBERTInspired", "MMR (diversity 0.5)"]
+    assert table["Topic"].tolist() == [0, 1, 2, 3]
+    for column in table.columns[1:]:
+        assert all(len(cell.split(" | ")) == 5 for cell in table[column])
+    assert fast_run.model.topic_representations_ == before  # the fitted model is untouched
+    with pytest.raises(ValueError, match="Unknown representation"):
+        topics.compare_representations(fast_run, kinds=("llama",))
+
+
+def test_plots_return_figures(fast_run):
+    import matplotlib.figure
+    import plotly.graph_objects as go
+
+    sampled = topic_plots.documents_map(fast_run, max_points=120)
+    assert isinstance(sampled, go.Figure) and "120 of 200 documents" in sampled.layout.title.text
+    assert sum(len(trace.x) for trace in sampled.data) == 120
+    annotated = topic_plots.documents_map(fast_run, hide_annotations=False)
+    assert "all 200 documents" in annotated.layout.title.text and len(annotated.layout.annotations) == 4
+    for draw in (topic_plots.barchart, topic_plots.heatmap, topic_plots.hierarchy):
+        assert isinstance(draw(fast_run), go.Figure)
+    words = topics.topic_words(fast_run, 0)
+    assert isinstance(topic_plots.word_bars(words, "topic 0"), go.Figure)
+    static = topic_plots.datamap_static(fast_run)
+    assert isinstance(static, matplotlib.figure.Figure)
+
+
+def test_interactive_map_is_self_contained(fast_run):
+    page = topic_plots.interactive_map(
+        fast_run, title="Themes", dates=[f"{2000 + i % 20}-01-01" for i in range(200)]
+    )
+    assert topic_plots.remote_references(page) == []
+    assert "fonts.googleapis.com" not in page and "maxcdn.bootstrapcdn.com" not in page
+    assert "URL not found in cache" not in page  # every script datamapplot asked for was inlined
+    for bundled in ("deck.gl@9.1.8", "apache-arrow@21.2.0", "d3@7.9.2", "jquery@3.7.1"):
+        assert f"/* {bundled} " in page
+    assert "font-family: 'Roboto'" in page and "data:font/woff2;base64," in page
+    assert "Themes" in page and "OFFLINE_MODE = true" in page
+
+
+def test_exports(fast_run, themes, tmp_path):
+    table = pd.read_csv(topics.export_topic_table(fast_run, tmp_path / "topics.csv"))
+    assert list(table.columns[:4]) == ["Topic", "Count", "Name", "Representation"] and len(table) == 4
+    rows = pd.read_csv(topics.export_document_topics(fast_run, tmp_path / "docs.csv", themes["labels"]))
+    assert list(rows.columns) == ["title", "topic", "topic_name", "label"] and len(rows) == 200
+    assert (
+        topic_plots.save_interactive_map("<html></html>", tmp_path / "map.html").read_text()
+        == "<html></html>"
+    )
+
+
+def test_asset_manifests_match_the_files():
+    import hashlib
+    import lzma
+
+    manifest = json.loads((topic_plots.DATAMAP_JS / "manifest.json").read_text())
+    for info in manifest["scripts"].values():
+        data = lzma.decompress((topic_plots.DATAMAP_JS / info["file"]).read_bytes())
+        assert hashlib.sha256(data).hexdigest() == info["sha256"]
+    assert (topic_plots.DATAMAP_JS / "LICENSES.md").is_file()
+    folder = topics.CORPORA / "wikipedia"
+    assert "CC BY-SA 4.0" in (folder / "LICENSE.md").read_text()
+    total = sum(p.stat().st_size for p in [*folder.iterdir(), *topic_plots.DATAMAP_JS.iterdir()])
+    assert total < 15e6
+
+
+def test_generated_labels_are_cleaned():
+    assert topics.clean_label("This topic is about the use of energy.\nMore") == "The use of energy"
+    assert topics.clean_label(' "Football clubs" ') == "Football clubs"
+    assert topics.clean_label("") == ""
+
+
+def test_text_generation_with_a_tiny_random_seq2seq_model_plumbing_only(fast_run, model_dir):
+    """Flan-T5's path (encoder-decoder) on a random 1-layer T5: a prompt goes in, a label column comes out."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = Path(model_dir) / "test--tiny-t5"
+    if not folder.is_dir():
+        tokenizer = testing.build_tokenizer("wordpiece")
+        config = T5Config(
+            vocab_size=len(tokenizer),
+            d_model=16,
+            d_ff=32,
+            d_kv=8,
+            num_layers=1,
+            num_heads=2,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+        T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAB_MODEL_DIR", model_dir)
+        assert topics._is_seq2seq("test/tiny-t5") and not topics._is_seq2seq(TINY)
+        table = topics.compare_representations(
+            fast_run, kinds=("generation",), generator="test/tiny-t5", generation_topics=2
+        )
+    column = table["Text generation (tiny-t5)"]
+    assert all(isinstance(v, str) for v in column) and (column.iloc[2:] == "…").all()
+    with pytest.raises(ValueError, match=r"\[DOCUMENTS\]"):
+        topics.compare_representations(fast_run, kinds=("generation",), generator="x", prompt="no slots")
+
+
+def test_the_tab_reads_the_chosen_corpus(tmp_path):
+    import gradio as gr
+
+    from tabs import topics as tab
+
+    table = tmp_path / "papers.csv"
+    pd.DataFrame({"title": ["A", "B"], "abstract": ["one text", "two text"], "area": ["x", "y"]}).to_csv(
+        table, index=False
+    )
+    corpus = tab.load_choice("upload", str(table), "abstract", "title", "area", tab.NONE)
+    assert corpus.docs == ["one text", "two text"] and corpus.labels == ["x", "y"] and corpus.dates is None
+    with pytest.raises(gr.Error, match="Upload a CSV"):
+        tab.load_choice("upload", None, None, None, None, None)
+    with pytest.raises(gr.Error, match="column that holds the text"):
+        tab.load_choice("upload", str(table), tab.NONE, None, None, None)
+    assert tab._guess(["Title", "Abstract"], tab.TEXT_NAMES) == "Abstract"
+    assert len(tab.load_choice("wikipedia", None, None, None, None, None)) == 10_033
+
+
+# -- the real corpus and models (slow) ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wiki_run():
+    """The book's pipeline on the Wikipedia corpus (UMAP compiles on first use: about a minute)."""
+    corpus = topics.load_corpus("wikipedia")
+    # As the tab and the API fit it: the book's pipeline, English stop words out of the topic words.
+    return corpus, topics.fit(
+        corpus.docs, titles=corpus.titles, embeddings=corpus.embeddings, stop_words=True
+    )
+
+
+@pytest.mark.slow
+def test_wikipedia_with_the_books_defaults(wiki_run):
+    corpus, run = wiki_run
+    score = topics.agreement(run.topics, corpus.labels)
+    print(f"\nWikipedia, book defaults: {json.dumps(score)}; timings {json.dumps(run.timings)}")
+    assert 20 <= run.n_topics <= 80 and 0.1 < run.outlier_share < 0.6
+    assert score["nmi_non_outliers"] >= 0.45 and score["nmi_all"] >= 0.3
+    football = topics.search(run, "football")[0]
+    sport = {"sport", "sports", "olympic", "football", "ball", "league", "team", "games"}
+    assert sport & {w for w, _ in topics.topic_words(run, football[0])}
+
+    # An HDBSCAN change re-runs only the clustering and c-TF-IDF.
+    umap_runs = topics.STAGE_RUNS["umap"]
+    refit = topics.fit(
+        corpus.docs,
+        titles=corpus.titles,
+        embeddings=corpus.embeddings,
+        hdbscan_params={"min_cluster_size": 40},
+        stop_words=True,
+    )
+    assert refit.cached["umap"] and refit.cached["umap_2d"] and not refit.cached["clustering"]
+    assert topics.STAGE_RUNS["umap"] == umap_runs and refit.timings["umap"] == 0
+    assert refit.n_topics > run.n_topics
+
+
+@pytest.mark.slow
+def test_text_generation_label_with_smollm2(fast_run):
+    table = topics.compare_representations(
+        fast_run, kinds=("generation",), generator=topics.SMOLLM2, generation_topics=1
+    )
+    column = "Text generation (SmolLM2-135M-Instruct)"
+    assert table[column].iloc[0].strip() and table[column].iloc[0] != "…"
+    assert (table[column].iloc[1:] == "…").all()
+
+
+# -- the tab's API, called with gradio_client (slow: the real corpus) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(wiki_run):
+    import gradio as gr
+    from gradio_client import Client
+
+    import app
+    from tabs import topics as topics_tab
+    from tests.conftest import local_settings
+
+    settings = local_settings()
+    with gr.Blocks() as demo:
+        topics_tab.build(demo, settings)
+    url = app.serve(demo, settings, block=False)
+    yield Client(url, verbose=False)
+    demo.close()
+
+
+@pytest.mark.slow
+def test_api_fit_search_and_representations(client, wiki_run):
+    corpus, run = wiki_run
+    fitted = client.predict("wikipedia", 15, 50, None, None, api_name="/topics_fit")
+    assert fitted["n_topics"] == run.n_topics and fitted["cached"]["umap"]  # the UMAP of wiki_run
+    assert fitted["topics"][0]["Topic"] == -1 and {"Count", "Name", "Representation"} <= set(
+        fitted["topics"][0]
+    )
+    assert fitted["agreement"]["nmi_non_outliers"] >= 0.45
+    found = client.predict("football", 3, api_name="/topics_search")
+    assert len(found) == 3 and found[0]["similarity"] >= found[1]["similarity"]
+    table = client.predict(["keybert", "mmr"], 0.3, 3, api_name="/topics_representations")
+    assert len(table) == 3 and {"Original", "KeyBERTInspired", "MMR (diversity 0.3)"} <= set(table[0])
+    with pytest.raises(Exception, match="hf download MaartenGr/arxiv_nlp"):
+        client.predict("arxiv_nlp", api_name="/topics_fit")
+    with pytest.raises(Exception, match="fewer than min_cluster_size"):
+        client.predict("wikipedia", 15, 20_000, api_name="/topics_fit")
