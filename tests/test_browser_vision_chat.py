@@ -106,6 +106,10 @@ def test_tiny_random_blip2_example_image_caption_and_a_chat_turn(page, tiny_blip
     tokens = page.locator("#vc-max-new-tokens input[type=number]")
     tokens.fill("5")
     tokens.press("Enter")
+    # The number box sets the slider on Enter; regenerate only once the slider holds the new value.
+    page.wait_for_function(
+        "() => document.querySelector('#vc-max-new-tokens input[type=range]')?.value === '5'", timeout=TIMEOUT
+    )
     page.locator("#vc-regenerate").click()
     page.wait_for_function(
         f"() => {MESSAGES} === 2 && !document.querySelector('#vc-send').disabled"
