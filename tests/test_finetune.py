@@ -201,7 +201,8 @@ def test_tiny_random_second_start_queues_then_runs(tiny_llama, tmp_path, chats_f
 
     monkeypatch.setenv(LOAD_DELAY_ENV, "60")
     first = finetune.start(tiny(tiny_llama, tmp_path, chats_file), runner)
-    wait_for(lambda: first.status == "running", timeout=30)
+    # "running" is set before the process (and the environment it copies) exists: wait until it loads.
+    wait_for(lambda: first.phase == "loading" and any("data:" in line for line in first.logs), timeout=120)
     monkeypatch.delenv(LOAD_DELAY_ENV)
     second = finetune.start(tiny(tiny_llama, tmp_path, chats_file), runner)
     assert second.status == "queued" and second.position == 1
