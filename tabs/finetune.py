@@ -397,27 +397,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             chosen.seed,
         ]
 
-    preset_outputs = [
-        model,
-        dataset,
-        r,
-        alpha,
-        dropout,
-        targets,
-        lr,
-        scheduler,
-        batch,
-        accum,
-        examples,
-        eval_examples,
-        epochs,
-        max_steps,
-        max_length,
-        checkpointing,
-        four_bit,
-        merge,
-        seed,
-    ]
+    preset_outputs = [c for c in form if c is not upload]  # a preset sets every field but the upload
 
     def linear_layers(model_id: str, chosen: list[str]) -> Any:
         """The model's linear layers as choices; keeps what still exists, else the book's seven."""
