@@ -1,0 +1,59 @@
+"""One wrapper for every function that runs a model: the *forward* step of prepare → forward → present.
+
+Each feature writes only its forward step and decorates it with :func:`forward`, which applies, in order:
+
+- the ZeroGPU decorator (``spaces.GPU(duration=...)``) on a ZeroGPU Space, so the call gets a GPU;
+- :func:`lab.cache.oom_guard`, so a CUDA out-of-memory becomes :class:`lab.cache.OutOfMemory` with a
+  message, and the cache frees what it can;
+- ``torch.inference_mode()``, so no autograd graph is kept.
+
+Generator functions (streaming) are wrapped as generators. Models are placed on the lab's device by the
+loaders in :mod:`lab.models`; the inputs follow the model (``inputs.to(model.device)``) in the forward step.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from lab import device
+from lab.cache import oom_guard
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def forward(what: str, *, duration: int = 60, grad: bool = False) -> Callable[[F], F]:
+    """Decorate a model's forward step.
+
+    Args:
+        what: what the call does, for the out-of-memory message ("embedding images").
+        duration: seconds of GPU a ZeroGPU Space reserves for one call.
+        grad: keep autograd on (training); inference mode otherwise.
+    """
+
+    def decorate(fn: F) -> F:
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                with oom_guard(what), _grad_mode(grad):
+                    yield from fn(*args, **kwargs)
+
+            return device.gpu_function(duration)(generator)  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with oom_guard(what), _grad_mode(grad):
+                return fn(*args, **kwargs)
+
+        return device.gpu_function(duration)(call)  # type: ignore[return-value]
+
+    return decorate
+
+
+def _grad_mode(grad: bool) -> Any:
+    import torch
+
+    return torch.enable_grad() if grad else torch.inference_mode()
