@@ -7,7 +7,9 @@ Each feature writes only its forward step and decorates it with :func:`forward`,
   message, and the cache frees what it can;
 - ``torch.inference_mode()``, so no autograd graph is kept.
 
-Generator functions (streaming) are wrapped as generators. Models are placed on the lab's device by the
+Generator functions (streaming) are wrapped as generators, without the inference mode (its state is
+per thread, and Gradio may resume a generator on another thread; :mod:`lab.streaming` sets it in the
+generating thread). Models are placed on the lab's device by the
 loaders in :mod:`lab.models`; the inputs follow the model (``inputs.to(model.device)``) in the forward step.
 """
 
@@ -38,7 +40,9 @@ def forward(what: str, *, duration: int = 60, grad: bool = False) -> Callable[[F
 
             @functools.wraps(fn)
             def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
-                with oom_guard(what), _grad_mode(grad):
+                # No grad mode here: it is thread-local and a generator may resume on another thread.
+                # Streams generate in their own thread, which sets inference mode (lab.streaming).
+                with oom_guard(what):
                     yield from fn(*args, **kwargs)
 
             return device.gpu_function(duration)(generator)  # type: ignore[return-value]
