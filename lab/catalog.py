@@ -19,12 +19,25 @@ from pathlib import Path
 from typing import Literal
 
 from lab import config, sources
+from lab.errors import LabError
 
 Kind = Literal["tokenizer", "encoder", "sentence-encoder", "causal-lm", "seq2seq", "clip", "vision-chat"]
 Part = Literal["model", "tokenizer"]
 
 
-class ModelUnavailable(RuntimeError):
+# The catalog ids every feature refers to: write them once here, import them everywhere else.
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+GTE_SMALL = "thenlper/gte-small"
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+CLIP_LAION = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+CLIP_OPENAI = "openai/clip-vit-base-patch32"
+MOBILECLIP2 = "timm/MobileCLIP2-S0-OpenCLIP"
+BLIP2_OPT = "Salesforce/blip2-opt-2.7b"
+TINYLLAMA_BASE = "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T"
+TINYLLAMA_CHAT = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+
+
+class ModelUnavailable(LabError):
     """A model (or tokenizer) cannot be loaded here; the message says how to get it."""
 
     def __init__(self, model_id: str, message: str) -> None:
