@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lab import catalog, device, models
+from lab.errors import InputError
 
 MAX_TOKENS = 128
 """The longest input the attention views take (a 128×128 map per head stays readable and fast)."""
@@ -43,7 +44,7 @@ ATTENTION_MODELS = [
 DECODER_MODELS = [DECODER, "gpt2", "microsoft/Phi-3-mini-4k-instruct", "TinyLlama/TinyLlama-1.1B-Chat-v1.0"]
 
 
-class TooManyTokens(ValueError):
+class TooManyTokens(InputError):
     """The input is longer than the view takes; nothing was cut."""
 
 

@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.errors import LabError
+
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +76,7 @@ class EntryStats:
     leases: int
 
 
-class OutOfMemory(RuntimeError):
+class OutOfMemory(LabError, RuntimeError):
     """A model call ran out of device memory; the cache was trimmed and the next call can proceed."""
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 
 from lab import catalog, config, device, models
 from lab.cache import oom_guard
+from lab.errors import InputError
 from lab.images import BadImage, open_image
 
 if TYPE_CHECKING:
@@ -301,7 +302,7 @@ def default_gallery() -> list[tuple[str, Path]]:
 # -- search ----------------------------------------------------------------------------------------
 
 
-class EmptyGallery(ValueError):
+class EmptyGallery(InputError):
     """No image could be indexed."""
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lab import catalog, config, models
+from lab.errors import InputError, LabError
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BOOK_MODEL = "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T"
@@ -91,11 +92,11 @@ RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
 ROLES = ("system", "user", "assistant")
 
 
-class FineTuneError(RuntimeError):
+class FineTuneError(LabError, RuntimeError):
     """A run failed (the message says why: out of memory, a crash, a bad input found while loading)."""
 
 
-class DatasetUnavailable(ValueError):
+class DatasetUnavailable(LabError, ValueError):
     """A data set cannot be read here (the Hub is offline, or a package is missing); the message says why."""
 
 
@@ -494,7 +495,7 @@ def eval_every(config: FineTuneConfig, total_steps: int) -> int:
 # -- the model, read from its config (no weights) ------------------------------------------------
 
 
-class NotCausalLM(ValueError):
+class NotCausalLM(InputError):
     """The base model is not a decoder that predicts the next token."""
 
 

@@ -17,8 +17,10 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lab.errors import InputError
 
-class BadImage(ValueError):
+
+class BadImage(InputError):
     """An upload that cannot be used as an image; the message says why."""
 
 

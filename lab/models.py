@@ -15,6 +15,7 @@ from typing import Any
 from lab import catalog, device, sources
 from lab.cache import CACHE, Loaded, module_nbytes
 from lab.catalog import ModelUnavailable, Source
+from lab.errors import LabError
 
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
@@ -501,7 +502,7 @@ VISION_CHAT_DEFAULT = "Salesforce/blip2-opt-2.7b"
 QUANTIZATIONS = ("auto", "none", "8-bit", "4-bit")
 
 
-class MissingDependency(ValueError):
+class MissingDependency(LabError, ValueError):
     """An optional package is needed for what was asked; the message says what to install."""
 
 

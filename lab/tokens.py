@@ -24,6 +24,7 @@ from typing import Any
 
 from lab import catalog, models
 from lab.catalog import ModelUnavailable
+from lab.errors import InputError
 
 SAMPLE_TEXT_PATH = Path(__file__).resolve().parent.parent / "assets" / "book" / "tokenizer_sample.txt"
 
@@ -94,7 +95,7 @@ DEFAULT_CONVERSATION = [
 ]
 
 
-class TextTooLong(ValueError):
+class TextTooLong(InputError):
     """The text is over the lab's cap; nothing was tokenized."""
 
 

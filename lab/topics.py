@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from lab import catalog, config, models
+from lab.errors import InputError, LabError
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 GTE_SMALL = "thenlper/gte-small"
@@ -79,11 +80,11 @@ Progress = Callable[[float, str], Any]
 STAGE_RUNS: Counter[str] = Counter()
 
 
-class TopicInputError(ValueError):
+class TopicInputError(InputError):
     """The documents or parameters cannot be modelled as given; the message says what to change."""
 
 
-class CorpusUnavailable(ValueError):
+class CorpusUnavailable(LabError, ValueError):
     """A corpus cannot be loaded here (e.g. the Hub is offline); the message says how to get it."""
 
 

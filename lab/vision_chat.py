@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab import catalog, device, models
 from lab.cache import oom_guard
+from lab.errors import InputError
 from lab.images import OpenedImage, open_image
 
 if TYPE_CHECKING:
@@ -52,19 +53,19 @@ NO_IMAGE = (
 Turn = tuple[str, str]
 
 
-class NoImage(ValueError):
+class NoImage(InputError):
     """A caption or an answer was asked for without an image."""
 
 
-class EmptyQuestion(ValueError):
+class EmptyQuestion(InputError):
     """The question is empty (or only whitespace)."""
 
 
-class QuestionTooLong(ValueError):
+class QuestionTooLong(InputError):
     """The question is over :data:`MAX_QUESTION_CHARS`; nothing was sent to the model."""
 
 
-class PromptTooLong(ValueError):
+class PromptTooLong(InputError):
     """Even without any earlier turn, the prompt and the new tokens do not fit the model's context."""
 
 

@@ -11,10 +11,8 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from lab import catalog
-from lab.cache import OutOfMemory
-from lab.catalog import ModelUnavailable
 from lab.config import Settings
-from lab.tokens import TextTooLong
+from lab.errors import LabError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -24,14 +22,19 @@ GPU_EVENT: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "gpu"}
 # Cheap CPU work (tokenizing, drawing) runs for everyone at once.
 CPU_EVENT: dict[str, Any] = {"concurrency_limit": None}
 
-USER_ERRORS = (ModelUnavailable, TextTooLong, OutOfMemory, ValueError)
+# Handlers that are wired to widgets stay out of the public API (`gr.api` endpoints are the API).
+PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 
 
 def _message(error: Exception, where: str) -> gr.Error:
-    """The page's message for an error: the library's own words, or "internal error" and a logged trace."""
+    """The page's message for an error: the lab's own words (a :class:`LabError`), or "internal error".
+
+    Anything that is not a ``LabError`` (a numpy or pandas ``ValueError`` included) is a defect or an
+    unforeseen case: the page says "internal error" and the server log keeps the trace.
+    """
     if isinstance(error, gr.Error):
         return error
-    if isinstance(error, USER_ERRORS):
+    if isinstance(error, LabError):
         return gr.Error(str(error), duration=None)
     log.error("unexpected error in %s", where, exc_info=error)
     return gr.Error(f"Internal error ({type(error).__name__}); the server log has the details.")
@@ -87,3 +90,30 @@ def check_allowed(model_id: str, settings: Settings) -> None:
     """A classroom server loads only the lab's catalog models (free-form ids could fill its memory)."""
     if settings.classroom and not catalog.is_known(model_id):
         raise gr.Error(f"This classroom server only loads the lab's catalog models; {model_id} is not one.")
+
+
+def on(
+    trigger: Callable[..., Any],
+    fn: Callable[..., Any] | None,
+    inputs: Any = None,
+    outputs: Any = None,
+    *,
+    gpu: bool = False,
+    **options: Any,
+) -> Any:
+    """Wire one widget event the lab's one way: errors shown in the lab's words, kept out of the API,
+    on the GPU queue when ``gpu`` (one model call at a time) or unqueued for cheap CPU work.
+
+    ``trigger`` is the bound event (``button.click``); ``inputs`` may be a set of components, in which
+    case the handler receives one ``{component: value}`` dict (read a form by component, not position).
+    Returns Gradio's dependency, so ``.then(...)`` and ``cancels=[...]`` work as usual.
+    """
+    settings = {**PRIVATE, **(GPU_EVENT if gpu else CPU_EVENT), **options}
+    return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
+
+
+def api(fn: Callable[..., Any], *, gpu: bool = True, **options: Any) -> None:
+    """Publish ``fn`` as the web API endpoint ``/<fn.__name__>``: its signature and docstring are the
+    endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu``."""
+    settings = {**(GPU_EVENT if gpu else CPU_EVENT), **options}
+    gr.api(user_errors(fn), api_name=fn.__name__, **settings)
