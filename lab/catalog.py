@@ -263,6 +263,14 @@ def is_known(model_id: str) -> bool:
     return model_id in CATALOG
 
 
+def is_folder_like(model_id: str) -> bool:
+    """True when ``model_id`` names a local folder rather than a Hub id (``/x``, ``./x``, ``~/x``, or an
+    existing folder), as ``from_pretrained`` tells them apart."""
+    if model_id.startswith(("/", "./", "../", "~", "\\")) or (len(model_id) > 1 and model_id[1] == ":"):
+        return True
+    return model_id.count("/") > 1 or Path(model_id).expanduser().is_dir()
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a model or tokenizer will be loaded from."""
@@ -288,8 +296,12 @@ def fetch_command(model_id: str, part: Part = "model") -> str:
 
 def unavailable(model_id: str, part: Part = "model", reason: str | None = None) -> ModelUnavailable:
     """Build the :class:`ModelUnavailable` for an id: what is missing, its size, how to fetch it."""
-    e = entry(model_id)
     what = "tokenizer is" if part == "tokenizer" else "weights are"
+    if is_folder_like(model_id):  # a folder given as the model: there is nothing to download
+        return ModelUnavailable(
+            model_id, f"The model folder {model_id} cannot be used: {reason or 'not found'}."
+        )
+    e = entry(model_id)
     size = "a few MB" if part == "tokenizer" else _size(e.download_mb)
     why = reason or (
         "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)"
@@ -320,11 +332,13 @@ def resolve(model_id: str, part: Part = "model", path: str | Path | None = None)
     Args:
         model_id: a Hugging Face id.
         part: ``"tokenizer"`` when only the tokenizer is needed (more ids have an offline tokenizer).
-        path: a folder to use instead of any other source.
+        path: a folder to use instead of any other source (a folder given as ``model_id`` is one too).
 
     Raises:
         ModelUnavailable: no source can provide it here.
     """
+    if path is None and is_folder_like(model_id):
+        path = model_id  # the folder is the model, as in from_pretrained("/path/to/folder")
     if path is not None:
         folder = Path(path).expanduser()
         if not folder.is_dir():

@@ -334,7 +334,7 @@ def test_on_a_cpu_the_plan_warns_about_memory_and_speed():
 
 
 def test_8bit_or_4bit_without_bitsandbytes_says_to_install_it(monkeypatch, blip2_folder):
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: False)
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: False)
     for bits in ("8-bit", "4-bit"):
         with pytest.raises(
             models.MissingDependency, match=f"{bits} loading needs the bitsandbytes package.*pip install"
@@ -342,21 +342,21 @@ def test_8bit_or_4bit_without_bitsandbytes_says_to_install_it(monkeypatch, blip2
             models.vision_chat_plan(quantization=bits)
     with pytest.raises(models.MissingDependency, match="pip install bitsandbytes"):
         vision_chat.caption(CAR, TINY, path=blip2_folder, quantization="8-bit")
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: True)
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: True)
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         models.vision_chat_plan(quantization="4-bit", device_name="cpu")
 
 
 def test_auto_precision_quantises_only_when_the_gpu_is_short_of_memory(monkeypatch):
     monkeypatch.setattr(device, "select", lambda name=None: device.Placement("cuda", torch.float16))
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: True)
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: True)
     book = "Salesforce/blip2-opt-2.7b"  # 7.8 GB in 16-bit, with room to run: 9.4 GB
     assert models.vision_chat_plan(book, free_bytes=int(20e9)).precision == "float16"
     assert models.vision_chat_plan(book, free_bytes=int(6e9)).precision == "8-bit"
     short = models.vision_chat_plan(book, free_bytes=int(3e9))
     assert short.precision == "4-bit" and "3.0 GB are free" in short.notes[0]
     assert models.vision_chat_plan(book, quantization="none", free_bytes=int(3e9)).precision == "float16"
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: False)
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: False)
     fallback = models.vision_chat_plan(book, free_bytes=int(6e9))
     assert fallback.precision == "float16" and "pip install bitsandbytes" in fallback.notes[0]
 
@@ -442,7 +442,7 @@ def test_api_caption_and_streamed_chat_with_the_tiny_random_blip2(client, blip2_
 def test_api_bad_input_comes_back_as_a_message_and_the_server_keeps_serving(
     client, blip2_folder, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: False)  # the server runs in this process
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: False)  # the server runs in this process
     folder = str(blip2_folder)
     text_file = tmp_path / "notes.png"
     text_file.write_text("I am not a picture")
