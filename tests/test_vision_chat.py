@@ -442,7 +442,8 @@ def test_api_caption_and_streamed_chat_with_the_tiny_random_blip2(client, blip2_
 def test_api_bad_input_comes_back_as_a_message_and_the_server_keeps_serving(
     client, blip2_folder, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: False)  # the server runs in this process
+    # the server runs in this process
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: False)
     folder = str(blip2_folder)
     text_file = tmp_path / "notes.png"
     text_file.write_text("I am not a picture")
