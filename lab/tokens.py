@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import catalog, models
+from lab import catalog, models, paths
 from lab.catalog import ModelUnavailable
 from lab.errors import InputError
 
-SAMPLE_TEXT_PATH = Path(__file__).resolve().parent.parent / "assets" / "book" / "tokenizer_sample.txt"
+SAMPLE_TEXT_PATH = paths.TOKENIZER_SAMPLE
 
 BOOK_TOKENIZERS = [
     "bert-base-uncased",
