@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lab.config import Settings
-from tests.conftest import ROOT, local_settings
+from tests.helpers import ROOT, local_settings
 
 
 def test_importing_the_app_loads_no_model_and_not_even_torch():

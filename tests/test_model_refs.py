@@ -12,7 +12,7 @@ import pytest
 
 from lab import attention, catalog, embeddings, models, testing, vision_chat
 from lab.catalog import ModelUnavailable
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CAR = ROOT / "assets" / "book" / "images" / "car.png"
 

@@ -5,25 +5,13 @@ Tiny random-weight models (``lab.testing``) through the lab's own loaders: the n
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from lab import cache, models, streaming, testing, vision_chat
+from lab import cache, models, streaming, vision_chat
 from lab.attention import generate_stream
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CAR = ROOT / "assets" / "book" / "images" / "car.png"
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return testing.write_llama_causal_lm(tmp_path_factory.mktemp("llama"))
-
-
-@pytest.fixture(scope="module")
-def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return testing.write_blip2(tmp_path_factory.mktemp("blip2") / "tiny-random-blip2")
 
 
 def leases_held() -> int:
