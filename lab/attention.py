@@ -24,6 +24,7 @@ import numpy as np
 
 from lab import catalog, device, models
 from lab.errors import InputError
+from lab.forward import forward
 from lab.streaming import TokenStream
 
 MAX_TOKENS = 128
@@ -103,6 +104,7 @@ class AttentionResult:
         return self.weights.shape[1]
 
 
+@forward("computing attention weights")
 def attention(
     text: str, model: models.ModelLike = ENCODER, path: str | Path | None = None, max_tokens: int = MAX_TOKENS
 ) -> AttentionResult:
@@ -172,6 +174,7 @@ def reshape(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.nd
     return filtered / filtered.sum(), mask
 
 
+@forward("predicting the next token")
 def next_token_logits(
     prompt: str, model: models.ModelLike = DECODER, path: str | Path | None = None
 ) -> np.ndarray:
@@ -266,6 +269,7 @@ def _layers_and_norm(network: Any) -> tuple[Any, Any, Any]:
     return layers, norm, network.get_output_embeddings()
 
 
+@forward("running the logit lens")
 def logit_lens(
     prompt: str,
     model: models.ModelLike = DECODER,
@@ -395,6 +399,7 @@ class Generation:
     tokens: int
 
 
+@forward("generating text")
 def generate_stream(
     prompt: str,
     model: models.ModelLike = DECODER,

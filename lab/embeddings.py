@@ -17,6 +17,7 @@ import numpy as np
 
 from lab import catalog, models
 from lab.errors import InputError
+from lab.forward import forward
 from lab.models import ModelLike
 
 SENTENCE_MODEL = catalog.MINILM
@@ -31,6 +32,7 @@ TOKEN_MODELS = [
 MAX_TEXTS = 200
 
 
+@forward("embedding texts")
 def embed(texts: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None) -> np.ndarray:
     """One vector per text (``(len(texts), dim)``), as the sentence-transformers model returns it."""
     texts = _check_texts(texts, minimum=1)
@@ -127,6 +129,7 @@ def static_vs_contextual(
     return result.static, result.contextual
 
 
+@forward("embedding a word in context")
 def compare_word(
     word: str, sentences: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None
 ) -> StaticVsContextual:
@@ -170,6 +173,7 @@ def _word_ids(tokenizer, text: str) -> list[int]:
     return spaced if spaced and len(spaced) <= len(plain) else plain
 
 
+@forward("reading token embeddings")
 def token_vectors(
     tokens: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None
 ) -> tuple[list[str], np.ndarray]:
@@ -192,6 +196,7 @@ def token_vectors(
     return wanted, np.stack(rows)
 
 
+@forward("finding neighbouring tokens")
 def neighbours(
     token: str, model: ModelLike = SENTENCE_MODEL, k: int = 10, path: str | Path | None = None
 ) -> list[tuple[str, float]]:

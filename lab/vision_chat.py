@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab import catalog, device, models
-from lab.cache import oom_guard
+from lab import catalog, models
 from lab.errors import InputError
+from lab.forward import forward
 from lab.images import OpenedImage, open_image
 from lab.streaming import TokenStream
 
@@ -385,34 +385,22 @@ def _decode(vc: models.VisionChatModel, prepared: Prepared, output: Any) -> str:
     return vc.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
-def _what(vc: models.VisionChatModel, prepared: Prepared) -> str:
+def _what(vc: models.VisionChatModel, prepared: Prepared, *_: Any, **__: Any) -> str:
     return f"{_title(vc)} was writing {'a caption' if prepared.task == 'caption' else 'an answer'}"
 
 
-def _generate_ids(vc: models.VisionChatModel, prepared: Prepared, **extra: Any) -> Any:
-    import torch
-
-    with torch.no_grad():
-        return vc.model.generate(**_on_device(vc, prepared), **prepared.generate_kwargs, **extra)
-
-
-def _generate_text(vc: models.VisionChatModel, prepared: Prepared) -> str:
-    with oom_guard(_what(vc, prepared)):
-        output = _generate_ids(vc, prepared)
-    return _decode(vc, prepared, output)
-
-
-@device.gpu_function(duration=120)
+@forward(_what, duration=120)
 def generate_text(vc: models.VisionChatModel, prepared: Prepared) -> str:
     """Run the model once and return the whole text (the book's ``generate`` then ``batch_decode``).
 
     Raises:
         lab.cache.OutOfMemory: the GPU ran out of memory; the next call can proceed.
     """
-    return _generate_text(vc, prepared)
+    output = vc.model.generate(**_on_device(vc, prepared), **prepared.generate_kwargs)
+    return _decode(vc, prepared, output)
 
 
-@device.gpu_function(duration=120)
+@forward(_what, duration=120)
 def generate_stream(
     vc: models.VisionChatModel, prepared: Prepared, stop: threading.Event | None = None
 ) -> Iterator[str]:
@@ -427,20 +415,17 @@ def generate_stream(
         lab.cache.OutOfMemory: the GPU ran out of memory; the next call can proceed.
     """
     if prepared.generate_kwargs.get("num_beams", 1) > 1:
-        yield _generate_text(vc, prepared)
+        yield generate_text(vc, prepared)
         return
     shown = None
-    with (
-        oom_guard(_what(vc, prepared)),
-        TokenStream(
-            vc.model,
-            vc.processor.tokenizer,
-            stop=stop,
-            name=vc.model_id,
-            **_on_device(vc, prepared),
-            **prepared.generate_kwargs,
-        ) as stream,
-    ):
+    with TokenStream(
+        vc.model,
+        vc.processor.tokenizer,
+        stop=stop,
+        name=vc.model_id,
+        **_on_device(vc, prepared),
+        **prepared.generate_kwargs,
+    ) as stream:
         text = ""
         for piece in stream:
             text += piece
