@@ -6,7 +6,8 @@ source for an id in this order:
 1. a folder passed to the call (``path=``);
 2. ``$LAB_MODEL_DIR/<id with / written -->``;
 3. the packaged offline source (:mod:`lab.sources`), if the entry has one and its package is installed;
-4. the Hugging Face cache, then the Hub (the Hub is skipped when ``HF_HUB_OFFLINE=1``).
+4. the Hugging Face cache, then the Hub (the Hub is skipped when ``HF_HUB_OFFLINE=1``, and while
+   :mod:`lab.hub` finds it unreachable).
 
 When nothing resolves it raises :class:`ModelUnavailable`, whose message names the model, its download
 size and the one command that fetches it on a connected machine.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lab import config, sources
+from lab import config, hub, sources
 from lab.errors import LabError
 
 Kind = Literal["tokenizer", "encoder", "sentence-encoder", "causal-lm", "seq2seq", "clip", "vision-chat"]
@@ -353,7 +354,14 @@ def resolve(model_id: str, part: Part = "model", path: str | Path | None = None)
     if key is not None and sources.installed(key):
         return Source(model_id, "packaged", key, sources.describe(key))
     if _in_hub_cache(model_id, part):
-        return Source(model_id, "hub-cache", model_id, "Hugging Face cache")
-    if config.hub_offline():
-        raise unavailable(model_id, part)
+        if config.hub_offline() or hub.reachable():  # transformers reads the cache by id (and updates it)
+            return Source(model_id, "hub-cache", model_id, "Hugging Face cache")
+        snapshot = hub.cached_snapshot(model_id)  # unreachable: read the folder, never ask the Hub
+        if snapshot is not None:
+            return Source(model_id, "hub-cache", snapshot, "Hugging Face cache (the Hub is unreachable)")
+    if not hub.reachable():
+        raise unavailable(model_id, part, hub.why_unreachable())
+    failed = hub.recent_failure(model_id, part)
+    if failed is not None:
+        raise unavailable(model_id, part, f"{failed} (tried a moment ago; the lab tries again later)")
     return Source(model_id, "hub", model_id, "Hugging Face Hub")

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab import catalog, device, sources
+from lab import catalog, device, hub, sources
 from lab.cache import CACHE, Loaded, module_nbytes
 from lab.catalog import ModelUnavailable, Source
 
@@ -26,8 +26,12 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def _unavailable_on_failure(model_id: str, part: catalog.Part) -> Iterator[None]:
-    """Turn the Hub's and transformers' "cannot find it" errors into :class:`ModelUnavailable`."""
+def _unavailable_on_failure(model_id: str, part: catalog.Part, *, from_hub: bool = False) -> Iterator[None]:
+    """Turn the Hub's and transformers' "cannot find it" errors into :class:`ModelUnavailable`.
+
+    With ``from_hub``, the failure is remembered (:mod:`lab.hub`), so the next request for the same model
+    is answered at once instead of waiting for the Hub again.
+    """
     try:
         yield
     except ModelUnavailable:
@@ -36,6 +40,8 @@ def _unavailable_on_failure(model_id: str, part: catalog.Part) -> Iterator[None]
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "trust_remote_code" in str(error):
             reason = "it needs custom code from its repository (trust_remote_code), which the lab never runs"
+        if from_hub:
+            hub.remember_failure(model_id, part, reason[:300])
         raise catalog.unavailable(model_id, part, reason[:300]) from error
 
 
@@ -117,8 +123,10 @@ def tokenizer(model: ModelLike, path: str | Path | None = None) -> Any:
     model = ref(model, path)
     location = model.location("tokenizer")
 
+    from_hub = model.source("tokenizer").origin == "hub"
+
     def load() -> Loaded:
-        with _unavailable_on_failure(model.id, "tokenizer"):
+        with _unavailable_on_failure(model.id, "tokenizer", from_hub=from_hub):
             loaded = load_tokenizer_uncached(location)
         size = loaded.n_vocab if hasattr(loaded, "n_vocab") else len(loaded)
         return Loaded(loaded, nbytes=size * 64)  # rough: a vocabulary entry and its merges
@@ -164,8 +172,10 @@ def lease_model(
     placement = device.select(device_name)
     location = model.location("model")
 
+    from_hub = model.source("model").origin == "hub"
+
     def load() -> Loaded:
-        with _unavailable_on_failure(model.id, "model"):
+        with _unavailable_on_failure(model.id, "model", from_hub=from_hub):
             network = build(location, placement)
         network.eval()
         dtype = str(placement.dtype).removeprefix("torch.")
