@@ -5,7 +5,7 @@ Every figure comes from a separate training process, as in the app, read back fr
 
 - the classroom preset on the CPU (SmolLM2-135M, LoRA r=8, batch 2 × 2, offline Wikipedia chats):
   optimizer steps per second, training tokens per second, the training process's peak memory, the time
-  to the first step (process start, data, weights), the whole preset's 40 steps extrapolated against the
+  to the first step (process start, data, weights), all the preset's steps extrapolated against the
   "about 2 minutes on 2 cores" target, and the pre-run estimate against the measured time;
 - with bitsandbytes installed (full run only): the same steps with the base model in 4-bit NF4 on the CPU;
 - on a CUDA GPU: a TinyLlama-sized Llama (1.1 B parameters, random weights: TinyLlama itself is not

@@ -88,7 +88,9 @@ class Section:
 
 
 def number(value: float) -> str:
-    """A measure with as many digits as it deserves: ``1234``, ``56.7``, ``8.90``, ``0.123``."""
+    """A measure with as many digits as it deserves: ``1234``, ``56.7``, ``8.90``, ``0.123``; counts whole."""
+    if isinstance(value, int):
+        return str(value)
     size = abs(value)
     if not math.isfinite(value) or size >= 100:
         return f"{value:.0f}"

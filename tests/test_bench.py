@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import SECTIONS, report, run_section
+from bench import ROOT, SECTIONS, report, run_section
 from bench.__main__ import main
 from bench.report import Row, Section
-from tests.conftest import ROOT
 
 
 def _run_bench(*args: str) -> dict:
@@ -110,6 +109,7 @@ def test_the_topics_and_finetune_tables_read_their_measures():
     )
     refit = next(row for row in topics_section.rows if row.name.startswith("refit"))
     assert refit.ratio == 30.0 and refit.met and "reuses umap, map" in refit.note
+    assert "| topics | 60 |" in report.table({"topics": topics_section})  # a count, not 60.0
     nmi = next(row for row in topics_section.rows if row.name.startswith("NMI"))
     assert nmi.better == "higher" and nmi.met
     skipped = finetune.section(

@@ -57,30 +57,12 @@ FULL = {
     ),
     "query_tokens": 32,
 }
+# Small stand-ins of the same layout (2 layers of width 64), to check the script itself on a CPU.
+_TINY_BLOCK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
 SMALL = {
-    "vision": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=224,
-        patch_size=14,
-    ),
-    "qformer": dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        encoder_hidden_size=64,
-    ),
-    "text": dict(
-        hidden_size=64,
-        word_embed_proj_dim=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        ffn_dim=128,
-        max_position_embeddings=2048,
-    ),
+    "vision": {**FULL["vision"], **_TINY_BLOCK, "intermediate_size": 128},
+    "qformer": {**FULL["qformer"], **_TINY_BLOCK, "intermediate_size": 128, "encoder_hidden_size": 64},
+    "text": {**FULL["text"], **_TINY_BLOCK, "word_embed_proj_dim": 64, "ffn_dim": 128},
     "query_tokens": 32,
 }
 
