@@ -421,33 +421,3 @@ def _no_leftover_leases() -> Iterator[None]:
     yield
     assert all(s.leases == 0 for s in CACHE.stats()), "a test left a model leased"
 
-
-# -- the bench's clip section ------------------------------------------------------------------------
-
-
-def test_tiny_random_clip_bench_measures_indexing_and_search_against_their_baselines(
-    model: clip.ClipModel,
-) -> None:
-    from lab import bench_clip
-
-    indexed = bench_clip.indexing(model, 8)  # it checks itself that all 8 embeddings were computed
-    assert indexed["clip_index_images"] == 8 and indexed["clip_index_images_per_s"] > 0
-    assert indexed["clip_index_speedup"] == pytest.approx(
-        indexed["clip_index_images_per_s"] / indexed["clip_naive_images_per_s"]
-    )
-    searched = bench_clip.searching([1_000], repeats=3)
-    assert set(searched) == {"clip_query_ms_1k", "clip_naive_query_ms_1k", "clip_query_speedup_1k"}
-    table = bench_clip.clip_table(
-        {
-            "clip_model": "ViT-B-32 (random init: no weights here)",
-            "clip_device": "cpu",
-            "clip_dtype": "float32",
-            "clip_text_encode_ms": 30.0,
-            **indexed,
-            "clip_query_ms_10k": 25.0,
-            "clip_naive_query_ms_10k": 500.0,
-            "clip_query_speedup_10k": 20.0,
-        }
-    )
-    assert "| CLIP search over 10k images (exact, k=8) | 25.00 ms | < 20 ms | NO |" in table
-    assert "| speed-up at 10k | 20× |  |  |" in table and "1k" not in table

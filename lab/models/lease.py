@@ -159,7 +159,7 @@ def load_tokenizer_uncached(location: str) -> Any:
     """Build a tokenizer from a folder, Hub id or ``tiktoken:<encoding>``, bypassing the cache.
 
     This is what the book does on every call (``AutoTokenizer.from_pretrained``); the lab only calls it
-    on a cache miss, and ``lab.bench`` calls it to measure what the cache saves.
+    on a cache miss, and ``bench.tokenizers`` calls it to measure what the cache saves.
     """
     if location.startswith("tiktoken:"):
         return sources.tiktoken_encoding(location.removeprefix("tiktoken:"))
