@@ -50,6 +50,13 @@ BANK = "\n".join(
 )
 
 
+def _model_menu(ids: list[str], value: str, settings: Settings, label: str = "Model", **layout: Any) -> Any:
+    """A model dropdown: the lab's choices, and any Hub id typed in unless this is a classroom server."""
+    return gr.Dropdown(
+        model_choices(ids), value=value, label=label, allow_custom_value=not settings.classroom, **layout
+    )
+
+
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
@@ -77,14 +84,7 @@ def _attention_section(settings: Settings) -> None:
         f"shows every layer and head. Up to {attn.MAX_TOKENS} tokens."
     )
     with gr.Row():
-        model = gr.Dropdown(
-            model_choices(attn.ATTENTION_MODELS),
-            value=attn.ENCODER,
-            label="Model",
-            allow_custom_value=not settings.classroom,
-            elem_id="att-model",
-            scale=2,
-        )
+        model = _model_menu(attn.ATTENTION_MODELS, attn.ENCODER, settings, elem_id="att-model", scale=2)
         text = gr.Textbox(ATTENTION_TEXT, label="Text", lines=2, elem_id="att-text", scale=4)
         run = gr.Button("Show attention", variant="primary", elem_id="att-run", scale=1)
     state = gr.State(None)
@@ -156,14 +156,7 @@ def _attention_section(settings: Settings) -> None:
 
 def _forward_section(settings: Settings) -> None:
     with gr.Row():
-        model = gr.Dropdown(
-            model_choices(attn.DECODER_MODELS),
-            value=attn.DECODER,
-            label="Model",
-            allow_custom_value=not settings.classroom,
-            elem_id="fwd-model",
-            scale=2,
-        )
+        model = _model_menu(attn.DECODER_MODELS, attn.DECODER, settings, elem_id="fwd-model", scale=2)
         prompt = gr.Textbox(PROMPT, label="Prompt", elem_id="fwd-prompt", scale=4)
         run = gr.Button("Predict the next token", variant="primary", elem_id="fwd-run", scale=1)
     gr.Markdown(
@@ -271,11 +264,8 @@ def _forward_section(settings: Settings) -> None:
 def _embeddings_section(settings: Settings) -> None:
     with gr.Accordion("Sentence similarity", open=True):
         with gr.Row():
-            sentence_model = gr.Dropdown(
-                model_choices(embeddings.SENTENCE_MODELS),
-                value=embeddings.SENTENCE_MODEL,
-                label="Sentence model",
-                allow_custom_value=not settings.classroom,
+            sentence_model = _model_menu(
+                embeddings.SENTENCE_MODELS, embeddings.SENTENCE_MODEL, settings, "Sentence model"
             )
             sentences = gr.Textbox(
                 SENTENCES, lines=6, label="Sentences, one per line", elem_id="emb-sentences"
@@ -291,11 +281,8 @@ def _embeddings_section(settings: Settings) -> None:
                 label="What to map",
             )
             method = gr.Radio(["pca", "umap"], value="pca", label="Projection")
-            token_model = gr.Dropdown(
-                model_choices(embeddings.TOKEN_MODELS),
-                value=embeddings.SENTENCE_MODEL,
-                label="Model (for tokens)",
-                allow_custom_value=not settings.classroom,
+            token_model = _model_menu(
+                embeddings.TOKEN_MODELS, embeddings.SENTENCE_MODEL, settings, "Model (for tokens)"
             )
         words = gr.Textbox(WORDS, lines=5, label="Words or tokens, one per line", elem_id="emb-words")
         map_run = gr.Button("Draw the map", elem_id="emb-map-run")
@@ -312,12 +299,7 @@ def _embeddings_section(settings: Settings) -> None:
         )
         with gr.Row():
             word = gr.Textbox("bank", label="Word", elem_id="emb-word")
-            word_model = gr.Dropdown(
-                model_choices(embeddings.TOKEN_MODELS),
-                value=embeddings.SENTENCE_MODEL,
-                label="Model",
-                allow_custom_value=not settings.classroom,
-            )
+            word_model = _model_menu(embeddings.TOKEN_MODELS, embeddings.SENTENCE_MODEL, settings)
         bank = gr.Textbox(BANK, lines=4, label="Sentences containing the word", elem_id="emb-bank")
         bank_run = gr.Button("Compare the word's vectors", elem_id="emb-bank-run")
         with gr.Row():
