@@ -5,6 +5,7 @@ Layout and wiring only: the galleries live in :mod:`lab.clip.gallery`, the pictu
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
@@ -332,7 +333,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         try:
             index = galleries.index(state, model_of(choice, path))
         except LabError as error:
-            return f"{note}\n\nThey will be embedded when a model is available: {error}"
+            return f"{note}\n\nThey will be embedded when a model is available: {html.escape(str(error))}"
         return f"{note}\n\nEmbedded: the gallery now holds {len(index)} images."
 
     def clear_uploads(state: Mine) -> tuple[Any, ...]:
