@@ -7,6 +7,7 @@ come from :mod:`lab.attention_view`. The web API: ``/attention``, ``/next_token`
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import gradio as gr
@@ -226,11 +227,15 @@ def _forward_section(settings: Settings) -> None:
         for use_cache in (True, False):
             label = "with the KV cache" if use_cache else "without the KV cache"
             progress(0, desc=f"Generating {int(count)} tokens {label}")
-            for text, final in attn.generate_stream(prompt or "", model_id, int(count), use_cache):
-                if final is None:
-                    yield text, f"Generating {label}…"
-                else:
-                    times[use_cache] = final.seconds
+            # closing(): Stop ends the generation thread at once, not when the generator is collected.
+            with contextlib.closing(
+                attn.generate_stream(prompt or "", model_id, int(count), use_cache)
+            ) as steps:
+                for text, final in steps:
+                    if final is None:
+                        yield text, f"Generating {label}…"
+                    else:
+                        times[use_cache] = final.seconds
         yield text, view.kv_timings(times, int(count))
 
     inputs = [model, prompt, k, temperature, top_p]

@@ -6,6 +6,7 @@ Layout and wiring only: the model runs in :mod:`lab.vision_chat`, the page's tex
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,10 +319,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 gr.skip() if again else gr.update(value=""),
             )
             answer = ""
-            for answer in vision_chat.generate_stream(vc, prepared):
-                # The state follows every token, so Stop keeps the answer shown so far.
-                shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
-                yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
+            # closing(): on Stop the stream ends its thread before the lease above is returned.
+            with contextlib.closing(vision_chat.generate_stream(vc, prepared)) as stream:
+                for answer in stream:
+                    # The state follows every token, so Stop keeps the answer shown so far.
+                    shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
+                    yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
             yield (
                 [*conversation, {"role": "assistant", "content": answer}],
                 [*turns, [text, answer]],

@@ -74,6 +74,31 @@ def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _tiny(tmp_path_factory, "write_blip2", "tiny-random-blip2")
 
 
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's chromium driven by Playwright (headless, no network beyond loopback)."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.fail(
+            f"{chromium} is missing: `make test` installs Debian's chromium (apt-get install chromium)"
+        )
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield instance
+        instance.close()
+
+
 @pytest.fixture
 def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
     """Open a URL in a fresh browser context: ``page = open_page(url, wait_for="#selector")``.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import ARTIFACTS
+from tests.helpers import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT = 90_000
@@ -14,13 +14,10 @@ LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 14)  # 12
 
 
 @pytest.fixture
-def page(browser, lab_server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.goto(lab_server)
+def page(open_page, lab_server):
+    page = open_page(lab_server)
     page.get_by_role("tab", name="Attention & embeddings · ch. 2–3").click()
-    yield page
-    context.close()
+    return page
 
 
 def painted_pixels(frame) -> int:
@@ -90,4 +87,29 @@ def test_next_token_chart_and_logit_lens(page):
     page.locator("#fwd-lens-run").click()
     page.wait_for_function(
         "() => document.querySelector('#fwd-lens')?.innerText.includes('layer 29')", timeout=TIMEOUT
+    )
+
+
+def test_cancel_during_kv_cache_generation_frees_the_model_for_the_next_request_at_once(page):
+    """The server runs in this process: after Cancel, no generation thread is left and the model is free."""
+    import time
+
+    from lab import cache, streaming
+
+    page.get_by_role("tab", name="Inside the forward pass").click()
+    page.get_by_text("The KV cache: generation with and without it").click()
+    page.locator("#fwd-kv-run").click()
+    page.wait_for_function(  # SmolLM2 is writing (its greedy text grows in the box)
+        "() => (document.querySelector('#fwd-kv-text textarea')?.value || '').length > 5", timeout=TIMEOUT
+    )
+    assert streaming.running_threads()
+    page.locator("#fwd-kv-stop").click()
+    deadline = time.monotonic() + 10  # Gradio closes the stream asynchronously after the click
+    while streaming.running_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert streaming.running_threads() == []
+    assert all(s.leases == 0 for s in cache.stats())  # the lease went back with the thread
+    page.locator("#fwd-run").click()  # the next request runs, not queued behind a ghost generation
+    page.wait_for_function(
+        "() => document.querySelector('#fwd-chart')?.textContent.includes('Paris')", timeout=TIMEOUT
     )
