@@ -153,6 +153,58 @@ def test_each_run_gets_a_new_folder_that_is_never_reused(tmp_path):
         finetune.run_dir("../../etc", tmp_path)
 
 
+def test_a_plain_script_without_a_main_guard_can_start_a_run(tiny_llama, tmp_path, chats_file):
+    """The training process is a command: nothing of the calling script is imported again."""
+    import subprocess
+    import sys
+
+    config = tiny(tiny_llama, tmp_path, chats_file, max_steps=2)
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from lab import finetune\n"
+        f"config = finetune.FineTuneConfig.from_dict({config.to_dict()!r})\n"
+        "job = finetune.start(config)\n"
+        "result = job.wait(timeout=180)\n"
+        "print('status:', result.status, len(result.losses))\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)  # the project is not installed: as a user's PYTHONPATH
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "status: done 2" in done.stdout
+    (folder,) = (tmp_path / "runs").iterdir()
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert events[-1] == {"type": "end", "status": "done"}
+    assert "crashed" not in (folder / "log.txt").read_text()
+
+
+def test_the_worker_is_a_command_on_a_run_folder(tiny_llama, tmp_path, chats_file):
+    """`python -m lab.finetune.worker RUN_DIR` trains the run its settings.json describes."""
+    import subprocess
+    import sys
+
+    from lab.finetune import jobs, runs
+
+    config = tiny(tiny_llama, tmp_path, chats_file, max_steps=2, eval_examples=0)
+    folder = runs.new_run_dir(config.output_dir)
+    runs.write_settings(folder, config, finetune.plan(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "lab.finetune.worker", str(folder)],
+        env=jobs.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2]
+    assert events[-1] == {"type": "end", "status": "done"}
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / "metrics.json").read_text())["steps"] == 2
+
+
 # -- queue and cancel ---------------------------------------------------------------------------------
 
 
@@ -183,7 +235,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def test_tiny_random_cancel_during_model_loading(tiny_llama, tmp_path, chats_file, runner, monkeypatch):
-    from lab.finetune_worker import LOAD_DELAY_ENV
+    from lab.finetune.worker import LOAD_DELAY_ENV
 
     monkeypatch.setenv(LOAD_DELAY_ENV, "60")  # the worker blocks as a long weight load would
     job = finetune.start(tiny(tiny_llama, tmp_path, chats_file), runner)
@@ -197,7 +249,7 @@ def test_tiny_random_cancel_during_model_loading(tiny_llama, tmp_path, chats_fil
 
 
 def test_tiny_random_second_start_queues_then_runs(tiny_llama, tmp_path, chats_file, runner, monkeypatch):
-    from lab.finetune_worker import LOAD_DELAY_ENV
+    from lab.finetune.worker import LOAD_DELAY_ENV
 
     monkeypatch.setenv(LOAD_DELAY_ENV, "60")
     first = finetune.start(tiny(tiny_llama, tmp_path, chats_file), runner)
@@ -217,7 +269,7 @@ def test_tiny_random_second_start_queues_then_runs(tiny_llama, tmp_path, chats_f
 def test_cancelling_a_queued_run_removes_it_from_the_queue(
     tiny_llama, tmp_path, chats_file, runner, monkeypatch
 ):
-    from lab.finetune_worker import LOAD_DELAY_ENV
+    from lab.finetune.worker import LOAD_DELAY_ENV
 
     monkeypatch.setenv(LOAD_DELAY_ENV, "60")
     jobs = [finetune.start(tiny(tiny_llama, tmp_path, chats_file), runner) for _ in range(3)]
@@ -280,7 +332,9 @@ def test_tiny_random_4bit_runs_when_bitsandbytes_can(tmp_path, chats_file, runne
 def test_4bit_without_bitsandbytes_on_cuda_is_refused_and_on_cpu_falls_back(monkeypatch):
     import torch
 
-    monkeypatch.setattr(finetune, "bitsandbytes_4bit", lambda: (False, "bitsandbytes is not installed"))
+    from lab.finetune import estimate
+
+    monkeypatch.setattr(estimate, "bitsandbytes_4bit", lambda: (False, "bitsandbytes is not installed"))
     config = FineTuneConfig(quantize_4bit=True)
     method, notes = finetune.choose_method(config, "cpu")
     assert method == "lora-fp32" and "plain LoRA" in notes[0]
@@ -499,6 +553,39 @@ def test_no_disk_space_for_the_output_is_refused(tiny_llama, tmp_path, chats_fil
 def test_ultrachat_offline_says_what_to_use_instead():
     with pytest.raises(finetune.DatasetUnavailable, match="wikipedia-instruct"):
         finetune.load_conversations("ultrachat", 3000)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seed": "x"}, "Seed must be a whole number, not 'x'"),
+        ({"lora_alpha": "big"}, "LoRA alpha must be a number, not 'big'"),
+        ({"r": 8.0}, "LoRA rank r must be a whole number, not 8.0"),
+        ({"merge": "yes"}, "Merge must be true or false"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused_in_the_labs_words(changes, message):
+    from lab.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        finetune.start(FineTuneConfig.from_dict(changes), finetune.Runner())
+
+
+def test_form_values_become_a_config_and_bad_ones_are_named():
+    from lab.errors import InputError
+
+    form = {**FineTuneConfig.classroom().to_dict(), "r": 16.0, "seed": 7.0, "upload": None}
+    del form["step_cap"], form["output_dir"], form["device"]
+    config = finetune.from_form(form, step_cap=60)
+    assert config.r == 16 and isinstance(config.r, int) and config.seed == 7 and config.step_cap == 60
+    assert config.target_modules == finetune.BOOK_TARGET_MODULES
+    with pytest.raises(InputError, match="Seed must be a whole number, not 1.5"):
+        finetune.from_form({**form, "seed": 1.5})
+    with pytest.raises(InputError, match="Upload a JSONL file"):
+        finetune.from_form({**form, "dataset": "upload"})
+    assert finetune.from_form({**form, "dataset": "upload", "upload": "/x/chats.jsonl"}).dataset == (
+        "/x/chats.jsonl"
+    )
 
 
 def test_unknown_settings_are_named():
