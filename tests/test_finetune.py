@@ -588,6 +588,26 @@ def test_form_values_become_a_config_and_bad_ones_are_named():
     )
 
 
+def test_the_tabs_form_maps_to_the_config_and_back():
+    """One table (field name → widget) reads the form into a config and writes a preset into the form."""
+    import gradio as gr
+
+    import tabs.finetune as tab
+    from lab.errors import InputError
+    from tests.conftest import local_settings
+
+    settings = local_settings()
+    with gr.Blocks():
+        _, form = tab.form_widgets(finetune.BOOK_PRESET, settings)
+    book = finetune.PRESETS[finetune.BOOK_PRESET]
+    assert form["r"].value == 64 and form["dataset"].value == "ultrachat"  # widgets start at the preset
+    shown = tab.to_form(form, book)
+    assert set(shown) == {widget for name, widget in form.items() if name != "upload"}
+    assert tab.to_config(form, {**shown, form["upload"]: None}, settings) == book
+    with pytest.raises(InputError, match="Seed must be a whole number, not 0.5"):
+        tab.to_config(form, {**shown, form["upload"]: None, form["seed"]: 0.5}, settings)
+
+
 def test_unknown_settings_are_named():
     with pytest.raises(ValueError, match="unknown setting.*rank"):
         FineTuneConfig.from_dict({"rank": 8})

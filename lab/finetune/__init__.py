@@ -98,6 +98,7 @@ from lab.finetune.jobs import (
     RunResult,
     Status,
     get_job,
+    run_folder,
     start,
 )
 from lab.finetune.runs import (
@@ -185,6 +186,7 @@ __all__ = [
     "RunResult",
     "Status",
     "get_job",
+    "run_folder",
     "start",
     # runs
     "RUN_ID",

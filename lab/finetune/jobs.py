@@ -152,6 +152,12 @@ class Job:
         self._cancel.set()
         self._runner._cancelled(self)
 
+    def cancel_and_wait(self, timeout: float = 8.0) -> None:
+        """Cancel, then wait up to ``timeout`` seconds for the run to end (a page's Cancel button)."""
+        self.cancel()
+        with self._done:
+            self._done.wait_for(lambda: not self.active, timeout)
+
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run ends and return its :class:`RunResult` (also when cancelled).
 
@@ -421,3 +427,15 @@ def start(config: FineTuneConfig, runner: Runner | None = None) -> Job:
 def get_job(job_id: str) -> Job | None:
     """A job of this process by id (queued, running or finished)."""
     return RUNNER.get(job_id)
+
+
+def run_folder(run_id: str) -> Path:
+    """The folder of a run: this process's job of that id, else ``<LAB_CACHE_DIR>/runs/<id>``.
+
+    Raises:
+        InputError: no run id, or no such run.
+    """
+    if not run_id:
+        raise InputError("Train a run first (or wait for yours to finish); then compare.")
+    job = get_job(run_id)
+    return job.output_dir if job is not None else runs.run_dir(run_id)
