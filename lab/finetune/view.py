@@ -140,48 +140,41 @@ def method_markdown(placement: Placement, four_bit: tuple[bool, str]) -> str:
 # -- during and after a run: pure functions of a job's snapshot --------------------------------------
 
 
-def _line(points: list[list[float]], **style: Any) -> Any:
-    import plotly.graph_objects as go
-
-    return go.Scatter(x=[s for s, _ in points], y=[v for _, v in points], **style)
+# The loss figure's traces: the snapshot's series, its name, on the learning-rate axis or not, its style.
+# The first trace is the training loss (the browser test counts its points).
+LOSS_TRACES: tuple[tuple[str, str, bool, dict[str, Any]], ...] = (
+    (
+        "losses",
+        "training loss",
+        False,
+        {"mode": "lines+markers", "line": {"color": "#0969da"}, "marker": {"size": 5}},
+    ),
+    (
+        "eval_losses",
+        "held-out loss",
+        False,
+        {
+            "mode": "lines+markers",
+            "line": {"color": "#cf222e", "dash": "dot"},
+            "marker": {"size": 8, "symbol": "diamond"},
+        },
+    ),
+    ("learning_rates", "learning rate", True, {"mode": "lines", "line": {"color": "#8c959f", "width": 1}}),
+)
 
 
 def loss_figure(snapshot: Snapshot | None) -> Any:
     """Training loss per step (line and points), held-out loss, and the learning rate on a second axis."""
+    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     snap = snapshot or {}
     total = snap.get("total_steps") or 1
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(
-        _line(
-            snap.get("losses") or [],
-            mode="lines+markers",
-            name="training loss",
-            line={"color": "#0969da"},
-            marker={"size": 5},
-        ),
-        secondary_y=False,
-    )
-    figure.add_trace(
-        _line(
-            snap.get("eval_losses") or [],
-            mode="lines+markers",
-            name="held-out loss",
-            line={"color": "#cf222e", "dash": "dot"},
-            marker={"size": 8, "symbol": "diamond"},
-        ),
-        secondary_y=False,
-    )
-    figure.add_trace(
-        _line(
-            snap.get("learning_rates") or [],
-            mode="lines",
-            name="learning rate",
-            line={"color": "#8c959f", "width": 1},
-        ),
-        secondary_y=True,
-    )
+    for key, name, on_rate_axis, style in LOSS_TRACES:
+        points = snap.get(key) or []
+        trace = go.Scatter(x=[s for s, _ in points], y=[v for _, v in points], name=name, **style)
+        figure.add_trace(trace, secondary_y=on_rate_axis)
     title = f"Loss · step {snap.get('step', 0)} / {total}" if snapshot else "Loss (starts when a run starts)"
     figure.update_layout(
         title=title,
