@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import gradio as gr
 
-from lab import finetune
+from lab import device, finetune
 from lab.config import Settings
 from lab.errors import LabError
 from lab.finetune import view
@@ -119,8 +119,6 @@ def to_config(form: Form, values: dict[Any, Any], settings: Settings) -> finetun
 def method_line() -> str:
     """What this server can run, said before anyone starts (asked on page load: importing the app must
     not import torch)."""
-    from lab import device
-
     return view.method_markdown(device.select(), finetune.bitsandbytes_4bit())
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lab import catalog
+from lab import catalog, device
 from lab.errors import InputError
 
 SMOLLM2 = catalog.SMOLLM2
@@ -239,8 +239,6 @@ PRESETS: dict[str, FineTuneConfig] = {
 
 def default_preset() -> str:
     """The book's preset on a CUDA machine, the quick one elsewhere (imports torch: call it late)."""
-    from lab import device
-
     return BOOK_PRESET if device.select().kind == "cuda" else QUICK_PRESET
 
 

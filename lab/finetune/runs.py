@@ -19,6 +19,7 @@ import secrets
 import shutil
 import time
 import zipfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +134,6 @@ def read_settings(folder: Path) -> tuple[FineTuneConfig, str]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     found = {}
     for package in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
         try:
