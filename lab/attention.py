@@ -13,7 +13,6 @@ is leased from the shared cache for the forward pass only::
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -25,12 +24,14 @@ import numpy as np
 
 from lab import catalog, device, models
 from lab.errors import InputError
+from lab.forward import forward
+from lab.streaming import TokenStream
 
 MAX_TOKENS = 128
 """The longest input the attention views take (a 128×128 map per head stays readable and fast)."""
 
-ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-DECODER = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ENCODER = catalog.MINILM
+DECODER = catalog.SMOLLM2
 ATTENTION_MODELS = [
     ENCODER,
     DECODER,
@@ -51,31 +52,31 @@ class TooManyTokens(InputError):
 # -- which model, which kind ----------------------------------------------------------------------
 
 
-def is_decoder(model_id: str, path: str | Path | None = None) -> bool:
+def is_decoder(model: models.ModelLike, path: str | Path | None = None) -> bool:
     """True for causal (decoder-only) language models, from the catalog or the model's config."""
-    if catalog.is_known(model_id) and path is None:
-        return catalog.entry(model_id).kind == "causal-lm"
-    location = models.locate(model_id, "model", path)
-    config_file = Path(location) / "config.json"
+    model = models.ref(model, path)
+    if catalog.is_known(model.id) and model.path is None:
+        return model.entry.kind == "causal-lm"
+    config_file = Path(model.location("model")) / "config.json"
     if config_file.is_file():
         architectures = json.loads(config_file.read_text()).get("architectures") or []
         return any(name.endswith("ForCausalLM") for name in architectures)
-    return catalog.entry(model_id).kind == "causal-lm"
+    return model.entry.kind == "causal-lm"
 
 
-def _lease(model_id: str, path: str | Path | None, eager: bool) -> AbstractContextManager[Any]:
-    if is_decoder(model_id, path):
-        return models.causal_lm(model_id, path, eager=eager)
-    return models.encoder(model_id, path, eager=eager)
+def _lease(model: models.ModelRef, eager: bool) -> AbstractContextManager[Any]:
+    if is_decoder(model):
+        return models.causal_lm(model, eager=eager)
+    return models.encoder(model, eager=eager)
 
 
-def _encode(model_id: str, text: str, path: str | Path | None, cap: int | None) -> tuple[Any, list[str]]:
+def _encode(model: models.ModelRef, text: str, cap: int | None) -> tuple[Any, list[str]]:
     """Token ids (1, T) and each token decoded on its own, checking the cap first."""
-    tokenizer = models.tokenizer(model_id, path)
+    tokenizer = models.tokenizer(model)
     ids = tokenizer(text, return_tensors="pt", verbose=False)["input_ids"]
     if cap is not None and ids.shape[1] > cap:
         raise TooManyTokens(
-            f"The text is {ids.shape[1]} tokens long for {model_id}; this view takes at most {cap}. "
+            f"The text is {ids.shape[1]} tokens long for {model.id}; this view takes at most {cap}. "
             f"Shorten it by about {ids.shape[1] - cap} tokens."
         )
     return ids, [tokenizer.decode([i]) for i in ids[0].tolist()]
@@ -103,8 +104,9 @@ class AttentionResult:
         return self.weights.shape[1]
 
 
+@forward("computing attention weights")
 def attention(
-    text: str, model: str = ENCODER, path: str | Path | None = None, max_tokens: int = MAX_TOKENS
+    text: str, model: models.ModelLike = ENCODER, path: str | Path | None = None, max_tokens: int = MAX_TOKENS
 ) -> AttentionResult:
     """Every attention weight of ``model`` on ``text``.
 
@@ -112,20 +114,21 @@ def attention(
         TooManyTokens: the text is longer than ``max_tokens`` tokens.
         ModelUnavailable: the model cannot be loaded here.
     """
+    model = models.ref(model, path)
     import torch
 
     if not text.strip():
-        raise ValueError("Type some text first: attention needs at least one word.")
-    ids, pieces = _encode(model, text, path, max_tokens)
-    tokenizer = models.tokenizer(model, path)
+        raise InputError("Type some text first: attention needs at least one word.")
+    ids, pieces = _encode(model, text, max_tokens)
+    tokenizer = models.tokenizer(model)
     special_ids = set(tokenizer.all_special_ids)
-    with _lease(model, path, eager=True) as network:
+    with _lease(model, eager=True) as network:
         with torch.no_grad():
             out = network(input_ids=ids.to(network.device), output_attentions=True)
         stacked = torch.stack([layer[0] for layer in out.attentions])  # (layers, heads, T, T)
         weights = stacked.float().cpu().numpy()
     return AttentionResult(
-        model, pieces, weights, [i in special_ids for i in ids[0].tolist()], causal=is_decoder(model, path)
+        model.id, pieces, weights, [i in special_ids for i in ids[0].tolist()], causal=is_decoder(model)
     )
 
 
@@ -151,7 +154,7 @@ def reshape(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.nd
     Temperature 0 is greedy decoding (all mass on the top token); top-p 0 keeps only the top token.
     """
     if temperature < 0 or not 0 <= top_p <= 1:
-        raise ValueError("Temperature must be 0 or more and top-p between 0 and 1.")
+        raise InputError("Temperature must be 0 or more and top-p between 0 and 1.")
     logits = logits.astype(np.float64)
     if temperature == 0:
         probs = np.zeros_like(logits)
@@ -171,28 +174,33 @@ def reshape(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.nd
     return filtered / filtered.sum(), mask
 
 
-def next_token_logits(prompt: str, model: str = DECODER, path: str | Path | None = None) -> np.ndarray:
+@forward("predicting the next token")
+def next_token_logits(
+    prompt: str, model: models.ModelLike = DECODER, path: str | Path | None = None
+) -> np.ndarray:
     """The LM head's logits for the token after ``prompt`` (``(vocab,)``, float32)."""
+    model = models.ref(model, path)
     import torch
 
     if not prompt.strip():
-        raise ValueError("Type a prompt first: the model predicts the token that follows it.")
-    _require_decoder(model, path)
-    ids, _ = _encode(model, prompt, path, None)
-    with _lease(model, path, eager=False) as network, torch.no_grad():
+        raise InputError("Type a prompt first: the model predicts the token that follows it.")
+    _require_decoder(model)
+    ids, _ = _encode(model, prompt, None)
+    with _lease(model, eager=False) as network, torch.no_grad():
         return network(input_ids=ids.to(network.device)).logits[0, -1].float().cpu().numpy()
 
 
 def distribution(
     logits: np.ndarray,
-    model: str = DECODER,
+    model: models.ModelLike = DECODER,
     k: int = 10,
     temperature: float = 1.0,
     top_p: float = 1.0,
     path: str | Path | None = None,
 ) -> NextToken:
     """Turn logits into the top-k view: raw probabilities, reshaped ones and the nucleus (no model call)."""
-    tokenizer = models.tokenizer(model, path)
+    model = models.ref(model, path)
+    tokenizer = models.tokenizer(model)
     raw = _softmax(logits)
     reshaped, mask = reshape(logits, temperature, top_p)
     top = np.argsort(-raw, kind="stable")[:k]
@@ -209,19 +217,20 @@ def distribution(
 
 def next_token_distribution(
     prompt: str,
-    model: str = DECODER,
+    model: models.ModelLike = DECODER,
     k: int = 10,
     temperature: float = 1.0,
     top_p: float = 1.0,
     path: str | Path | None = None,
 ) -> NextToken:
     """The LM head's distribution for the token after ``prompt``, reshaped by temperature and top-p."""
-    return distribution(next_token_logits(prompt, model, path), model, k, temperature, top_p, path)
+    model = models.ref(model, path)
+    return distribution(next_token_logits(prompt, model), model, k, temperature, top_p)
 
 
 def next_token(
     prompt: str,
-    model: str = DECODER,
+    model: models.ModelLike = DECODER,
     k: int = 10,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -239,10 +248,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum()
 
 
-def _require_decoder(model: str, path: str | Path | None) -> None:
-    if not is_decoder(model, path):
-        raise ValueError(
-            f"{model} is an encoder: it has no language-model head to predict a next token. "
+def _require_decoder(model: models.ModelRef) -> None:
+    if not is_decoder(model):
+        raise InputError(
+            f"{model.id} is an encoder: it has no language-model head to predict a next token. "
             f"Pick a decoder such as {DECODER}."
         )
 
@@ -256,26 +265,32 @@ def _layers_and_norm(network: Any) -> tuple[Any, Any, Any]:
     layers = getattr(body, "layers", None) or getattr(body, "h", None)
     norm = getattr(body, "norm", None) or getattr(body, "ln_f", None)
     if layers is None or norm is None:
-        raise ValueError(f"The logit lens does not know where the blocks of {type(network).__name__} are.")
+        raise InputError(f"The logit lens does not know where the blocks of {type(network).__name__} are.")
     return layers, norm, network.get_output_embeddings()
 
 
+@forward("running the logit lens")
 def logit_lens(
-    prompt: str, model: str = DECODER, k: int = 1, path: str | Path | None = None, max_tokens: int = 32
+    prompt: str,
+    model: models.ModelLike = DECODER,
+    k: int = 1,
+    path: str | Path | None = None,
+    max_tokens: int = 32,
 ) -> list[list[list[tuple[str, float]]]]:
     """The LM head applied to every layer's output (after the final norm): ``[layer][position] -> top-k``.
 
     The last layer's row is the model's real prediction, so its last position equals :func:`next_token`.
     """
+    model = models.ref(model, path)
     import torch
 
     if not prompt.strip():
-        raise ValueError("Type a prompt first.")
-    _require_decoder(model, path)
-    ids, _ = _encode(model, prompt, path, max_tokens)
-    tokenizer = models.tokenizer(model, path)
+        raise InputError("Type a prompt first.")
+    _require_decoder(model)
+    ids, _ = _encode(model, prompt, max_tokens)
+    tokenizer = models.tokenizer(model)
     captured: list[Any] = []
-    with _lease(model, path, eager=False) as network:
+    with _lease(model, eager=False) as network:
         layers, norm, head = _layers_and_norm(network)
         hooks = [
             layer.register_forward_hook(
@@ -354,9 +369,10 @@ def _tree(module: Any, name: str, depth: int, max_depth: int, lines: list[str]) 
         lines.append(f"{'  ' * (depth + 1)}… {n} × {sig.split(':')[0]} in all")
 
 
-def structure(model: str = DECODER, path: str | Path | None = None) -> Structure:
+def structure(model: models.ModelLike = DECODER, path: str | Path | None = None) -> Structure:
     """The model's module tree with parameter counts, embedding shape, layers, heads and KV heads."""
-    with _lease(model, path, eager=False) as network:
+    model = models.ref(model, path)
+    with _lease(model, eager=False) as network:
         config = network.config
         lines: list[str] = []
         _tree(network, type(network).__name__, 0, 4, lines)
@@ -383,9 +399,10 @@ class Generation:
     tokens: int
 
 
+@forward("generating text")
 def generate_stream(
     prompt: str,
-    model: str = DECODER,
+    model: models.ModelLike = DECODER,
     new_tokens: int = 50,
     use_cache: bool = True,
     path: str | Path | None = None,
@@ -395,56 +412,42 @@ def generate_stream(
     Exactly ``new_tokens`` tokens are generated (end-of-text is ignored) so runs with and without the KV
     cache do the same work.
     """
-    import torch
-    from transformers import TextIteratorStreamer
-
-    _require_decoder(model, path)
+    model = models.ref(model, path)
+    _require_decoder(model)
     if not prompt.strip():
-        raise ValueError("Type a prompt first.")
-    ids, _ = _encode(model, prompt, path, None)
-    tokenizer = models.tokenizer(model, path)
-    with _lease(model, path, eager=False) as network:
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(
+        raise InputError("Type a prompt first.")
+    ids, _ = _encode(model, prompt, None)
+    tokenizer = models.tokenizer(model)
+    text = ""
+    # The stream closes (its thread joined) before the lease ends, also when the reader stops early.
+    with _lease(model, eager=False) as network:
+        started = time.perf_counter()
+        with TokenStream(
+            network,
+            tokenizer,
+            name="attention",
             input_ids=ids.to(network.device),
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             do_sample=False,
             use_cache=use_cache,
-            streamer=streamer,
             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-        )
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.no_grad():
-                    network.generate(**kwargs)
-            except BaseException as error:  # surfaced in the caller's thread below
-                errors.append(error)
-                streamer.end()
-
-        started = time.perf_counter()
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            yield text, None
-        worker.join()
+        ) as stream:
+            for piece in stream:
+                text += piece
+                yield text, None
         seconds = time.perf_counter() - started
-    if errors:
-        raise errors[0]
     yield text, Generation(text, seconds, new_tokens)
 
 
 def kv_cache_timing(
-    prompt: str, model: str = DECODER, new_tokens: int = 50, path: str | Path | None = None
+    prompt: str, model: models.ModelLike = DECODER, new_tokens: int = 50, path: str | Path | None = None
 ) -> dict[str, float]:
     """Seconds to generate ``new_tokens`` with and without the KV cache, and their ratio (the book's test)."""
+    model = models.ref(model, path)
     results = {}
     for use_cache in (True, False):
-        *_, (_, final) = generate_stream(prompt, model, new_tokens, use_cache, path)
+        *_, (_, final) = generate_stream(prompt, model, new_tokens, use_cache)
         results["with_cache_s" if use_cache else "without_cache_s"] = final.seconds
     results["ratio"] = results["without_cache_s"] / results["with_cache_s"]
     results["device"] = device.select().device  # type: ignore[assignment]

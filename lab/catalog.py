@@ -6,7 +6,8 @@ source for an id in this order:
 1. a folder passed to the call (``path=``);
 2. ``$LAB_MODEL_DIR/<id with / written -->``;
 3. the packaged offline source (:mod:`lab.sources`), if the entry has one and its package is installed;
-4. the Hugging Face cache, then the Hub (the Hub is skipped when ``HF_HUB_OFFLINE=1``).
+4. the Hugging Face cache, then the Hub (the Hub is skipped when ``HF_HUB_OFFLINE=1``, and while
+   :mod:`lab.hub` finds it unreachable).
 
 When nothing resolves it raises :class:`ModelUnavailable`, whose message names the model, its download
 size and the one command that fetches it on a connected machine.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lab import config, sources
+from lab import config, hub, sources
 from lab.errors import LabError
 
 Kind = Literal["tokenizer", "encoder", "sentence-encoder", "causal-lm", "seq2seq", "clip", "vision-chat"]
@@ -263,6 +264,14 @@ def is_known(model_id: str) -> bool:
     return model_id in CATALOG
 
 
+def is_folder_like(model_id: str) -> bool:
+    """True when ``model_id`` names a local folder rather than a Hub id (``/x``, ``./x``, ``~/x``, or an
+    existing folder), as ``from_pretrained`` tells them apart."""
+    if model_id.startswith(("/", "./", "../", "~", "\\")) or (len(model_id) > 1 and model_id[1] == ":"):
+        return True
+    return model_id.count("/") > 1 or Path(model_id).expanduser().is_dir()
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a model or tokenizer will be loaded from."""
@@ -288,8 +297,12 @@ def fetch_command(model_id: str, part: Part = "model") -> str:
 
 def unavailable(model_id: str, part: Part = "model", reason: str | None = None) -> ModelUnavailable:
     """Build the :class:`ModelUnavailable` for an id: what is missing, its size, how to fetch it."""
-    e = entry(model_id)
     what = "tokenizer is" if part == "tokenizer" else "weights are"
+    if is_folder_like(model_id):  # a folder given as the model: there is nothing to download
+        return ModelUnavailable(
+            model_id, f"The model folder {model_id} cannot be used: {reason or 'not found'}."
+        )
+    e = entry(model_id)
     size = "a few MB" if part == "tokenizer" else _size(e.download_mb)
     why = reason or (
         "the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)"
@@ -320,11 +333,13 @@ def resolve(model_id: str, part: Part = "model", path: str | Path | None = None)
     Args:
         model_id: a Hugging Face id.
         part: ``"tokenizer"`` when only the tokenizer is needed (more ids have an offline tokenizer).
-        path: a folder to use instead of any other source.
+        path: a folder to use instead of any other source (a folder given as ``model_id`` is one too).
 
     Raises:
         ModelUnavailable: no source can provide it here.
     """
+    if path is None and is_folder_like(model_id):
+        path = model_id  # the folder is the model, as in from_pretrained("/path/to/folder")
     if path is not None:
         folder = Path(path).expanduser()
         if not folder.is_dir():
@@ -339,7 +354,14 @@ def resolve(model_id: str, part: Part = "model", path: str | Path | None = None)
     if key is not None and sources.installed(key):
         return Source(model_id, "packaged", key, sources.describe(key))
     if _in_hub_cache(model_id, part):
-        return Source(model_id, "hub-cache", model_id, "Hugging Face cache")
-    if config.hub_offline():
-        raise unavailable(model_id, part)
+        if config.hub_offline() or hub.reachable():  # transformers reads the cache by id (and updates it)
+            return Source(model_id, "hub-cache", model_id, "Hugging Face cache")
+        snapshot = hub.cached_snapshot(model_id)  # unreachable: read the folder, never ask the Hub
+        if snapshot is not None:
+            return Source(model_id, "hub-cache", snapshot, "Hugging Face cache (the Hub is unreachable)")
+    if not hub.reachable():
+        raise unavailable(model_id, part, hub.why_unreachable())
+    failed = hub.recent_failure(model_id, part)
+    if failed is not None:
+        raise unavailable(model_id, part, f"{failed} (tried a moment ago; the lab tries again later)")
     return Source(model_id, "hub", model_id, "Hugging Face Hub")

@@ -15,9 +15,12 @@ from typing import Literal
 
 import numpy as np
 
-from lab import models
+from lab import catalog, models
+from lab.errors import InputError
+from lab.forward import forward
+from lab.models import ModelLike
 
-SENTENCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SENTENCE_MODEL = catalog.MINILM
 SENTENCE_MODELS = [SENTENCE_MODEL, "sentence-transformers/all-mpnet-base-v2"]
 TOKEN_MODELS = [
     SENTENCE_MODEL,
@@ -29,7 +32,8 @@ TOKEN_MODELS = [
 MAX_TEXTS = 200
 
 
-def embed(texts: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None) -> np.ndarray:
+@forward("embedding texts")
+def embed(texts: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None) -> np.ndarray:
     """One vector per text (``(len(texts), dim)``), as the sentence-transformers model returns it."""
     texts = _check_texts(texts, minimum=1)
     with models.sentence_encoder(model, path) as encoder:
@@ -44,7 +48,9 @@ def cosine(vectors: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def similarity(texts: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None) -> np.ndarray:
+def similarity(
+    texts: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None
+) -> np.ndarray:
     """Cosine similarity of every pair of texts (``(n, n)``); needs at least two texts."""
     texts = _check_texts(texts, minimum=2)
     return cosine(embed(texts, model, path))
@@ -54,7 +60,7 @@ def project(vectors: np.ndarray, method: Literal["pca", "umap"] = "pca") -> np.n
     """Project vectors to 2-D for a map: PCA (exact, any count ≥ 2) or UMAP (cosine, at least 4 points)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape[0] < 2:
-        raise ValueError("A map needs at least two points.")
+        raise InputError("A map needs at least two points.")
     if method == "pca":
         centred = vectors - vectors.mean(axis=0)
         _, _, components = np.linalg.svd(centred, full_matrices=False)
@@ -64,7 +70,7 @@ def project(vectors: np.ndarray, method: Literal["pca", "umap"] = "pca") -> np.n
         return projected
     if method == "umap":
         if vectors.shape[0] < 4:
-            raise ValueError("UMAP needs at least four points; use PCA for fewer.")
+            raise InputError("UMAP needs at least four points; use PCA for fewer.")
         import umap
 
         reducer = umap.UMAP(
@@ -75,17 +81,17 @@ def project(vectors: np.ndarray, method: Literal["pca", "umap"] = "pca") -> np.n
             init="random",
         )
         return reducer.fit_transform(vectors)
-    raise ValueError(f"Unknown projection {method!r}: use 'pca' or 'umap'.")
+    raise InputError(f"Unknown projection {method!r}: use 'pca' or 'umap'.")
 
 
 def _check_texts(texts: list[str], minimum: int) -> list[str]:
     cleaned = [t.strip() for t in texts if t and t.strip()]
     if len(cleaned) < minimum:
-        raise ValueError(
+        raise InputError(
             f"Give at least {minimum} non-empty text{'s' if minimum > 1 else ''} (one per line)."
         )
     if len(cleaned) > MAX_TEXTS:
-        raise ValueError(f"{len(cleaned)} texts given; the lab embeds at most {MAX_TEXTS} at a time.")
+        raise InputError(f"{len(cleaned)} texts given; the lab embeds at most {MAX_TEXTS} at a time.")
     return cleaned
 
 
@@ -115,7 +121,7 @@ class StaticVsContextual:
 
 
 def static_vs_contextual(
-    word: str, sentences: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None
+    word: str, sentences: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairwise cosine similarity of ``word``'s static input embedding and its contextual output embedding
     in each sentence (tokens of a split word are averaged). Returns ``(static_sim, contextual_sim)``."""
@@ -123,28 +129,30 @@ def static_vs_contextual(
     return result.static, result.contextual
 
 
+@forward("embedding a word in context")
 def compare_word(
-    word: str, sentences: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None
+    word: str, sentences: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None
 ) -> StaticVsContextual:
     """Like :func:`static_vs_contextual`, with the pieces the word became."""
+    model = models.ref(model, path)
     import torch
 
     word = (word or "").strip()
     if not word:
-        raise ValueError("Type the word to follow across the sentences.")
+        raise InputError("Type the word to follow across the sentences.")
     sentences = _check_texts(sentences, minimum=2)
-    tokenizer = models.tokenizer(model, path)
+    tokenizer = models.tokenizer(model)
     located = []
     for number, sentence in enumerate(sentences, 1):
         ids, positions = _token_positions(tokenizer, sentence, word)
         if not positions:
-            raise ValueError(f"'{word}' does not occur in sentence {number}: {sentence!r}.")
+            raise InputError(f"'{word}' does not occur in sentence {number}: {sentence!r}.")
         located.append((ids, positions))
     from lab.attention import is_decoder
 
-    lease = models.causal_lm if is_decoder(model, path) else models.encoder
+    lease = models.causal_lm if is_decoder(model) else models.encoder
     static, contextual = [], []
-    with lease(model, path) as network:
+    with lease(model) as network:
         table = network.get_input_embeddings().weight  # (vocab, dim)
         for ids, positions in located:
             tensor = torch.tensor([ids], device=network.device)
@@ -165,20 +173,22 @@ def _word_ids(tokenizer, text: str) -> list[int]:
     return spaced if spaced and len(spaced) <= len(plain) else plain
 
 
+@forward("reading token embeddings")
 def token_vectors(
-    tokens: list[str], model: str = SENTENCE_MODEL, path: str | Path | None = None
+    tokens: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None
 ) -> tuple[list[str], np.ndarray]:
     """Static input embeddings of vocabulary tokens (each given as text; a text that is several tokens
     is averaged). Returns the labels kept and ``(n, dim)``."""
-    tokenizer = models.tokenizer(model, path)
+    model = models.ref(model, path)
+    tokenizer = models.tokenizer(model)
     wanted = [t for t in (tok.strip() for tok in tokens) if t]
     if not wanted:
-        raise ValueError("Give some words or tokens, one per line.")
+        raise InputError("Give some words or tokens, one per line.")
     from lab.attention import is_decoder
 
-    lease = models.causal_lm if is_decoder(model, path) else models.encoder
+    lease = models.causal_lm if is_decoder(model) else models.encoder
     rows = []
-    with lease(model, path) as network:
+    with lease(model) as network:
         table = network.get_input_embeddings().weight
         for text in wanted:
             ids = _word_ids(tokenizer, text)
@@ -186,20 +196,22 @@ def token_vectors(
     return wanted, np.stack(rows)
 
 
+@forward("finding neighbouring tokens")
 def neighbours(
-    token: str, model: str = SENTENCE_MODEL, k: int = 10, path: str | Path | None = None
+    token: str, model: ModelLike = SENTENCE_MODEL, k: int = 10, path: str | Path | None = None
 ) -> list[tuple[str, float]]:
     """The ``k`` vocabulary tokens whose input embeddings are closest (cosine) to ``token``'s."""
+    model = models.ref(model, path)
     import torch
 
-    tokenizer = models.tokenizer(model, path)
+    tokenizer = models.tokenizer(model)
     ids = _word_ids(tokenizer, (token or "").strip()) if (token or "").strip() else []
     if not ids:
-        raise ValueError("Type a word or token to find its neighbours.")
+        raise InputError("Type a word or token to find its neighbours.")
     from lab.attention import is_decoder
 
-    lease = models.causal_lm if is_decoder(model, path) else models.encoder
-    with lease(model, path) as network:
+    lease = models.causal_lm if is_decoder(model) else models.encoder
+    with lease(model) as network:
         table = network.get_input_embeddings().weight.detach().float()
         query = table[ids].mean(0)
         scores = torch.nn.functional.cosine_similarity(table, query[None, :], dim=-1)
@@ -217,7 +229,7 @@ class TextVector:
     norm: float
 
 
-def describe(text: str, model: str = SENTENCE_MODEL, path: str | Path | None = None) -> TextVector:
+def describe(text: str, model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None) -> TextVector:
     vector = embed([text], model, path)[0]
     return TextVector(
         tuple(vector.shape), [round(float(v), 4) for v in vector[:8]], float(np.linalg.norm(vector))

@@ -26,11 +26,12 @@ from lab.cache import oom_guard
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def forward(what: str, *, duration: int = 60, grad: bool = False) -> Callable[[F], F]:
+def forward(what: str | Callable[..., str], *, duration: int = 60, grad: bool = False) -> Callable[[F], F]:
     """Decorate a model's forward step.
 
     Args:
-        what: what the call does, for the out-of-memory message ("embedding images").
+        what: what the call does, for the out-of-memory message ("embedding images"); or a function of
+            the call's arguments that says it ("BLIP-2 was writing a caption").
         duration: seconds of GPU a ZeroGPU Space reserves for one call.
         grad: keep autograd on (training); inference mode otherwise.
     """
@@ -42,19 +43,25 @@ def forward(what: str, *, duration: int = 60, grad: bool = False) -> Callable[[F
             def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
                 # No grad mode here: it is thread-local and a generator may resume on another thread.
                 # Streams generate in their own thread, which sets inference mode (lab.streaming).
-                with oom_guard(what):
+                with oom_guard(_say(what, args, kwargs)):
                     yield from fn(*args, **kwargs)
 
+            generator.lab_forward = what  # type: ignore[attr-defined]
             return device.gpu_function(duration)(generator)  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            with oom_guard(what), _grad_mode(grad):
+            with oom_guard(_say(what, args, kwargs)), _grad_mode(grad):
                 return fn(*args, **kwargs)
 
+        call.lab_forward = what  # type: ignore[attr-defined]  # tests check every forward step is wrapped
         return device.gpu_function(duration)(call)  # type: ignore[return-value]
 
     return decorate
+
+
+def _say(what: str | Callable[..., str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    return what if isinstance(what, str) else what(*args, **kwargs)
 
 
 def _grad_mode(grad: bool) -> Any:

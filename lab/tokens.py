@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import catalog, models
+from lab import catalog, models, paths
 from lab.catalog import ModelUnavailable
 from lab.errors import InputError
 
-SAMPLE_TEXT_PATH = Path(__file__).resolve().parent.parent / "assets" / "book" / "tokenizer_sample.txt"
+SAMPLE_TEXT_PATH = paths.TOKENIZER_SAMPLE
 
 BOOK_TOKENIZERS = [
     "bert-base-uncased",
@@ -439,7 +439,7 @@ def render_chat(name: str, messages: list[dict[str, str]] | None = None) -> Chat
     """
     tokenizer = models.tokenizer(name)
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"{name} has no chat template: it is a base model's tokenizer.")
+        raise InputError(f"{name} has no chat template: it is a base model's tokenizer.")
     text = tokenizer.apply_chat_template(messages or DEFAULT_CONVERSATION, tokenize=False)
     adapter = _adapter_for(tokenizer)
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab import catalog, device, models
-from lab.cache import oom_guard
+from lab import catalog, models
 from lab.errors import InputError
+from lab.forward import forward
 from lab.images import OpenedImage, open_image
+from lab.streaming import TokenStream
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -110,13 +111,13 @@ def check_history(history: Any) -> list[Turn]:
     """
     message = "The history must be a list of [question, answer] pairs of text."
     if history is not None and not isinstance(history, (list, tuple)):
-        raise ValueError(message)
+        raise InputError(message)
     turns = []
     for turn in history or []:
         if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
-            raise ValueError(message)
+            raise InputError(message)
         if len(turn[0]) + len(turn[1]) > MAX_TURN_CHARS:
-            raise ValueError(f"A turn of the history is over {MAX_TURN_CHARS:,} characters; shorten it.")
+            raise InputError(f"A turn of the history is over {MAX_TURN_CHARS:,} characters; shorten it.")
         turns.append((turn[0].strip(), turn[1].strip()))
     return turns
 
@@ -188,19 +189,19 @@ class Decoding:
             self.temperature, self.top_p = float(self.temperature), float(self.top_p)
             self.repetition_penalty = float(self.repetition_penalty)
         except (TypeError, ValueError):
-            raise ValueError("The decoding settings must be numbers.") from None
+            raise InputError("The decoding settings must be numbers.") from None
         if self.method not in METHODS:
-            raise ValueError(f"The decoding method must be one of {', '.join(METHODS)}, not {self.method!r}.")
+            raise InputError(f"The decoding method must be one of {', '.join(METHODS)}, not {self.method!r}.")
         if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise ValueError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS}.")
+            raise InputError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS}.")
         if not 1 <= self.num_beams <= 16:
-            raise ValueError("The number of beams must be between 1 and 16.")
+            raise InputError("The number of beams must be between 1 and 16.")
         if not 0 < self.temperature <= 5:
-            raise ValueError("The temperature must be above 0 and at most 5.")
+            raise InputError("The temperature must be above 0 and at most 5.")
         if not 0 < self.top_p <= 1:
-            raise ValueError("Top-p must be above 0 and at most 1.")
+            raise InputError("Top-p must be above 0 and at most 1.")
         if not 0 < self.repetition_penalty <= 5:
-            raise ValueError("The repetition penalty must be above 0 and at most 5 (1 means none).")
+            raise InputError("The repetition penalty must be above 0 and at most 5 (1 means none).")
 
     def generate_kwargs(self) -> dict[str, Any]:
         """The arguments of ``model.generate`` for these choices."""
@@ -384,48 +385,22 @@ def _decode(vc: models.VisionChatModel, prepared: Prepared, output: Any) -> str:
     return vc.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
-def _what(vc: models.VisionChatModel, prepared: Prepared) -> str:
+def _what(vc: models.VisionChatModel, prepared: Prepared, *_: Any, **__: Any) -> str:
     return f"{_title(vc)} was writing {'a caption' if prepared.task == 'caption' else 'an answer'}"
 
 
-def _generate_ids(vc: models.VisionChatModel, prepared: Prepared, **extra: Any) -> Any:
-    import torch
-
-    with torch.no_grad():
-        return vc.model.generate(**_on_device(vc, prepared), **prepared.generate_kwargs, **extra)
-
-
-def _generate_text(vc: models.VisionChatModel, prepared: Prepared) -> str:
-    with oom_guard(_what(vc, prepared)):
-        output = _generate_ids(vc, prepared)
-    return _decode(vc, prepared, output)
-
-
-@device.gpu_function(duration=120)
+@forward(_what, duration=120)
 def generate_text(vc: models.VisionChatModel, prepared: Prepared) -> str:
     """Run the model once and return the whole text (the book's ``generate`` then ``batch_decode``).
 
     Raises:
         lab.cache.OutOfMemory: the GPU ran out of memory; the next call can proceed.
     """
-    return _generate_text(vc, prepared)
+    output = vc.model.generate(**_on_device(vc, prepared), **prepared.generate_kwargs)
+    return _decode(vc, prepared, output)
 
 
-def _stop_when_set(event: threading.Event) -> Any:
-    """A stopping criterion that ends generation once ``event`` is set (the reader left, or pressed Stop)."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class StopWhenSet(StoppingCriteria):
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
-            return torch.full(
-                (input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device
-            )
-
-    return StoppingCriteriaList([StopWhenSet()])
-
-
-@device.gpu_function(duration=120)
+@forward(_what, duration=120)
 def generate_stream(
     vc: models.VisionChatModel, prepared: Prepared, stop: threading.Event | None = None
 ) -> Iterator[str]:
@@ -440,38 +415,23 @@ def generate_stream(
         lab.cache.OutOfMemory: the GPU ran out of memory; the next call can proceed.
     """
     if prepared.generate_kwargs.get("num_beams", 1) > 1:
-        yield _generate_text(vc, prepared)
+        yield generate_text(vc, prepared)
         return
-    from transformers import TextIteratorStreamer
-
-    stop = stop or threading.Event()
-    streamer = TextIteratorStreamer(vc.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            _generate_ids(vc, prepared, streamer=streamer, stopping_criteria=_stop_when_set(stop))
-        except BaseException as error:  # handed to the reading thread, which raises it
-            failures.append(error)
-            streamer.end()  # unblock the reader
-
-    worker = threading.Thread(target=run, name=f"generate-{vc.model_id}", daemon=True)
     shown = None
-    with oom_guard(_what(vc, prepared)):
-        worker.start()
-        try:
-            text = ""
-            for piece in streamer:
-                text += piece
-                if text.strip() and text.strip() != shown:
-                    shown = text.strip()
-                    yield shown
-            worker.join()
-            if failures:
-                raise failures[0]
-        finally:
-            stop.set()
-            worker.join()
+    with TokenStream(
+        vc.model,
+        vc.processor.tokenizer,
+        stop=stop,
+        name=vc.model_id,
+        **_on_device(vc, prepared),
+        **prepared.generate_kwargs,
+    ) as stream:
+        text = ""
+        for piece in stream:
+            text += piece
+            if text.strip() and text.strip() != shown:
+                shown = text.strip()
+                yield shown
     if shown is None:  # nothing generated (an end-of-text token first): still answer, with nothing
         yield ""
 

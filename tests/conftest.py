@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -17,18 +16,9 @@ os.environ.setdefault("LAB_CACHE_DIR", str(Path(tempfile.gettempdir()) / "llm-la
 os.environ.pop("LAB_MODEL_DIR", None)
 os.environ.pop("LAB_CLASSROOM", None)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import pytest  # noqa: E402
 
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import ARTIFACTS, ROOT, free_port, is_outside, local_settings  # noqa: E402, F401
 
 
 @pytest.fixture
@@ -50,15 +40,42 @@ def lab_server() -> Iterator[str]:
     app.demo.close()
 
 
-def local_settings(**changes: object) -> object:
-    """The environment's settings, bound to a free port on 127.0.0.1."""
-    import dataclasses
+# -- tiny random-weight models, written once per session (read-only: copy one before changing it) --
 
-    from lab.config import Settings
 
-    return dataclasses.replace(
-        Settings.from_env(), server_name="127.0.0.1", server_port=free_port(), **changes
-    )
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lab import testing
+
+    return testing.write_llama_causal_lm(tmp_path_factory.mktemp("tiny") / "tiny-random-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lab import testing
+
+    return testing.write_bert_encoder(tmp_path_factory.mktemp("tiny") / "tiny-random-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_sentence(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lab import testing
+
+    return testing.write_sentence_encoder(tmp_path_factory.mktemp("tiny") / "tiny-random-sentence")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lab import testing
+
+    return testing.write_open_clip(tmp_path_factory.mktemp("tiny") / "tiny-random-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lab import testing
+
+    return testing.write_blip2(tmp_path_factory.mktemp("tiny") / "tiny-random-blip2")
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +101,43 @@ def browser() -> Iterator[object]:
         )
         yield instance
         instance.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Open a URL in a fresh browser context: ``page = open_page(url, wait_for="#selector")``.
+
+    Requests that would leave this machine are blocked and listed in ``page.outside_requests`` (a lab page
+    must work offline); script errors are listed in ``page.script_errors``. Contexts close after the test.
+    """
+    contexts: list[Any] = []
+
+    def open_(url: str, *, wait_for: str | None = None, width: int = 1400, height: int = 1000) -> Any:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        outside: list[str] = []
+
+        def only_local(route: Any) -> None:
+            if is_outside(route.request.url):
+                outside.append(route.request.url)
+                route.abort()
+            else:
+                route.continue_()
+
+        context.route("**/*", only_local)
+        page = context.new_page()
+        page.outside_requests = outside
+        page.script_errors = []
+        page.on("pageerror", lambda error: page.script_errors.append(str(error)))
+        page.goto(url)
+        if wait_for:
+            page.wait_for_selector(wait_for, timeout=90_000)
+        return page
+
+    yield open_
+    for context in contexts:
+        with contextlib.suppress(Exception):
+            context.close()
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

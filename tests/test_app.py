@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lab.config import Settings
-from tests.conftest import ROOT, local_settings
+from tests.helpers import ROOT, local_settings
 
 
 def test_importing_the_app_loads_no_model_and_not_even_torch():
@@ -122,13 +122,16 @@ def test_user_errors_keeps_generators_streaming_and_turns_their_errors_into_mess
 
     import gradio as gr
 
+    from lab.errors import InputError
     from tabs.common import user_errors
 
     @user_errors
     def stream(n: int):
         yield "first"
         if n < 0:
-            raise ValueError("n must not be negative")
+            raise InputError("n must not be negative")
+        if n == 0:
+            raise ValueError("setting an array element with a sequence")  # numpy's words, not the lab's
         yield "second"
 
     assert inspect.isgeneratorfunction(stream)  # Gradio streams only what it sees as a generator
@@ -137,3 +140,9 @@ def test_user_errors_keeps_generators_streaming_and_turns_their_errors_into_mess
     assert next(steps) == "first"
     with pytest.raises(gr.Error, match="n must not be negative"):
         next(steps)
+    steps = stream(0)
+    next(steps)
+    with pytest.raises(gr.Error) as caught:
+        next(steps)
+    assert caught.value.message.startswith("Internal error (ValueError)")
+    assert "array element" not in caught.value.message  # a library's message never reaches the page as ours

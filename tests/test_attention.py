@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from lab import attention, attention_view, testing
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    return testing.write_llama_causal_lm(tmp_path_factory.mktemp("llama"))
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return testing.write_bert_encoder(tmp_path_factory.mktemp("bert"))
+from lab import attention, attention_view
 
 
 def test_tiny_random_encoder_attention_rows_sum_to_one(tiny_bert):

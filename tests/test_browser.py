@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from urllib.parse import urlparse
-
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -13,21 +10,8 @@ TIMEOUT = 60_000
 
 
 @pytest.fixture
-def page(browser, lab_server) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.outside_requests = []
-    page.on("request", lambda request: _record(page, request.url))
-    page.goto(lab_server)
-    page.wait_for_selector("#token-columns .col .toks", timeout=TIMEOUT)
-    yield page
-    context.close()
-
-
-def _record(page, url: str) -> None:
-    host = urlparse(url).hostname
-    if url.startswith(("http:", "https:", "ws:", "wss:")) and host not in ("127.0.0.1", "localhost"):
-        page.outside_requests.append(url)
+def page(open_page, lab_server):
+    return open_page(lab_server, wait_for="#token-columns .col .toks")
 
 
 def column(page, name: str):

@@ -9,14 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from lab import testing
-from tests.conftest import ARTIFACTS
+from tests.helpers import ARTIFACTS, serve_tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -25,41 +22,18 @@ MESSAGES = "document.querySelectorAll('#vc-chatbot [data-testid=user], #vc-chatb
 
 
 @pytest.fixture(scope="module")
-def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return testing.write_blip2(tmp_path_factory.mktemp("browser-vision-chat") / "tiny-random-blip2")
-
-
-@pytest.fixture(scope="module")
 def vision_server() -> Iterator[str]:
-    import gradio as gr
-
-    import app
     from tabs import vision_chat
-    from tests.conftest import local_settings
 
-    settings = local_settings()
-    with gr.Blocks(title="LLM Lab") as demo, gr.Tabs(), gr.Tab("BLIP-2 chat · ch. 9", id="vision-chat"):
-        vision_chat.build(demo, settings)
-    yield app.serve(demo, settings, block=False)
-    demo.close()
+    with serve_tab(vision_chat.build, "BLIP-2 chat · ch. 9", "vision-chat") as url:
+        yield url
 
 
 @pytest.fixture
-def page(browser, vision_server) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.outside_requests = []
-    page.on("request", lambda request: _record(page, request.url))
-    page.goto(vision_server)
+def page(open_page, vision_server):
+    page = open_page(vision_server, height=1100)
     page.locator("#vc-model-status").filter(has_text="hf download").wait_for(timeout=TIMEOUT)
-    yield page
-    context.close()
-
-
-def _record(page, url: str) -> None:
-    host = urlparse(url).hostname
-    if url.startswith(("http:", "https:", "ws:", "wss:")) and host not in ("127.0.0.1", "localhost"):
-        page.outside_requests.append(url)
+    return page
 
 
 def test_tiny_random_blip2_example_image_caption_and_a_chat_turn(page, tiny_blip2):

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import lab.cache
-from lab import models, testing
+from lab import models
 from lab.cache import Loaded, ModelCache, OutOfMemory, module_nbytes, oom_guard
 
 
@@ -79,11 +79,6 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return testing.write_llama_causal_lm(tmp_path_factory.mktemp("tiny") / "llama")
 
 
 # -- loading once ----------------------------------------------------------------------------------

@@ -183,3 +183,58 @@ def test_evicting_a_cuda_model_returns_its_memory(tmp_path: Path, fresh_cache: N
     assert lab.cache.CACHE.evict(key)
 
     assert torch.cuda.memory_reserved() == before
+
+
+# -- forward: the one wrapper of every model call -----------------------------------------------------
+
+
+def test_forward_runs_the_step_through_zero_gpu_in_inference_mode(zero_gpu_space: object) -> None:
+    import torch
+
+    from lab.forward import forward
+
+    @forward("adding", duration=45)
+    def step(a: int, b: int) -> tuple[int, bool]:
+        """A forward step."""
+        return a + b, torch.is_inference_mode_enabled()
+
+    @forward(lambda n: f"counting to {n}", duration=15)
+    def stream(n: int):
+        yield from range(n)
+
+    assert step(2, 3) == (5, True)
+    assert list(stream(3)) == [0, 1, 2]
+    assert zero_gpu_space.durations == [45, 15] and zero_gpu_space.calls == ["step", "stream"]
+    assert step.__doc__ == "A forward step."
+
+
+def test_forward_turns_cuda_out_of_memory_into_the_labs_message() -> None:
+    import torch
+
+    from lab.cache import OutOfMemory
+    from lab.forward import forward
+
+    @forward(lambda size: f"embedding {size} images")
+    def step(size: int) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(OutOfMemory, match="while embedding 4096 images"):
+        step(4096)
+
+
+def test_every_features_forward_step_goes_through_the_one_wrapper() -> None:
+    from lab import attention, embeddings, vision_chat
+
+    steps = [
+        attention.attention,
+        attention.next_token_logits,
+        attention.logit_lens,
+        attention.generate_stream,
+        embeddings.embed,
+        embeddings.compare_word,
+        embeddings.token_vectors,
+        embeddings.neighbours,
+        vision_chat.generate_text,
+        vision_chat.generate_stream,
+    ]
+    assert [s.__qualname__ for s in steps if not getattr(s, "lab_forward", None)] == []

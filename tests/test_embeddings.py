@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lab import embeddings, testing
+from lab import embeddings
 
 BANK = [
     "We sat on the bank of the river.",
@@ -13,11 +13,6 @@ BANK = [
     "I deposited my salary at the bank.",
     "The bank raised its interest rates.",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_sentence(tmp_path_factory):
-    return testing.write_sentence_encoder(tmp_path_factory.mktemp("st"))
 
 
 def test_tiny_random_similarity_is_a_symmetric_cosine_matrix(tiny_sentence):

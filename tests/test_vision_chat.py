@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lab import cache, catalog, device, models, testing, vision_chat
+from lab import cache, catalog, device, models, vision_chat
 from lab.cache import OutOfMemory
 from lab.catalog import ModelUnavailable
 from lab.images import BadImage
-from tests.conftest import ROOT
+from tests.helpers import ROOT, serve_tab
 
 TINY = "tiny/random-blip2"
 CAR = ROOT / "assets" / "book" / "images" / "car.png"
@@ -29,14 +29,9 @@ BOOK_TURN = ("Write down what you see in this picture.", "A sports car driving o
 BOOK_QUESTION = "What would it cost me to drive that car?"
 
 
-@pytest.fixture(scope="session")
-def blip2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return testing.write_blip2(tmp_path_factory.mktemp("vision-chat") / "tiny-random-blip2")
-
-
 @pytest.fixture
-def vc(blip2_folder: Path) -> Iterator[models.VisionChatModel]:
-    with models.vision_chat_model(TINY, blip2_folder) as leased:
+def vc(tiny_blip2: Path) -> Iterator[models.VisionChatModel]:
+    with models.vision_chat_model(TINY, tiny_blip2) as leased:
         yield leased
 
 
@@ -92,23 +87,23 @@ def test_tiny_random_blip2_caption_is_the_books_call(vc):
 # -- end to end with the tiny random model -------------------------------------------------------
 
 
-def test_tiny_random_blip2_caption_runs_end_to_end_and_loads_once(blip2_folder, fresh_cache):
-    first = vision_chat.caption(CAR, TINY, path=blip2_folder)
-    again = vision_chat.caption(str(CAR), TINY, path=blip2_folder)
+def test_tiny_random_blip2_caption_runs_end_to_end_and_loads_once(tiny_blip2, fresh_cache):
+    first = vision_chat.caption(CAR, TINY, path=tiny_blip2)
+    again = vision_chat.caption(str(CAR), TINY, path=tiny_blip2)
     assert isinstance(first, str) and first.strip() and first == again  # greedy: the same text twice
     (entry,) = [s for s in cache.stats() if s.key.startswith(TINY)]
     assert entry.misses == 1 and entry.hits >= 1 and "vision-chat" in entry.key
 
 
-def test_tiny_random_blip2_streaming_yields_growing_text_ending_in_the_answer(blip2_folder):
+def test_tiny_random_blip2_streaming_yields_growing_text_ending_in_the_answer(tiny_blip2):
     # The streamer hands text over word by word; this prompt makes the seeded random model write spaces.
     turns = [("a", "b")]
     parts = list(
-        vision_chat.answer(CAR, turns, "What is it?", TINY, stream=True, path=blip2_folder, max_new_tokens=20)
+        vision_chat.answer(CAR, turns, "What is it?", TINY, stream=True, path=tiny_blip2, max_new_tokens=20)
     )
     assert len(parts) >= 2
     assert all(later.startswith(earlier) and later != earlier for earlier, later in zip(parts, parts[1:]))
-    whole = vision_chat.answer(CAR, turns, "What is it?", TINY, path=blip2_folder, max_new_tokens=20)
+    whole = vision_chat.answer(CAR, turns, "What is it?", TINY, path=tiny_blip2, max_new_tokens=20)
     assert parts[-1] == whole
 
 
@@ -121,11 +116,11 @@ def test_tiny_random_blip2_beam_search_and_sampling_run(vc):
     assert isinstance(sampled, str)
 
 
-def test_tiny_random_blip2_with_a_t5_language_model_runs_through_the_same_code(blip2_folder, tmp_path):
+def test_tiny_random_blip2_with_a_t5_language_model_runs_through_the_same_code(tiny_blip2, tmp_path):
     # Salesforce/blip2-flan-t5-xl is BLIP-2 with an encoder-decoder (Flan-T5): the same loader and calls.
     from transformers import AutoConfig, Blip2Config, Blip2ForConditionalGeneration, T5Config
 
-    opt = AutoConfig.from_pretrained(blip2_folder)
+    opt = AutoConfig.from_pretrained(tiny_blip2)
     special = {"pad_token_id": opt.text_config.pad_token_id, "eos_token_id": opt.text_config.eos_token_id}
     t5 = T5Config(
         vocab_size=opt.text_config.vocab_size,
@@ -149,7 +144,7 @@ def test_tiny_random_blip2_with_a_t5_language_model_runs_through_the_same_code(b
         Blip2ForConditionalGeneration(config).save_pretrained(tmp_path, safe_serialization=True)
     # The processor (image processor, tokenizer with its <image> token) is the OPT folder's.
     for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
-        (tmp_path / name).write_bytes((blip2_folder / name).read_bytes())
+        (tmp_path / name).write_bytes((tiny_blip2 / name).read_bytes())
     with models.vision_chat_model("tiny/random-blip2-t5", tmp_path) as t5_chat:
         assert not t5_chat.decoder_only and t5_chat.context == 128  # T5: the tokenizer's length
         assert isinstance(vision_chat.caption(CAR, t5_chat), str)
@@ -333,30 +328,30 @@ def test_on_a_cpu_the_plan_warns_about_memory_and_speed():
     )
 
 
-def test_8bit_or_4bit_without_bitsandbytes_says_to_install_it(monkeypatch, blip2_folder):
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: False)
+def test_8bit_or_4bit_without_bitsandbytes_says_to_install_it(monkeypatch, tiny_blip2):
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: False)
     for bits in ("8-bit", "4-bit"):
         with pytest.raises(
             models.MissingDependency, match=f"{bits} loading needs the bitsandbytes package.*pip install"
         ):
             models.vision_chat_plan(quantization=bits)
     with pytest.raises(models.MissingDependency, match="pip install bitsandbytes"):
-        vision_chat.caption(CAR, TINY, path=blip2_folder, quantization="8-bit")
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: True)
+        vision_chat.caption(CAR, TINY, path=tiny_blip2, quantization="8-bit")
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: True)
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         models.vision_chat_plan(quantization="4-bit", device_name="cpu")
 
 
 def test_auto_precision_quantises_only_when_the_gpu_is_short_of_memory(monkeypatch):
     monkeypatch.setattr(device, "select", lambda name=None: device.Placement("cuda", torch.float16))
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: True)
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: True)
     book = "Salesforce/blip2-opt-2.7b"  # 7.8 GB in 16-bit, with room to run: 9.4 GB
     assert models.vision_chat_plan(book, free_bytes=int(20e9)).precision == "float16"
     assert models.vision_chat_plan(book, free_bytes=int(6e9)).precision == "8-bit"
     short = models.vision_chat_plan(book, free_bytes=int(3e9))
     assert short.precision == "4-bit" and "3.0 GB are free" in short.notes[0]
     assert models.vision_chat_plan(book, quantization="none", free_bytes=int(3e9)).precision == "float16"
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: False)
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: False)
     fallback = models.vision_chat_plan(book, free_bytes=int(6e9))
     assert fallback.precision == "float16" and "pip install bitsandbytes" in fallback.notes[0]
 
@@ -372,9 +367,9 @@ def test_offline_the_books_models_say_what_is_missing_and_how_to_get_it():
 
 
 def test_tiny_random_blip2_loads_from_lab_model_dir_under_the_books_id(
-    monkeypatch, tmp_path, blip2_folder, fresh_cache
+    monkeypatch, tmp_path, tiny_blip2, fresh_cache
 ):
-    (tmp_path / "Salesforce--blip2-opt-2.7b").symlink_to(blip2_folder, target_is_directory=True)
+    (tmp_path / "Salesforce--blip2-opt-2.7b").symlink_to(tiny_blip2, target_is_directory=True)
     monkeypatch.setenv("LAB_MODEL_DIR", str(tmp_path))
     assert models.source_of("Salesforce/blip2-opt-2.7b").origin == "model-dir"
     assert isinstance(vision_chat.caption(CAR), str)
@@ -393,17 +388,10 @@ def test_a_folder_without_blip2_is_refused(tmp_path):
 @pytest.fixture(scope="module")
 def vision_server() -> Iterator[str]:
     """The BLIP-2 tab alone, launched as the app launches it, on a free port of 127.0.0.1."""
-    import gradio as gr
-
-    import app
     from tabs import vision_chat as tab
-    from tests.conftest import local_settings
 
-    settings = local_settings()
-    with gr.Blocks(title="BLIP-2 chat") as demo:
-        tab.build(demo, settings)
-    yield app.serve(demo, settings, block=False)
-    demo.close()
+    with serve_tab(tab.build, "BLIP-2 chat · ch. 9", "vision-chat") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -428,22 +416,23 @@ def test_api_names_are_caption_and_chat(client):
 
 
 @pytest.mark.slow
-def test_api_caption_and_streamed_chat_with_the_tiny_random_blip2(client, blip2_folder):
-    caption = client.predict(_car(), TINY, str(blip2_folder), api_name="/caption")
-    assert caption == vision_chat.caption(CAR, TINY, path=blip2_folder)
-    job = client.submit(_car(), "What is it?", [["a", "b"]], TINY, str(blip2_folder), api_name="/chat")
+def test_api_caption_and_streamed_chat_with_the_tiny_random_blip2(client, tiny_blip2):
+    caption = client.predict(_car(), TINY, str(tiny_blip2), api_name="/caption")
+    assert caption == vision_chat.caption(CAR, TINY, path=tiny_blip2)
+    job = client.submit(_car(), "What is it?", [["a", "b"]], TINY, str(tiny_blip2), api_name="/chat")
     final = job.result()
     parts = job.outputs()
-    assert final == parts[-1] == vision_chat.answer(CAR, [("a", "b")], "What is it?", TINY, path=blip2_folder)
+    assert final == parts[-1] == vision_chat.answer(CAR, [("a", "b")], "What is it?", TINY, path=tiny_blip2)
     assert len(parts) >= 2 and all(b.startswith(a) for a, b in zip(parts, parts[1:]))
 
 
 @pytest.mark.slow
 def test_api_bad_input_comes_back_as_a_message_and_the_server_keeps_serving(
-    client, blip2_folder, tmp_path, monkeypatch
+    client, tiny_blip2, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(models, "_bitsandbytes_installed", lambda: False)  # the server runs in this process
-    folder = str(blip2_folder)
+    # the server runs in this process
+    monkeypatch.setattr(models.blip2, "_bitsandbytes_installed", lambda: False)
+    folder = str(tiny_blip2)
     text_file = tmp_path / "notes.png"
     text_file.write_text("I am not a picture")
     from gradio_client import handle_file
@@ -464,20 +453,20 @@ def test_api_bad_input_comes_back_as_a_message_and_the_server_keeps_serving(
 
 
 @pytest.mark.slow
-def test_api_out_of_memory_is_explained_and_the_next_request_works(client, blip2_folder, monkeypatch):
-    with models.vision_chat_model(TINY, str(blip2_folder)) as shared:  # the server's cached model
+def test_api_out_of_memory_is_explained_and_the_next_request_works(client, tiny_blip2, monkeypatch):
+    with models.vision_chat_model(TINY, str(tiny_blip2)) as shared:  # the server's cached model
         _fail_once_with_oom(shared, monkeypatch)
         with pytest.raises(
             Exception, match="GPU ran out of memory while tiny/random-blip2 was writing a caption"
         ):
-            client.predict(_car(), TINY, str(blip2_folder), api_name="/caption")
-        assert client.predict(_car(), TINY, str(blip2_folder), api_name="/caption")
+            client.predict(_car(), TINY, str(tiny_blip2), api_name="/caption")
+        assert client.predict(_car(), TINY, str(tiny_blip2), api_name="/caption")
 
 
 @pytest.mark.slow
-def test_a_second_request_from_the_same_reader_waits_for_the_first(client, blip2_folder):
+def test_a_second_request_from_the_same_reader_waits_for_the_first(client, tiny_blip2):
     # One GPU queue: the second request of a client starts once the first has finished, and both answer.
-    args = (_car(), "What is it?", [["a", "b"]], TINY, str(blip2_folder))
+    args = (_car(), "What is it?", [["a", "b"]], TINY, str(tiny_blip2))
     first, second = client.submit(*args, api_name="/chat"), client.submit(*args, api_name="/chat")
     assert first.result() == second.result()
 
@@ -486,7 +475,7 @@ def test_model_calls_wait_in_the_shared_gpu_queue_and_nothing_else_does():
     import gradio as gr
 
     from tabs import vision_chat as tab
-    from tests.conftest import local_settings
+    from tests.helpers import local_settings
 
     with gr.Blocks() as demo:
         tab.build(demo, local_settings())
@@ -516,13 +505,13 @@ def test_the_page_refuses_a_second_answer_for_the_same_reader_while_one_is_on_it
 
 
 @pytest.mark.slow
-def test_classroom_server_refuses_folders_and_ids_outside_the_catalog(blip2_folder):
+def test_classroom_server_refuses_folders_and_ids_outside_the_catalog(tiny_blip2):
     import gradio as gr
     from gradio_client import Client
 
     import app
     from tabs import vision_chat as tab
-    from tests.conftest import local_settings
+    from tests.helpers import local_settings
 
     settings = local_settings(classroom=True, auth=[("student", "pw")])
     with gr.Blocks() as demo:
@@ -531,17 +520,17 @@ def test_classroom_server_refuses_folders_and_ids_outside_the_catalog(blip2_fold
     try:
         client = Client(url, auth=("student", "pw"), verbose=False)
         with pytest.raises(Exception, match="only loads the lab's catalog models"):
-            client.predict(_car(), "Salesforce/blip2-opt-2.7b", str(blip2_folder), api_name="/caption")
+            client.predict(_car(), "Salesforce/blip2-opt-2.7b", str(tiny_blip2), api_name="/caption")
         with pytest.raises(Exception, match="tiny/random-blip2 is not in the list of choices"):
             client.predict(_car(), TINY, "", api_name="/caption")
     finally:
         demo.close()
 
 
-def test_tiny_random_blip2_bench_reports_speed_and_memory_by_dtype(blip2_folder):
+def test_tiny_random_blip2_bench_reports_speed_and_memory_by_dtype(tiny_blip2):
     from lab.bench_vision_chat import table, vision_chat_bench
 
-    results = vision_chat_bench(blip2_folder, repeats=1, new_tokens=4)
+    results = vision_chat_bench(tiny_blip2, repeats=1, new_tokens=4)
     for task in ("caption", "chat"):
         assert results[task]["new_tokens"] == 4 and results[task]["ttft_ms"] > 0
         assert results[task]["tokens_per_s"] > 0
