@@ -21,17 +21,13 @@ import pytest
 
 from lab import finetune, testing
 from lab.finetune import FineTuneConfig
+from tests.helpers import ROOT, local_settings, serve_tab
 
 CHATS = [
     {"messages": [{"role": "user", "content": f"Tell me about item {i}."},
                   {"role": "assistant", "content": f"Item {i} is a token of the model."}]}
     for i in range(24)
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return testing.write_llama_causal_lm(tmp_path_factory.mktemp("finetune") / "tiny-llama")
 
 
 @pytest.fixture
@@ -145,6 +141,25 @@ def test_tiny_random_merge_writes_a_16_bit_model_that_answers_as_base_plus_adapt
     assert not any("merged" in name for name in archive.namelist())
 
 
+def test_closing_the_compare_stream_leaves_no_generation_thread_and_frees_the_model(tiny_llama, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lab import cache, streaming
+    from lab.finetune import compare
+
+    assert compare.answer_stream.lab_forward  # the one forward wrapper: ZeroGPU, OOM guard
+    adapter = tmp_path / "adapter"
+    lora = LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), lora).save_pretrained(adapter)
+    stream = finetune.generate_pair_stream("Tell me about item 3.", str(tiny_llama), adapter, 200)
+    next(stream), next(stream)
+    assert streaming.running_threads()  # the base model is answering
+    stream.close()  # what Gradio does on Stop or a closed page
+    assert streaming.running_threads() == []  # at once: closing joins the thread
+    assert sum(entry.leases for entry in cache.stats()) == 0
+
+
 def test_each_run_gets_a_new_folder_that_is_never_reused(tmp_path):
     first, second = finetune.new_run_dir(tmp_path), finetune.new_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
@@ -167,8 +182,7 @@ def test_a_plain_script_without_a_main_guard_can_start_a_run(tiny_llama, tmp_pat
         "result = job.wait(timeout=180)\n"
         "print('status:', result.status, len(result.losses))\n"
     )
-    root = str(Path(__file__).resolve().parent.parent)  # the project is not installed: as a user's PYTHONPATH
-    env = {**os.environ, "PYTHONPATH": root}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # where the project is not installed, as a user would
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
@@ -594,7 +608,6 @@ def test_the_tabs_form_maps_to_the_config_and_back():
 
     import tabs.finetune as tab
     from lab.errors import InputError
-    from tests.conftest import local_settings
 
     settings = local_settings()
     with gr.Blocks():
@@ -649,19 +662,11 @@ def test_qlora_4bit_steps_on_cuda_with_the_books_optimizer(tmp_path, chats_file,
 
 
 @pytest.fixture(scope="module")
-def finetune_app(tmp_path_factory):
-    import gradio as gr
-
-    import app
+def finetune_app():
     import tabs.finetune
-    from tests.conftest import local_settings
 
-    settings = local_settings()
-    with gr.Blocks() as demo:
-        tabs.finetune.build(demo, settings)
-    url = app.serve(demo, settings, block=False)
-    yield url
-    demo.close()
+    with serve_tab(tabs.finetune.build, "QLoRA fine-tune · ch. 12", "finetune") as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -1,13 +1,13 @@
 """After a run: the same prompt through the base model and the fine-tuned one, side by side.
 
 prepare (the run's base model, the prompt in the chat template the adapter was trained with) → forward
-(:func:`answer_stream`: one model's greedy answer, streamed) → the pair, as ``(base, tuned)`` so far.
+(:func:`answer_stream`: one model's greedy answer, streamed through :class:`lab.streaming.TokenStream`,
+inside the model's lease) → the pair, as ``(base, tuned)`` so far.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from lab.finetune.config import model_and_path
 from lab.finetune.data import chat_template, encode_text, render_chat
 from lab.finetune.runs import SETTINGS
 from lab.forward import forward
+from lab.streaming import TokenStream
 
 MAX_NEW_TOKENS = 1024
 
@@ -39,38 +40,28 @@ def _prompt_ids(tokenizer: Any, model_id: str, prompt: str) -> list[int]:
 
 
 def stream_text(network: Any, tokenizer: Any, ids: list[int], max_new_tokens: int) -> Iterator[str]:
-    """The text a model generates greedily after ``ids``, growing as it comes (generation in a thread)."""
+    """The text a model generates greedily after ``ids``, growing as it comes.
+
+    Closing this generator (the page's Stop) ends the generation thread before it returns, so a caller
+    that holds the model's lease releases it only once nothing runs on the model.
+    """
     import torch
-    from transformers import TextIteratorStreamer
 
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     inputs = torch.tensor([ids], device=network.device)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            with torch.no_grad():
-                network.generate(
-                    input_ids=inputs,
-                    attention_mask=torch.ones_like(inputs),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    streamer=streamer,
-                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-                )
-        except BaseException as error:  # raised in the caller's thread below
-            errors.append(error)
-            streamer.end()
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
     text = ""
-    for piece in streamer:
-        text += piece
-        yield text
-    worker.join()
-    if errors:
-        raise errors[0]
+    with TokenStream(
+        network,
+        tokenizer,
+        name="finetune-compare",
+        input_ids=inputs,
+        attention_mask=torch.ones_like(inputs),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+    ) as stream:
+        for piece in stream:
+            text += piece
+            yield text
 
 
 @forward("answering with the base and the fine-tuned model", duration=120)

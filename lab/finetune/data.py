@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import catalog, models
+from lab import catalog, models, paths
 from lab.config import hub_offline
 from lab.errors import InputError, LabError
 from lab.finetune.config import BOOK_TEMPLATE_MODEL, FineTuneConfig, model_and_path
 
 ULTRACHAT_REPO = "HuggingFaceH4/ultrachat_200k"
 ULTRACHAT_SPLIT = "test_sft"
-WIKIPEDIA_FILE = Path(__file__).resolve().parents[2] / "assets" / "finetune" / "wikipedia-instruct.jsonl.gz"
+WIKIPEDIA_FILE = paths.FINETUNE / "wikipedia-instruct.jsonl.gz"
 ROLES = ("system", "user", "assistant")
 # TinyLlama-1.1B-Chat-v1.0's chat template (Zephyr's), which the book applies to the *base* TinyLlama's
 # data; kept here so the book's preview renders offline too.
