@@ -40,7 +40,7 @@ lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: setup
-	$(PY) -m lab.bench
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -1,5 +1,7 @@
-"""Pictures of attention: the head view (HTML + bundled JavaScript), the model view (a PNG grid of every
-layer and head) and a single head as a heat map. No Gradio here; a notebook can show them too."""
+"""Pictures of chapters 2–3: attention (the head view in HTML + bundled JavaScript, the model view as a PNG
+grid of every layer and head, a single head as a heat map), the forward pass (next-token bars, the logit
+lens, the structure, KV-cache timings) and embeddings (maps, similarity matrices, neighbours). No Gradio
+here; a notebook can show them too."""
 
 from __future__ import annotations
 
@@ -7,11 +9,17 @@ import base64
 import html
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lab.attention import AttentionResult
+from lab import models, render
+from lab.attention import AttentionResult, NextToken, Structure
+from lab.errors import InputError
+
+if TYPE_CHECKING:
+    from lab.embeddings import StaticVsContextual, TextVector
 
 HEAD_VIEW_JS = Path(__file__).resolve().parent.parent / "assets" / "js" / "head_view.js"
 
@@ -41,7 +49,7 @@ body{{font-family:ui-sans-serif,system-ui,sans-serif;margin:6px;color:#1f2328}}
 def head_view_page(result: AttentionResult, layer: int) -> str:
     """A complete HTML page for one layer's head view (for an ``<iframe srcdoc>``)."""
     if not 0 <= layer < result.layers:
-        raise ValueError(f"{result.model} has layers 0 to {result.layers - 1}, not {layer}.")
+        raise InputError(f"{result.model} has layers 0 to {result.layers - 1}, not {layer}.")
     quantised = np.clip(np.rint(result.weights[layer] * 255), 0, 255).astype(np.uint8)  # (heads, T, T)
     data = {
         "tokens": result.tokens,
@@ -179,4 +187,145 @@ def head_heatmap(result: AttentionResult, layer: int, head: int):
         zmax=float(weights.max()) or 1.0,
         annotate=False,
         axes=("query (attending)", "key (attended)"),
+    )
+
+
+# -- the forward pass ------------------------------------------------------------------------------
+
+
+def next_token_figure(result: NextToken, temperature: float, top_p: float):
+    """The top tokens' probabilities before (grey) and after temperature and top-p (green: in the nucleus)."""
+    import plotly.graph_objects as go
+
+    labels = [f"{t!r}" + (" ← greedy" if i == 0 else "") for i, t in enumerate(result.tokens)]
+    colours = ["#2da44e" if inside else "#d0d7de" for inside in result.in_nucleus]
+    figure = go.Figure(
+        [
+            go.Bar(
+                y=labels,
+                x=result.raw,
+                orientation="h",
+                name="probability (temperature 1)",
+                marker_color="#8c959f",
+                opacity=0.45,
+            ),
+            go.Bar(
+                y=labels,
+                x=result.reshaped,
+                orientation="h",
+                name=f"after T={temperature:g}, top-p={top_p:g}",
+                marker_color=colours,
+            ),
+        ]
+    )
+    figure.update_layout(
+        barmode="overlay",
+        height=60 + 28 * len(labels),
+        yaxis={"autorange": "reversed"},
+        xaxis={"title": "probability", "range": [0, 1]},
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": 1.08},
+        title=f"{result.nucleus_size:,} token(s) of the vocabulary stay inside the nucleus (green)",
+    )
+    return figure
+
+
+def prompt_tokens(prompt: str, model: str) -> list[str]:
+    """The prompt's tokens, each decoded alone by the model's tokenizer (the logit lens's columns)."""
+    tokenizer = models.tokenizer(model)
+    return [tokenizer.decode([i]) for i in tokenizer(prompt)["input_ids"]]
+
+
+def logit_lens_table(rows: list[list[list[tuple[str, float]]]], tokens: list[str]) -> str:
+    """Layers (rows, last at the bottom) × positions: each cell the top token, shaded by probability."""
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in tokens)
+    body = []
+    for layer, row in enumerate(rows):
+        cells = []
+        for cell in row:
+            token, prob = cell[0]
+            shade = int(255 - 150 * prob)
+            cells.append(
+                f'<td style="background:rgb({shade},{shade},255)" title="p={prob:.3f}">'
+                f"{html.escape(token.replace(' ', '·'))}<br><small>{prob:.2f}</small></td>"
+            )
+        body.append(f"<tr><th>layer {layer}</th>{''.join(cells)}</tr>")
+    return (
+        f'{render.STYLE}<div class="lab-tok" style="overflow:auto"><table class="stats-table lens">'
+        f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        "<div class='note'>Each cell: the LM head applied to that layer's output at that position "
+        "(what the model would say next if it stopped there). Read down a column to watch the answer "
+        "form.</div></div>"
+    )
+
+
+def structure_summary(s: Structure) -> str:
+    """Markdown: parameters, embedding matrix, layers and heads (grouped-query attention named)."""
+    return (
+        f"**{s.parameters:,} parameters** · embedding matrix {s.vocab_size:,} × {s.hidden_size} "
+        f"(vocabulary × model dimension) · {s.layers} layers · {s.heads} attention heads · "
+        f"{s.kv_heads} key/value heads" + (" (grouped-query attention)" if s.kv_heads < s.heads else "")
+    )
+
+
+def kv_timings(seconds: dict[bool, float], tokens: int) -> str:
+    """Markdown table: the same generation with (``True``) and without (``False``) the KV cache."""
+    with_cache, without = seconds[True], seconds[False]
+    return (
+        f"| | seconds | tokens/s |\n| --- | --- | --- |\n"
+        f"| with KV cache | {with_cache:.2f} | {tokens / with_cache:.1f} |\n"
+        f"| without | {without:.2f} | {tokens / without:.1f} |\n\n"
+        f"Without the cache it took **{without / with_cache:.1f}×** as long."
+    )
+
+
+# -- embeddings ------------------------------------------------------------------------------------
+
+
+def scatter(points: np.ndarray, labels: list[str], title: str):
+    """Labelled points of a 2-D projection (a map of embeddings)."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(
+        go.Scatter(
+            x=points[:, 0],
+            y=points[:, 1],
+            mode="markers+text",
+            text=labels,
+            textposition="top center",
+            hovertext=labels,
+            hoverinfo="text",
+        )
+    )
+    figure.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+def vector_description(text: str, vector: TextVector) -> str:
+    """Markdown: a sentence's vector, its shape, first values and norm."""
+    return (
+        f"The vector of *{html.escape(text)}*: shape {vector.shape}, first values "
+        f"{vector.first}, norm {vector.norm:.3f}."
+    )
+
+
+def neighbours_table(token: str, model: str, pairs: list[tuple[str, float]]) -> str:
+    """The tokens closest to ``token`` in a model's input embeddings, with their cosines."""
+    rows = [[t, round(score, 3)] for t, score in pairs]
+    return render.table(["token", "cosine"], rows, f"Closest to '{token}' in {model}'s input embeddings")
+
+
+def static_vs_contextual(result: StaticVsContextual) -> tuple[Any, Any, str]:
+    """The word's static and contextual similarity matrices over the sentences, and a note comparing them."""
+    labels = [f"{i + 1}: {s}" for i, s in enumerate(result.sentences)]
+    off = ~np.eye(len(labels), dtype=bool)
+    note = (
+        f"Static: all {result.static[off].mean():.2f} (one vector, whatever the sentence). "
+        f"Contextual: mean {result.contextual[off].mean():.2f}, from {result.contextual[off].min():.2f} "
+        f"to {result.contextual[off].max():.2f}. '{result.word}' became {result.pieces[0]} here."
+    )
+    return (
+        matrix_heatmap(result.static, labels, "Static (input) embedding"),
+        matrix_heatmap(result.contextual, labels, "Contextual (output) embedding"),
+        note,
     )

@@ -144,6 +144,13 @@ def token_column(
         f"<h4>{html.escape(result.title or result.name)}</h4>"
         f'<div class="hub">{html.escape(result.name)}</div>'
     )
+    if result.pending:
+        return (
+            f'<div class="col pending" data-tokenizer="{html.escape(result.name)}">{head}'
+            '<div class="stats">Downloading from the Hugging Face Hub…</div>'
+            '<div class="why">The other columns are ready; this one fills in when it arrives.</div>'
+            "</div>"
+        )
     if result.error:
         return (
             f'<div class="col unavailable" data-tokenizer="{html.escape(result.name)}">{head}'

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import catalog, models, paths
+from lab.cache import CACHE
 from lab.catalog import ModelUnavailable
 from lab.errors import InputError
 
@@ -123,6 +124,7 @@ class Tokenization:
     added: list[bool] = field(default_factory=list)  # token inserted by the tokenizer ([CLS], <s>)
     unknown: int = 0
     pieces: list[BytePiece | None] = field(default_factory=list)
+    pending: bool = False  # still downloading: shown as "loading" while the others are already shown
     seconds: float = 0.0
 
     @property
@@ -357,6 +359,23 @@ def tokenize(text: str, name: str, path: str | Path | None = None) -> Tokenizati
     result.pieces = _byte_pieces(adapter, text, ids, spans)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def needs_download(name: str) -> bool:
+    """True when ``name``'s tokenizer must first come from the Hub (the others answer in milliseconds,
+    or say at once why they are not available): a view shows those first and fills this one in later."""
+    if any(key.startswith(f"{name}#tokenizer") for key in CACHE.loaded()):
+        return False
+    try:
+        return models.source_of(name, "tokenizer").origin == "hub"
+    except ModelUnavailable:
+        return False
+
+
+def pending(name: str) -> Tokenization:
+    """The placeholder of a tokenizer that is still downloading."""
+    entry = catalog.entry(name)
+    return Tokenization(name=name, title=entry.title, note=NOTES.get(name, ""), pending=True)
 
 
 def compare(text: str, names: list[str] | None = None, max_chars: int = 20_000) -> list[Tokenization]:

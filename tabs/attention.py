@@ -1,16 +1,22 @@
-"""Tab 2, chapters 2 and 3: attention, the forward pass and embeddings, drawn live for real models."""
+"""Tab 2, chapters 2 and 3: attention, the forward pass and embeddings, drawn live for real models.
+
+Layout and wiring only: the models run in :mod:`lab.attention` and :mod:`lab.embeddings`, the pictures
+come from :mod:`lab.attention_view`. The web API: ``/attention``, ``/next_token``, ``/logit_lens`` and
+``/similarity``.
+"""
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
-from lab import attention, attention_view, embeddings, render
+from lab import attention as attn
+from lab import attention_view as view
+from lab import embeddings
 from lab.config import Settings
-from tabs.common import CPU_EVENT, GPU_EVENT, check_allowed, model_choices, user_errors
+from tabs.common import api, check_allowed, model_choices, on
 
 INTRO = """
 ### Chapters 2–3 · Looking inside a language model
@@ -44,84 +50,11 @@ BANK = "\n".join(
 )
 
 
-# -- present: figures and tables from plain data ---------------------------------------------------
-
-
-def next_token_figure(result: attention.NextToken, temperature: float, top_p: float):
-    import plotly.graph_objects as go
-
-    labels = [f"{t!r}" + (" ← greedy" if i == 0 else "") for i, t in enumerate(result.tokens)]
-    colours = ["#2da44e" if inside else "#d0d7de" for inside in result.in_nucleus]
-    figure = go.Figure(
-        [
-            go.Bar(
-                y=labels,
-                x=result.raw,
-                orientation="h",
-                name="probability (temperature 1)",
-                marker_color="#8c959f",
-                opacity=0.45,
-            ),
-            go.Bar(
-                y=labels,
-                x=result.reshaped,
-                orientation="h",
-                name=f"after T={temperature:g}, top-p={top_p:g}",
-                marker_color=colours,
-            ),
-        ]
+def _model_menu(ids: list[str], value: str, settings: Settings, label: str = "Model", **layout: Any) -> Any:
+    """A model dropdown: the lab's choices, and any Hub id typed in unless this is a classroom server."""
+    return gr.Dropdown(
+        model_choices(ids), value=value, label=label, allow_custom_value=not settings.classroom, **layout
     )
-    figure.update_layout(
-        barmode="overlay",
-        height=60 + 28 * len(labels),
-        yaxis={"autorange": "reversed"},
-        xaxis={"title": "probability", "range": [0, 1]},
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        legend={"orientation": "h", "y": 1.08},
-        title=f"{result.nucleus_size:,} token(s) of the vocabulary stay inside the nucleus (green)",
-    )
-    return figure
-
-
-def logit_lens_table(rows: list[list[list[tuple[str, float]]]], tokens: list[str]) -> str:
-    """Layers (rows, last at the bottom) × positions: each cell the top token, shaded by probability."""
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in tokens)
-    body = []
-    for layer, row in enumerate(rows):
-        cells = []
-        for cell in row:
-            token, prob = cell[0]
-            shade = int(255 - 150 * prob)
-            cells.append(
-                f'<td style="background:rgb({shade},{shade},255)" title="p={prob:.3f}">'
-                f"{html.escape(token.replace(' ', '·'))}<br><small>{prob:.2f}</small></td>"
-            )
-        body.append(f"<tr><th>layer {layer}</th>{''.join(cells)}</tr>")
-    return (
-        f'{render.STYLE}<div class="lab-tok" style="overflow:auto"><table class="stats-table lens">'
-        f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        "<div class='note'>Each cell: the LM head applied to that layer's output at that position "
-        "(what the model would say next if it stopped there). Read down a column to watch the answer "
-        "form.</div></div>"
-    )
-
-
-def scatter(points: np.ndarray, labels: list[str], title: str):
-    import plotly.graph_objects as go
-
-    figure = go.Figure(
-        go.Scatter(
-            x=points[:, 0],
-            y=points[:, 1],
-            mode="markers+text",
-            text=labels,
-            textposition="top center",
-            hovertext=labels,
-            hoverinfo="text",
-        )
-    )
-    figure.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    return figure
 
 
 def _lines(text: str) -> list[str]:
@@ -148,17 +81,10 @@ def _attention_section(settings: Settings) -> None:
     gr.Markdown(
         "Each head scores every token against the others (query · key), softmaxes the scores and "
         "mixes the value vectors by those weights. Lines show the weights of one layer; the grid "
-        f"shows every layer and head. Up to {attention.MAX_TOKENS} tokens."
+        f"shows every layer and head. Up to {attn.MAX_TOKENS} tokens."
     )
     with gr.Row():
-        model = gr.Dropdown(
-            model_choices(attention.ATTENTION_MODELS),
-            value=attention.ENCODER,
-            label="Model",
-            allow_custom_value=not settings.classroom,
-            elem_id="att-model",
-            scale=2,
-        )
+        model = _model_menu(attn.ATTENTION_MODELS, attn.ENCODER, settings, elem_id="att-model", scale=2)
         text = gr.Textbox(ATTENTION_TEXT, label="Text", lines=2, elem_id="att-text", scale=4)
         run = gr.Button("Show attention", variant="primary", elem_id="att-run", scale=1)
     state = gr.State(None)
@@ -180,71 +106,57 @@ def _attention_section(settings: Settings) -> None:
             )
         single = gr.Plot(label="One head", elem_id="att-single")
 
-    @user_errors
-    def compute(model_id: str, text: str) -> tuple[Any, Any, str, Any, Any]:
+    def compute(model_id: str, text: str) -> tuple[Any, ...]:
+        """Inputs: model, text. Outputs: the result (state), layer slider, head view, model view, one head."""
         check_allowed(model_id, settings)
-        result = attention.attention(text or "", model_id)
+        result = attn.attention(text or "", model_id)
         result.weights = result.weights.astype(np.float16)  # per-user state: half the memory
         slider = gr.update(maximum=result.layers - 1, value=0)
         return (
             result,
             slider,
-            attention_view.head_view(result, 0),
-            attention_view.model_view(result),
-            attention_view.head_heatmap(result, 0, 0),
+            view.head_view(result, 0),
+            view.model_view(result),
+            view.head_heatmap(result, 0, 0),
         )
 
-    @user_errors
-    def change_layer(result: attention.AttentionResult | None, layer: float) -> str:
-        if result is None:
-            return ""
-        return attention_view.head_view(result, int(layer))
+    def change_layer(result: attn.AttentionResult | None, layer: float) -> str:
+        """Inputs: the result, layer. Outputs: that layer's head view."""
+        return "" if result is None else view.head_view(result, int(layer))
 
-    @user_errors
-    def open_cell(result: attention.AttentionResult | None, event: gr.SelectData) -> tuple[Any, Any, Any]:
+    def open_cell(result: attn.AttentionResult | None, event: gr.SelectData) -> tuple[Any, Any, Any]:
+        """Inputs: the result, a click on the model view. Outputs: layer slider, head view, one head."""
         if result is None:
             raise gr.Error("Press 'Show attention' first.")
-        cell = attention_view.cell_at(result, *event.index)
+        cell = view.cell_at(result, *event.index)
         if cell is None:
             return gr.update(), gr.update(), gr.update()
         layer_index, head_index = cell
         return (
             gr.update(value=layer_index),
-            attention_view.head_view(result, layer_index),
-            attention_view.head_heatmap(result, layer_index, head_index),
+            view.head_view(result, layer_index),
+            view.head_heatmap(result, layer_index, head_index),
         )
 
     outputs = [state, layer, head_view, grid, single]
-    run.click(compute, [model, text], outputs, api_visibility="private", **GPU_EVENT)
-    text.submit(compute, [model, text], outputs, api_visibility="private", **GPU_EVENT)
-    layer.release(change_layer, [state, layer], head_view, api_visibility="private", **CPU_EVENT)
-    grid.select(open_cell, [state], [layer, head_view, single], api_visibility="private", **CPU_EVENT)
+    for trigger in (run.click, text.submit):
+        on(trigger, compute, [model, text], outputs, gpu=True)
+    on(layer.release, change_layer, [state, layer], head_view)
+    on(grid.select, open_cell, [state], [layer, head_view, single])
 
-    @user_errors
-    def attention_api(text: str, model: str = attention.ENCODER) -> dict[str, Any]:
+    def attention(text: str, model: str = attn.ENCODER) -> dict[str, Any]:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
         check_allowed(model, settings)
-        result = attention.attention(text or "", model)
-        return {
-            "model": result.model,
-            "tokens": result.tokens,
-            "causal": result.causal,
-            "weights": np.round(result.weights, 4).tolist(),
-        }
+        result = attn.attention(text or "", model)
+        weights = np.round(result.weights, 4).tolist()
+        return {"model": result.model, "tokens": result.tokens, "causal": result.causal, "weights": weights}
 
-    gr.api(attention_api, api_name="attention", **GPU_EVENT)
+    api(attention)
 
 
 def _forward_section(settings: Settings) -> None:
     with gr.Row():
-        model = gr.Dropdown(
-            model_choices(attention.DECODER_MODELS),
-            value=attention.DECODER,
-            label="Model",
-            allow_custom_value=not settings.classroom,
-            elem_id="fwd-model",
-            scale=2,
-        )
+        model = _model_menu(attn.DECODER_MODELS, attn.DECODER, settings, elem_id="fwd-model", scale=2)
         prompt = gr.Textbox(PROMPT, label="Prompt", elem_id="fwd-prompt", scale=4)
         run = gr.Button("Predict the next token", variant="primary", elem_id="fwd-run", scale=1)
     gr.Markdown(
@@ -280,106 +192,80 @@ def _forward_section(settings: Settings) -> None:
         generated = gr.Textbox(label="Generated text (greedy)", lines=4, elem_id="fwd-kv-text")
         timings = gr.Markdown(elem_id="fwd-kv-timings")
 
-    @user_errors
     def predict(model_id: str, prompt: str, k: float, temperature: float, top_p: float) -> tuple[Any, Any]:
+        """Inputs: model, prompt, k, temperature, top-p. Outputs: (model, logits) state, the bar chart."""
         check_allowed(model_id, settings)
-        values = attention.next_token_logits(prompt or "", model_id)
-        result = attention.distribution(values, model_id, int(k), temperature, top_p)
-        return (model_id, values), next_token_figure(result, temperature, top_p)
+        values = attn.next_token_logits(prompt or "", model_id)
+        result = attn.distribution(values, model_id, int(k), temperature, top_p)
+        return (model_id, values), view.next_token_figure(result, temperature, top_p)
 
-    @user_errors
     def reshape(state: tuple[str, np.ndarray] | None, k: float, temperature: float, top_p: float) -> Any:
+        """Inputs: (model, logits) state, k, temperature, top-p. Outputs: the bar chart, redrawn."""
         if state is None:
             return gr.update()
         model_id, values = state
-        return next_token_figure(
-            attention.distribution(values, model_id, int(k), temperature, top_p), temperature, top_p
-        )
+        result = attn.distribution(values, model_id, int(k), temperature, top_p)
+        return view.next_token_figure(result, temperature, top_p)
 
-    @user_errors
     def run_lens(model_id: str, prompt: str) -> str:
+        """Inputs: model, prompt. Outputs: the logit lens table."""
         check_allowed(model_id, settings)
-        rows = attention.logit_lens(prompt or "", model_id)
-        from lab import models
+        rows = attn.logit_lens(prompt or "", model_id)
+        return view.logit_lens_table(rows, view.prompt_tokens(prompt, model_id))
 
-        tokenizer = models.tokenizer(model_id)
-        tokens = [tokenizer.decode([i]) for i in tokenizer(prompt)["input_ids"]]
-        return logit_lens_table(rows, tokens)
-
-    @user_errors
     def show_structure(model_id: str) -> tuple[str, str]:
+        """Inputs: model. Outputs: a summary (markdown), print(model) with parameter counts."""
         check_allowed(model_id, settings)
-        s = attention.structure(model_id)
-        text = (
-            f"**{s.parameters:,} parameters** · embedding matrix {s.vocab_size:,} × {s.hidden_size} "
-            f"(vocabulary × model dimension) · {s.layers} layers · {s.heads} attention heads · "
-            f"{s.kv_heads} key/value heads" + (" (grouped-query attention)" if s.kv_heads < s.heads else "")
-        )
-        return text, s.tree
+        s = attn.structure(model_id)
+        return view.structure_summary(s), s.tree
 
-    @user_errors
     def kv_cache(model_id: str, prompt: str, count: float, progress: gr.Progress = gr.Progress()):
+        """Inputs: model, prompt, new tokens. Outputs: the generated text, the timings (markdown)."""
         check_allowed(model_id, settings)
         times = {}
         for use_cache in (True, False):
             label = "with the KV cache" if use_cache else "without the KV cache"
             progress(0, desc=f"Generating {int(count)} tokens {label}")
-            for text, final in attention.generate_stream(prompt or "", model_id, int(count), use_cache):
+            for text, final in attn.generate_stream(prompt or "", model_id, int(count), use_cache):
                 if final is None:
                     yield text, f"Generating {label}…"
                 else:
                     times[use_cache] = final.seconds
-        ratio = times[False] / times[True]
-        yield (
-            text,
-            (
-                f"| | seconds | tokens/s |\n| --- | --- | --- |\n"
-                f"| with KV cache | {times[True]:.2f} | {int(count) / times[True]:.1f} |\n"
-                f"| without | {times[False]:.2f} | {int(count) / times[False]:.1f} |\n\n"
-                f"Without the cache it took **{ratio:.1f}×** as long."
-            ),
-        )
+        yield text, view.kv_timings(times, int(count))
 
     inputs = [model, prompt, k, temperature, top_p]
-    run.click(predict, inputs, [logits, chart], api_visibility="private", **GPU_EVENT)
-    prompt.submit(predict, inputs, [logits, chart], api_visibility="private", **GPU_EVENT)
+    for trigger in (run.click, prompt.submit):
+        on(trigger, predict, inputs, [logits, chart], gpu=True)
     for slider in (k, temperature, top_p):
-        slider.release(reshape, [logits, k, temperature, top_p], chart, api_visibility="private", **CPU_EVENT)
-    lens_run.click(run_lens, [model, prompt], lens, api_visibility="private", **GPU_EVENT)
-    structure_run.click(show_structure, [model], [summary, tree], api_visibility="private", **GPU_EVENT)
-    kv_event = kv_run.click(
-        kv_cache, [model, prompt, new_tokens], [generated, timings], api_visibility="private", **GPU_EVENT
-    )
-    kv_stop.click(None, None, None, cancels=[kv_event], api_visibility="private")
+        on(slider.release, reshape, [logits, k, temperature, top_p], chart)
+    on(lens_run.click, run_lens, [model, prompt], lens, gpu=True)
+    on(structure_run.click, show_structure, [model], [summary, tree], gpu=True)
+    kv_event = on(kv_run.click, kv_cache, [model, prompt, new_tokens], [generated, timings], gpu=True)
+    on(kv_stop.click, None, None, None, cancels=[kv_event])
 
-    @user_errors
-    def next_token_api(
-        prompt: str, model: str = attention.DECODER, k: int = 10, temperature: float = 1.0, top_p: float = 1.0
+    def next_token(
+        prompt: str, model: str = attn.DECODER, k: int = 10, temperature: float = 1.0, top_p: float = 1.0
     ) -> list[list[Any]]:
         """The k most probable next tokens as [token, probability] after temperature and top-p."""
         check_allowed(model, settings)
-        pairs = attention.next_token(prompt or "", model, int(k), float(temperature), float(top_p))
+        pairs = attn.next_token(prompt or "", model, int(k), float(temperature), float(top_p))
         return [[token, prob] for token, prob in pairs]
 
-    @user_errors
-    def logit_lens_api(prompt: str, model: str = attention.DECODER, k: int = 1) -> list[Any]:
+    def logit_lens(prompt: str, model: str = attn.DECODER, k: int = 1) -> list[Any]:
         """Top-k tokens with probabilities for every [layer][position]."""
         check_allowed(model, settings)
-        rows = attention.logit_lens(prompt or "", model, int(k))
+        rows = attn.logit_lens(prompt or "", model, int(k))
         return [[[[t, p] for t, p in cell] for cell in row] for row in rows]
 
-    gr.api(next_token_api, api_name="next_token", **GPU_EVENT)
-    gr.api(logit_lens_api, api_name="logit_lens", **GPU_EVENT)
+    api(next_token)
+    api(logit_lens)
 
 
 def _embeddings_section(settings: Settings) -> None:
     with gr.Accordion("Sentence similarity", open=True):
         with gr.Row():
-            sentence_model = gr.Dropdown(
-                model_choices(embeddings.SENTENCE_MODELS),
-                value=embeddings.SENTENCE_MODEL,
-                label="Sentence model",
-                allow_custom_value=not settings.classroom,
+            sentence_model = _model_menu(
+                embeddings.SENTENCE_MODELS, embeddings.SENTENCE_MODEL, settings, "Sentence model"
             )
             sentences = gr.Textbox(
                 SENTENCES, lines=6, label="Sentences, one per line", elem_id="emb-sentences"
@@ -395,11 +281,8 @@ def _embeddings_section(settings: Settings) -> None:
                 label="What to map",
             )
             method = gr.Radio(["pca", "umap"], value="pca", label="Projection")
-            token_model = gr.Dropdown(
-                model_choices(embeddings.TOKEN_MODELS),
-                value=embeddings.SENTENCE_MODEL,
-                label="Model (for tokens)",
-                allow_custom_value=not settings.classroom,
+            token_model = _model_menu(
+                embeddings.TOKEN_MODELS, embeddings.SENTENCE_MODEL, settings, "Model (for tokens)"
             )
         words = gr.Textbox(WORDS, lines=5, label="Words or tokens, one per line", elem_id="emb-words")
         map_run = gr.Button("Draw the map", elem_id="emb-map-run")
@@ -416,12 +299,7 @@ def _embeddings_section(settings: Settings) -> None:
         )
         with gr.Row():
             word = gr.Textbox("bank", label="Word", elem_id="emb-word")
-            word_model = gr.Dropdown(
-                model_choices(embeddings.TOKEN_MODELS),
-                value=embeddings.SENTENCE_MODEL,
-                label="Model",
-                allow_custom_value=not settings.classroom,
-            )
+            word_model = _model_menu(embeddings.TOKEN_MODELS, embeddings.SENTENCE_MODEL, settings)
         bank = gr.Textbox(BANK, lines=4, label="Sentences containing the word", elem_id="emb-bank")
         bank_run = gr.Button("Compare the word's vectors", elem_id="emb-bank-run")
         with gr.Row():
@@ -429,22 +307,18 @@ def _embeddings_section(settings: Settings) -> None:
             contextual_plot = gr.Plot(elem_id="emb-contextual")
         bank_note = gr.Markdown(elem_id="emb-bank-note")
 
-    @user_errors
     def compare(model_id: str, text: str) -> tuple[Any, str]:
+        """Inputs: model, sentences. Outputs: the similarity heat map, the first sentence's vector."""
         check_allowed(model_id, settings)
         lines = _lines(text)
         matrix = embeddings.similarity(lines, model_id)
-        first = embeddings.describe(lines[0], model_id)
-        described = (
-            f"The vector of *{html.escape(lines[0])}*: shape {first.shape}, first values "
-            f"{first.first}, norm {first.norm:.3f}."
-        )
-        return attention_view.matrix_heatmap(matrix, lines, f"Cosine similarity · {model_id}"), described
+        described = view.vector_description(lines[0], embeddings.describe(lines[0], model_id))
+        return view.matrix_heatmap(matrix, lines, f"Cosine similarity · {model_id}"), described
 
-    @user_errors
     def draw_map(
         what: str, how: str, model_id: str, words_text: str, sentences_text: str, sentence_model_id: str
     ) -> Any:
+        """Inputs: what to map, projection, token model, words, sentences, sentence model. Outputs: a map."""
         if what.startswith("the sentences"):
             check_allowed(sentence_model_id, settings)
             labels = _lines(sentences_text)
@@ -454,59 +328,34 @@ def _embeddings_section(settings: Settings) -> None:
             check_allowed(model_id, settings)
             labels, vectors = embeddings.token_vectors(_lines(words_text), model_id)
             title = f"{len(labels)} static token embeddings · {model_id} · {how.upper()}"
-        return scatter(embeddings.project(vectors, how), labels, title)
+        return view.scatter(embeddings.project(vectors, how), labels, title)
 
-    @user_errors
     def find_neighbours(token: str, model_id: str) -> str:
+        """Inputs: a token, model. Outputs: its nearest neighbours (table)."""
         check_allowed(model_id, settings)
-        rows = [[t, round(score, 3)] for t, score in embeddings.neighbours(token, model_id)]
-        return render.table(
-            ["token", "cosine"], rows, f"Closest to '{token}' in {model_id}'s input embeddings"
-        )
+        return view.neighbours_table(token, model_id, embeddings.neighbours(token, model_id))
 
-    @user_errors
     def compare_bank(word_text: str, text: str, model_id: str) -> tuple[Any, Any, str]:
+        """Inputs: word, sentences, model. Outputs: static and contextual heat maps, a note."""
         check_allowed(model_id, settings)
-        result = embeddings.compare_word(word_text, _lines(text), model_id)
-        labels = [f"{i + 1}: {s}" for i, s in enumerate(result.sentences)]
-        off = ~np.eye(len(labels), dtype=bool)
-        note = (
-            f"Static: all {result.static[off].mean():.2f} (one vector, whatever the sentence). "
-            f"Contextual: mean {result.contextual[off].mean():.2f}, from {result.contextual[off].min():.2f} "
-            f"to {result.contextual[off].max():.2f}. '{result.word}' became {result.pieces[0]} here."
-        )
-        return (
-            attention_view.matrix_heatmap(result.static, labels, "Static (input) embedding"),
-            attention_view.matrix_heatmap(result.contextual, labels, "Contextual (output) embedding"),
-            note,
-        )
+        return view.static_vs_contextual(embeddings.compare_word(word_text, _lines(text), model_id))
 
-    similar_run.click(
-        compare, [sentence_model, sentences], [similar_plot, vector], api_visibility="private", **GPU_EVENT
-    )
-    map_run.click(
-        draw_map,
-        [source, method, token_model, words, sentences, sentence_model],
-        map_plot,
-        api_visibility="private",
-        **GPU_EVENT,
-    )
-    probe_run.click(
-        find_neighbours, [probe, token_model], neighbours_table, api_visibility="private", **GPU_EVENT
-    )
-    bank_run.click(
+    on(similar_run.click, compare, [sentence_model, sentences], [similar_plot, vector], gpu=True)
+    map_inputs = [source, method, token_model, words, sentences, sentence_model]
+    on(map_run.click, draw_map, map_inputs, map_plot, gpu=True)
+    on(probe_run.click, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
+    on(
+        bank_run.click,
         compare_bank,
         [word, bank, word_model],
         [static_plot, contextual_plot, bank_note],
-        api_visibility="private",
-        **GPU_EVENT,
+        gpu=True,
     )
 
-    @user_errors
-    def similarity_api(texts: list[str], model: str = embeddings.SENTENCE_MODEL) -> list[list[float]]:
+    def similarity(texts: list[str], model: str = embeddings.SENTENCE_MODEL) -> list[list[float]]:
         """Cosine similarity matrix of the texts' sentence embeddings."""
         check_allowed(model, settings)
         matrix = embeddings.similarity(list(texts or []), model)
         return np.round(matrix, 5).tolist()
 
-    gr.api(similarity_api, api_name="similarity", **GPU_EVENT)
+    api(similarity)

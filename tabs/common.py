@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,10 +33,12 @@ def _message(error: Exception, where: str) -> gr.Error:
     Anything that is not a ``LabError`` (a numpy or pandas ``ValueError`` included) is a defect or an
     unforeseen case: the page says "internal error" and the server log keeps the trace.
     """
+    # Messages can echo what a user typed or linked (a model id, a file name): the toast renders HTML,
+    # so every message is escaped. Toasts close by themselves (Gradio's 10 s) instead of piling up.
     if isinstance(error, gr.Error):
-        return error
+        return gr.Error(html.escape(error.message), duration=error.duration, title=error.title)
     if isinstance(error, LabError):
-        return gr.Error(str(error), duration=None)
+        return gr.Error(html.escape(str(error)))
     log.error("unexpected error in %s", where, exc_info=error)
     return gr.Error(f"Internal error ({type(error).__name__}); the server log has the details.")
 

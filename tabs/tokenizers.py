@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -140,14 +141,31 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     @user_errors
     def tokenize_view(
         text: str, names: list[str], show_ws: bool, show_ids: bool, progress: gr.Progress = gr.Progress()
-    ) -> tuple[str, str]:
-        text = text or ""
-        clean, notes = tokens.prepare_text(text, settings.max_text_chars)
-        results = []
-        for name in progress.tqdm(names or [], desc="Loading tokenizers"):
-            results.append(tokens.tokenize(clean, name))
-        html = render.token_columns(results, clean, show_ids=show_ids, show_whitespace=show_ws, notes=notes)
-        return html, render.table(STATS_HEADERS, _stats_rows(results, clean), "Statistics")
+    ) -> Iterator[tuple[str, str]]:
+        """Inputs: text, tokenizers, whitespace and id toggles. Outputs: the columns and the statistics.
+
+        Tokenizers that are here (packaged, cached, loaded) show at once; those that must come from the
+        Hub show as "downloading" and fill in one by one, so the available never wait for the rest.
+        """
+        clean, notes = tokens.prepare_text(text or "", settings.max_text_chars)
+        names = list(names or [])
+        later = [name for name in names if tokens.needs_download(name)]
+        results = {
+            name: tokens.pending(name) if name in later else tokens.tokenize(clean, name) for name in names
+        }
+
+        def view() -> tuple[str, str]:
+            shown = list(results.values())
+            columns = render.token_columns(
+                shown, clean, show_ids=show_ids, show_whitespace=show_ws, notes=notes
+            )
+            done = [r for r in shown if not r.pending]
+            return columns, render.table(STATS_HEADERS, _stats_rows(done, clean), "Statistics")
+
+        yield view()
+        for name in progress.tqdm(later, desc="Downloading tokenizers"):
+            results[name] = tokens.tokenize(clean, name)
+            yield view()
 
     @user_errors
     def add_tokenizer(model_id: str, names: list[str]) -> tuple[Any, str]:

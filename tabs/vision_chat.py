@@ -1,9 +1,11 @@
-"""Tab 5, chapter 9: caption an image and chat about it with BLIP-2."""
+"""Tab 5, chapter 9: caption an image and chat about it with BLIP-2.
+
+Layout and wiring only: the model runs in :mod:`lab.vision_chat`, the page's text and pictures come from
+:mod:`lab.vision_chat_view`.
+"""
 
 from __future__ import annotations
 
-import html
-import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,11 +13,11 @@ from typing import Any
 
 import gradio as gr
 
-from lab import catalog, models, render, tokens, vision_chat
-from lab.catalog import ModelUnavailable
+from lab import models, vision_chat
+from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
-from tabs.common import CPU_EVENT, GPU_EVENT, user_errors
+from tabs.common import model_choices, on
 
 INTRO = """
 ### Chapter 9 · BLIP-2: chat about an image
@@ -28,15 +30,12 @@ prompt* to see it), and the panel *Under the hood* shows what the model receives
 
 BOOK_IMAGES = Path(__file__).resolve().parent.parent / "assets" / "book" / "images"
 EXAMPLES = ["car.png", "puppy.png", "cat.png"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
 PRECISIONS = [
     ("auto", "auto"),
     ("16-bit (32-bit on a CPU)", "none"),
     ("8-bit (bitsandbytes)", "8-bit"),
     ("4-bit NF4 (bitsandbytes)", "4-bit"),
 ]
-WAITING = "…"
-HOOD_EMPTY = "Caption the image or ask a question to see what the model receives."
 
 
 class _Upload(gr.Image):
@@ -85,59 +84,10 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "local"
 
 
-def _messages(history: list[list[str]]) -> list[dict[str, str]]:
-    out = []
-    for question, answer in history:
-        out += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    return out
-
-
-def _model_choices() -> list[tuple[str, str]]:
-    return [(f"{catalog.entry(m).title} · {m}", m) for m in vision_chat.MODELS]
-
-
-def _hood_outputs(vc: models.VisionChatModel, prepared: vision_chat.Prepared) -> tuple[Any, str, str]:
-    """The image the encoder sees, a short explanation, and the prompt's tokens."""
-    hood = vision_chat.under_the_hood(vc, prepared)
-    (width, height), (to_w, to_h) = hood.original_size, hood.size
-    title = catalog.entry(vc.model_id).title
-    room = (
-        f"; up to {prepared.generate_kwargs['max_new_tokens']} new tokens are written after it"
-        if vc.decoder_only
-        else ""
-    )
-    info = (
-        f"The processor squashed the {width}×{height} image to **{to_w}×{to_h}** pixels (left, normalised "
-        f"for the model and turned back into a picture here). The vision encoder reads it, and the "
-        f"Q-Former hands **{hood.query_tokens} query tokens** to the language model: they take the places "
-        f"of the {hood.query_tokens} `<image>` tokens at the start of the prompt below. The prompt is "
-        f"**{len(hood.ids)} tokens** of {title}'s {hood.context:,}-token context{room}. "
-        f"Model: `{vc.model_id}` on {vc.device} in {vc.precision}."
-    )
-    what = "caption (image only)" if prepared.task == "caption" else "chat prompt"
-    rendering = tokens.ChatRendering(
-        name=f"Tokens of the {what}",
-        text=prepared.prompt,
-        tokens=hood.tokens,
-        ids=hood.ids,
-        special=hood.special,
-    )
-    picture = hood.image
-    if picture.width < 224:  # a tiny test model's 32×32 input: enlarge it, keeping its pixels visible
-        picture = picture.resize((224, 224 * picture.height // picture.width), resample=0)  # nearest
-    return picture, info, render.chat_view(rendering, show_whitespace=True)
-
-
-def _status_loaded(vc: models.VisionChatModel, folder: str | None) -> str:
-    title = catalog.entry(vc.model_id).title
-    origin = f" from `{html.escape(folder.strip())}`" if (folder or "").strip() else ""
-    lines = [f"**{html.escape(title)}** is loaded{origin} on **{vc.device}** in **{vc.precision}**."]
-    lines += [f"⚠ {html.escape(note)}" for note in vc.notes]
-    return "\n\n".join(lines)
-
-
-def _notes_markdown(notes: list[str]) -> str:
-    return "\n\n".join(f"⚠ {html.escape(note)}" for note in notes)
+def _controls(busy: bool) -> tuple[Any, ...]:
+    """The question box, Send, Stop and Regenerate while an answer streams (``busy``) or not."""
+    box, send, regenerate = (gr.update(interactive=not busy) for _ in range(3))
+    return box, send, gr.update(visible=busy), regenerate
 
 
 def build(demo: gr.Blocks, settings: Settings) -> None:
@@ -146,7 +96,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
         model_id = gr.Dropdown(
-            choices=_model_choices(),
+            choices=model_choices(vision_chat.MODELS),
             value=vision_chat.DEFAULT_MODEL,
             label="Model",
             info="The book's OPT-2.7b, or Flan-T5-XL through the same code",
@@ -260,7 +210,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 scale=1,
                 elem_id="vc-hood-image",
             )
-            hood_info = gr.Markdown(HOOD_EMPTY, elem_id="vc-hood-info")
+            hood_info = gr.Markdown(view.HOOD_EMPTY, elem_id="vc-hood-info")
         hood_tokens = gr.HTML(elem_id="vc-hood-tokens")
     history = gr.State([])  # [[question, answer], ...]: this reader's conversation
     # The panel's values for the last chat turn. A streaming event does not update it directly: Gradio 6
@@ -277,147 +227,100 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         api_answer_out = gr.Textbox(label="answer")
 
     decoding_inputs = [method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty]
-
-    def where(model: str, path: str | None) -> tuple[str, str | None]:
-        """The model id and folder to load, after the classroom's rules."""
-        model = (model or vision_chat.DEFAULT_MODEL).strip()
-        path = (path or "").strip() or None
-        if not _HUB_ID.match(model):
-            raise gr.Error(f"{model!r} is not a Hugging Face model id (owner/name).")
-        if settings.classroom and (path or not catalog.is_known(model)):
-            raise gr.Error(
-                "This classroom server only loads the lab's catalog models, not other ids or folders."
-            )
-        return model, path
+    status_inputs = [model_id, folder, quantization]
 
     def lease(model: str, path: str | None, precision: str) -> Any:
-        model, path = where(model, path)
+        model, path = view.chosen_model(model, path, classroom=settings.classroom)
         return models.vision_chat_model(model, path, quantization=precision)
 
     # -- CPU events ------------------------------------------------------------------------------
 
     def model_status_view(model: str, path: str | None, precision: str) -> str:
-        try:
-            model, path = where(model, path)
-            source = models.source_of(model, path=path)
-            plan = models.vision_chat_plan(model, path, quantization=precision)
-        except ModelUnavailable as error:
-            command = catalog.fetch_command(error.model_id)
-            message = html.escape(str(error)).replace(html.escape(command), f"`{command}`")
-            return (
-                f"⚠ **Not available here.** {message} Or type the folder that holds it under *Local folder*."
-            )
-        except (gr.Error, ValueError) as error:
-            return f"⚠ {html.escape(getattr(error, 'message', None) or str(error))}"
-        title = catalog.entry(model).title
-        lines = [
-            f"**{html.escape(title)}** loads from {html.escape(source.detail)} on first use and runs on "
-            f"**{plan.placement.device}** in **{plan.precision}**."
-        ]
-        return "\n\n".join(lines + [f"⚠ {html.escape(note)}" for note in plan.notes])
+        """Inputs: model, folder, precision. Outputs: where the model loads from (markdown)."""
+        return view.model_status(model, path, precision, classroom=settings.classroom)
 
     def new_image(path: str | None) -> tuple[Any, ...]:
-        """A new image starts a new conversation; say what the processor will do to it."""
-        cleared = ([], [], "", "", "", None, HOOD_EMPTY, "")
+        """Inputs: the image. Outputs: a fresh conversation and panel, notes on the image, no hood state.
+
+        A new image starts a new conversation; the notes say what the processor will do to it."""
+        cleared = ([], [], "", "", "", None, view.HOOD_EMPTY, "")
         if path is None:
             return (*cleared, "", None)
         try:
             opened = vision_chat.open_for_model(path)
         except BadImage as error:
             gr.Warning(str(error))
-            return (*cleared, f"⚠ {html.escape(str(error))}", None)
-        notes = opened.notes + vision_chat.resize_notes(opened.image.size)
-        return (*cleared, _notes_markdown(notes), None)
+            return (*cleared, view.notes_markdown([str(error)]), None)
+        return (
+            *cleared,
+            view.notes_markdown(opened.notes + vision_chat.resize_notes(opened.image.size)),
+            None,
+        )
 
     def start_turn(text: str, path: str | None, request: gr.Request) -> tuple[Any, ...]:
+        """Inputs: question, image. Outputs: the question on its way, the controls locked."""
         if path is None:
             raise gr.Error(vision_chat.NO_IMAGE)
-        try:
-            text = vision_chat.check_question(text)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
+        text = vision_chat.check_question(text)
         busy.begin(_session(request))
-        return text, *_locked()
+        return text, *_controls(busy=True)
 
     def start_regenerate(turns: list[list[str]], path: str | None, request: gr.Request) -> tuple[Any, ...]:
+        """Inputs: history, image. Outputs: the last question again, the controls locked."""
         if not turns:
             raise gr.Error("There is no answer to regenerate yet: ask a question first.")
         if path is None:
             raise gr.Error(vision_chat.NO_IMAGE)
         busy.begin(_session(request))
-        return turns[-1][0], *_locked()
-
-    def _locked() -> tuple[Any, ...]:
-        return (
-            gr.update(interactive=False),
-            gr.update(interactive=False),
-            gr.update(visible=True),
-            gr.update(interactive=False),
-        )
+        return turns[-1][0], *_controls(busy=True)
 
     def end_turn(request: gr.Request) -> tuple[Any, ...]:
+        """Inputs: none. Outputs: the controls unlocked."""
         busy.end(_session(request))
-        return (
-            gr.update(interactive=True),
-            gr.update(interactive=True),
-            gr.update(visible=False),
-            gr.update(interactive=True),
-        )
+        return _controls(busy=False)
 
     def show_hood(values: tuple[Any, str, str] | None) -> tuple[Any, ...]:
+        """Inputs: the last turn's panel values. Outputs: the panel (image, explanation, tokens)."""
         return tuple(values) if values else (gr.skip(),) * 3
 
     def clear_chat(request: gr.Request) -> tuple[Any, ...]:
+        """Inputs: none. Outputs: empty history, chat, notice and prompt; the controls unlocked."""
         return [], [], "", "", *end_turn(request)
 
     # -- GPU events ------------------------------------------------------------------------------
 
-    @user_errors
     def caption_view(path: str | None, model: str, folder_path: str, precision: str) -> tuple[Any, ...]:
+        """Inputs: image, model, folder, precision. Outputs: caption, prompt, panel, status, image notes."""
         with lease(model, folder_path, precision) as vc:
             prepared = vision_chat.prepare_caption(vc, path)
             text = vision_chat.generate_text(vc, prepared)
-            hood = _hood_outputs(vc, prepared)
-            status = _status_loaded(vc, folder_path)
-        return text, prepared.prompt, *hood, status, _notes_markdown(prepared.notes)
+            hood = view.under_the_hood(vc, prepared)
+            status = view.loaded_status(vc, folder_path)
+        return text, prepared.prompt, *hood, status, view.notes_markdown(prepared.notes)
 
-    def stream_turn(
-        path: str | None,
-        text: str,
-        turns: list[list[str]],
-        model: str,
-        folder_path: str,
-        precision: str,
-        *decoding: Any,
-        again: bool,
-    ) -> Iterator[tuple[Any, ...]]:
-        choice = vision_chat.Decoding(*decoding)
-        turns = [list(t) for t in turns or []]
-        if again:  # regenerate: ask the last question again, without its answer
+    def stream_turn(form: dict[Any, Any], again: bool) -> Iterator[tuple[Any, ...]]:
+        """Stream one answer; ``again`` asks the last question again, without its answer."""
+        choice = vision_chat.Decoding(*(form[c] for c in decoding_inputs))
+        turns = [list(t) for t in form[history] or []]
+        if again:
             turns = turns[:-1]
-        with lease(model, folder_path, precision) as vc:
-            prepared = vision_chat.prepare_chat(vc, path, [tuple(t) for t in turns], text, choice)
-            hood = _hood_outputs(vc, prepared)
-            title = catalog.entry(vc.model_id).title
-            dropped = (
-                [vision_chat.dropped_message(prepared.dropped, title, vc.context)] if prepared.dropped else []
-            )
-            conversation = [*_messages(turns), {"role": "user", "content": text}]
-            box = gr.skip() if again else gr.update(value="")
-            status = _status_loaded(vc, folder_path)
+        text, folder_path = form[asked], form[folder]
+        with lease(form[model_id], folder_path, form[quantization]) as vc:
+            prepared = vision_chat.prepare_chat(vc, form[image], [tuple(t) for t in turns], text, choice)
+            conversation = [*view.messages(turns), {"role": "user", "content": text}]
             yield (
-                [*conversation, {"role": "assistant", "content": WAITING}],
+                [*conversation, {"role": "assistant", "content": view.WAITING}],
                 turns,
-                _notes_markdown(dropped),
+                view.dropped_notice(vc, prepared),
                 prepared.prompt,
-                hood,
-                status,
-                box,
+                view.under_the_hood(vc, prepared),
+                view.loaded_status(vc, folder_path),
+                gr.skip() if again else gr.update(value=""),
             )
             answer = ""
             for answer in vision_chat.generate_stream(vc, prepared):
                 # The state follows every token, so Stop keeps the answer shown so far.
-                shown = [*conversation, {"role": "assistant", "content": answer or WAITING}]
+                shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
                 yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
             yield (
                 [*conversation, {"role": "assistant", "content": answer}],
@@ -425,21 +328,21 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 *[gr.skip()] * 5,
             )
 
-    @user_errors
-    def stream_answer(*inputs: Any) -> Iterator[tuple[Any, ...]]:
-        yield from stream_turn(*inputs, again=False)
+    def stream_answer(form: dict[Any, Any]) -> Iterator[tuple[Any, ...]]:
+        """Inputs: image, question, history, model form, decoding. Outputs: chat, history, notice, prompt,
+        panel values, status, question box."""
+        yield from stream_turn(form, again=False)
 
-    @user_errors
-    def stream_regenerated(*inputs: Any) -> Iterator[tuple[Any, ...]]:
-        yield from stream_turn(*inputs, again=True)
+    def stream_regenerated(form: dict[Any, Any]) -> Iterator[tuple[Any, ...]]:
+        """Inputs and outputs: those of :func:`stream_answer`; the last question is asked again."""
+        yield from stream_turn(form, again=True)
 
     # The API's parameter names are these functions' own: keep them plain.
-    @user_errors
     def api_caption(image: str | None, model: str, folder: str, precision: str) -> str:
+        """Inputs: image, model, folder, precision. Outputs: the caption."""
         with lease(model, folder, precision) as vc:
             return vision_chat.generate_text(vc, vision_chat.prepare_caption(vc, image))
 
-    @user_errors
     def api_chat(
         image: str | None,
         question: str,
@@ -454,6 +357,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         max_new_tokens: int,
         repetition_penalty: float,
     ) -> Iterator[str]:
+        """Inputs: image, question, history, model form, decoding. Outputs: the answer, as it grows."""
         choice = vision_chat.Decoding(
             method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty
         )
@@ -465,38 +369,25 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     # -- wiring ----------------------------------------------------------------------------------
 
-    private = {"api_visibility": "private"}
-    status_inputs = [model_id, folder, quantization]
-    for trigger in (model_id.change, folder.submit, folder.blur, quantization.change):
-        trigger(model_status_view, status_inputs, model_status, **private, **CPU_EVENT)
-    demo.load(model_status_view, status_inputs, model_status, **private, **CPU_EVENT)
+    for trigger in (model_id.change, folder.submit, folder.blur, quantization.change, demo.load):
+        on(trigger, model_status_view, status_inputs, model_status)
 
     hood = [hood_image, hood_info, hood_tokens]
-    image.change(
-        new_image,
-        image,
-        [history, chatbot, caption_box, notice, prompt_box, *hood, image_notes, hood_state],
-        **private,
-        **CPU_EVENT,
-    )
-    caption_btn.click(
-        caption_view,
-        [image, *status_inputs],
-        [caption_box, prompt_box, *hood, model_status, image_notes],
-        **private,
-        **GPU_EVENT,
-    )
+    new_outputs = [history, chatbot, caption_box, notice, prompt_box, *hood, image_notes, hood_state]
+    on(image.change, new_image, image, new_outputs)
+    caption_outputs = [caption_box, prompt_box, *hood, model_status, image_notes]
+    on(caption_btn.click, caption_view, [image, *status_inputs], caption_outputs, gpu=True)
 
     controls = [question, send, stop, regenerate]
     stream_outputs = [chatbot, history, notice, prompt_box, hood_state, model_status, question]
-    stream_inputs = [image, asked, history, *status_inputs, *decoding_inputs]
+    stream_inputs = {image, asked, history, *status_inputs, *decoding_inputs}
 
     def chat_turn(trigger: Any, start: Callable[..., Any], start_inputs: list[Any], stream: Any) -> Any:
         """Check and lock the page (CPU), stream the answer (GPU), then unlock and fill the panel."""
-        started = trigger(start, start_inputs, [asked, *controls], **private, **CPU_EVENT)
-        streaming = started.success(stream, stream_inputs, stream_outputs, **private, **GPU_EVENT)
-        finished = streaming.then(end_turn, None, controls, **private, **CPU_EVENT)
-        finished.then(show_hood, hood_state, hood, **private, **CPU_EVENT)
+        started = on(trigger, start, start_inputs, [asked, *controls])
+        streaming = on(started.success, stream, stream_inputs, stream_outputs, gpu=True)
+        finished = on(streaming.then, end_turn, None, controls)
+        on(finished.then, show_hood, hood_state, hood)
         return streaming
 
     streams = [
@@ -504,33 +395,26 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         chat_turn(question.submit, start_turn, [question, image], stream_answer),
         chat_turn(regenerate.click, start_regenerate, [history, image], stream_regenerated),
     ]
-    stopped = stop.click(end_turn, None, controls, cancels=streams, **private, **CPU_EVENT)
-    stopped.then(show_hood, hood_state, hood, **private, **CPU_EVENT)
-    clear.click(
-        clear_chat,
-        None,
-        [history, chatbot, notice, prompt_box, *controls],
-        cancels=streams,
-        **private,
-        **CPU_EVENT,
-    )
+    stopped = on(stop.click, end_turn, None, controls, cancels=streams)
+    on(stopped.then, show_hood, hood_state, hood)
+    on(clear.click, clear_chat, None, [history, chatbot, notice, prompt_box, *controls], cancels=streams)
 
-    show_prompt.change(lambda on: gr.update(visible=on), show_prompt, prompt_box, **private, **CPU_EVENT)
-    method.change(
+    on(show_prompt.change, lambda shown: gr.update(visible=shown), show_prompt, prompt_box)
+    on(
+        method.change,
         lambda m: (gr.update(visible=m == "beam search"), *[gr.update(visible=m == "sampling")] * 2),
         method,
         [num_beams, temperature, top_p],
-        **private,
-        **CPU_EVENT,
     )
 
-    api_caption_btn.click(
-        api_caption, [image, *status_inputs], api_caption_out, api_name="caption", **GPU_EVENT
+    public = {"gpu": True, "api_visibility": "public"}  # the tab's API: /caption and /chat
+    on(
+        api_caption_btn.click,
+        api_caption,
+        [image, *status_inputs],
+        api_caption_out,
+        api_name="caption",
+        **public,
     )
-    api_chat_btn.click(
-        api_chat,
-        [image, question, api_history, *status_inputs, *decoding_inputs],
-        api_answer_out,
-        api_name="chat",
-        **GPU_EVENT,
-    )
+    api_inputs = [image, question, api_history, *status_inputs, *decoding_inputs]
+    on(api_chat_btn.click, api_chat, api_inputs, api_answer_out, api_name="chat", **public)

@@ -43,64 +43,35 @@ def lab_server() -> Iterator[str]:
 # -- tiny random-weight models, written once per session (read-only: copy one before changing it) --
 
 
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _tiny(factory: pytest.TempPathFactory, writer: str, name: str) -> Path:
     from lab import testing
 
-    return testing.write_llama_causal_lm(tmp_path_factory.mktemp("tiny") / "tiny-random-llama")
+    return getattr(testing, writer)(factory.mktemp("tiny") / name)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny(tmp_path_factory, "write_llama_causal_lm", "tiny-random-llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lab import testing
-
-    return testing.write_bert_encoder(tmp_path_factory.mktemp("tiny") / "tiny-random-bert")
+    return _tiny(tmp_path_factory, "write_bert_encoder", "tiny-random-bert")
 
 
 @pytest.fixture(scope="session")
 def tiny_sentence(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lab import testing
-
-    return testing.write_sentence_encoder(tmp_path_factory.mktemp("tiny") / "tiny-random-sentence")
+    return _tiny(tmp_path_factory, "write_sentence_encoder", "tiny-random-sentence")
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lab import testing
-
-    return testing.write_open_clip(tmp_path_factory.mktemp("tiny") / "tiny-random-clip")
+    return _tiny(tmp_path_factory, "write_open_clip", "tiny-random-clip")
 
 
 @pytest.fixture(scope="session")
 def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lab import testing
-
-    return testing.write_blip2(tmp_path_factory.mktemp("tiny") / "tiny-random-blip2")
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    """Debian's chromium driven by Playwright (headless, no network beyond loopback)."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    chromium = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
-    if not Path(chromium).exists():
-        pytest.fail(
-            f"{chromium} is missing: `make test` installs Debian's chromium (apt-get install chromium)"
-        )
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield instance
-        instance.close()
+    return _tiny(tmp_path_factory, "write_blip2", "tiny-random-blip2")
 
 
 @pytest.fixture

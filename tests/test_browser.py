@@ -133,3 +133,34 @@ def test_system_panel_lists_the_loaded_tokenizers(page):
         "() => document.querySelector('#system-cache')?.innerText.includes('gpt2#tokenizer')", timeout=TIMEOUT
     )
     assert "Models run on" in page.get_by_text("Models run on").first.inner_text()
+
+
+def test_a_tokenizer_still_downloading_does_not_hold_back_the_others(page, monkeypatch):
+    """A slow Hub download (stood in for by a gate) shows as "downloading"; the rest show at once."""
+    import threading
+
+    from lab import tokens
+
+    gate, real = threading.Event(), tokens.tokenize
+
+    def tokenize(text, name, path=None):
+        if name == "gpt2":
+            gate.wait(60)
+        return real(text, name, path)
+
+    monkeypatch.setattr(tokens, "needs_download", lambda name: name == "gpt2")
+    monkeypatch.setattr(tokens, "tokenize", tokenize)
+    try:
+        set_text(page, "Downloading hello world")
+        column(page, "gpt2").filter(has_text="Downloading from the Hugging Face Hub").wait_for(
+            timeout=TIMEOUT
+        )
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#token-columns .col[data-tokenizer=\"Xenova/gpt-4\"] .t')]"
+            ".some(t => t.innerText.includes('Down'))",
+            timeout=TIMEOUT,
+        )
+    finally:
+        gate.set()
+    column(page, "gpt2").locator(".toks .t").first.wait_for(timeout=TIMEOUT)
+    assert "from the Hugging Face Hub" not in column(page, "gpt2").inner_text()

@@ -53,11 +53,11 @@ def clip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _forget_clip_models() -> None:
-    """Drop what earlier tests loaded under the same ids from another LAB_MODEL_DIR."""
-    from tabs import clip_search
+    """Drop the weights earlier tests loaded under the same ids from another LAB_MODEL_DIR.
 
-    clip_search._HANDLES.clear()
-    clip_search._DEFAULT_INDEXES.clear()
+    The tab's described models and default indexes need no reset: each ``build`` has its own
+    :class:`lab.clip.Galleries`.
+    """
     for key in CACHE.loaded():
         if "#clip" in key:
             CACHE.evict(key)

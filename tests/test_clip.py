@@ -22,6 +22,7 @@ from PIL import Image
 from lab import catalog, clip, models, testing
 from lab.cache import CACHE
 from lab.catalog import ModelUnavailable
+from lab.errors import InputError
 
 BOOK = Path(__file__).resolve().parent.parent / "assets" / "book" / "images"
 GALLERY = Path(__file__).resolve().parent.parent / "assets" / "gallery"
@@ -422,32 +423,88 @@ def _no_leftover_leases() -> Iterator[None]:
     assert all(s.leases == 0 for s in CACHE.stats()), "a test left a model leased"
 
 
-# -- the bench's clip section ------------------------------------------------------------------------
+# -- the galleries an app serves ---------------------------------------------------------------------
 
 
-def test_tiny_random_clip_bench_measures_indexing_and_search_against_their_baselines(
-    model: clip.ClipModel,
+def test_a_readers_gallery_keeps_their_images_under_unique_ids_and_refuses_more_than_its_cap(
+    tmp_path: Path,
 ) -> None:
-    from lab import bench_clip
+    photo = tmp_path / "car.png"
+    photo.write_bytes(png(Image.new("RGB", (40, 30), "red")))
+    (tmp_path / "notes.txt").write_text("not a picture")
+    mine = clip.Gallery()
+    added = mine.add([photo, tmp_path / "notes.txt"], clip.UploadLimits(max_images=2))
+    assert added.count == 1 and "notes.txt is not an image" in added.problems[0]
+    assert [name for name, _ in mine.uploads] == ["car (2).png"]  # the default gallery has a car.png
+    assert list(mine.paths())[-1] == "car (2).png" and len(mine.paths()) == 18
+    mine.add([photo], clip.UploadLimits(max_images=2))
+    with pytest.raises(InputError, match="already holds 2 added images"):
+        mine.add([photo], clip.UploadLimits(max_images=2))
+    folder = Path(mine.folder)
+    mine.delete()
+    assert not folder.exists() and mine.uploads == [] and clip.gallery_paths(mine) == clip.gallery_paths(None)
 
-    indexed = bench_clip.indexing(model, 8)  # it checks itself that all 8 embeddings were computed
-    assert indexed["clip_index_images"] == 8 and indexed["clip_index_images_per_s"] > 0
-    assert indexed["clip_index_speedup"] == pytest.approx(
-        indexed["clip_index_images_per_s"] / indexed["clip_naive_images_per_s"]
-    )
-    searched = bench_clip.searching([1_000], repeats=3)
-    assert set(searched) == {"clip_query_ms_1k", "clip_naive_query_ms_1k", "clip_query_speedup_1k"}
-    table = bench_clip.clip_table(
-        {
-            "clip_model": "ViT-B-32 (random init: no weights here)",
-            "clip_device": "cpu",
-            "clip_dtype": "float32",
-            "clip_text_encode_ms": 30.0,
-            **indexed,
-            "clip_query_ms_10k": 25.0,
-            "clip_naive_query_ms_10k": 500.0,
-            "clip_query_speedup_10k": 20.0,
-        }
-    )
-    assert "| CLIP search over 10k images (exact, k=8) | 25.00 ms | < 20 ms | NO |" in table
-    assert "| speed-up at 10k | 20× |  |  |" in table and "1k" not in table
+
+def test_tiny_random_clip_galleries_build_the_default_index_once_for_concurrent_readers(
+    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    builds = []
+    real_build = clip.ImageIndex.build
+
+    def counted(*args: object, **kwargs: object) -> clip.ImageIndex:
+        builds.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(clip.ImageIndex, "build", counted)
+    galleries = clip.Galleries()
+    with ThreadPoolExecutor(4) as pool:
+        models_seen = list(pool.map(lambda _: galleries.model(str(tiny_folder)), range(4)))
+        indexes = list(pool.map(lambda _: galleries.default_index(models_seen[0]), range(4)))
+    assert all(m is models_seen[0] for m in models_seen) and all(i is indexes[0] for i in indexes)
+    assert len(builds) == 1 and len(indexes[0]) == 17
+    photo = tmp_path / "lake.png"
+    photo.write_bytes(png(Image.new("RGB", (40, 30), "blue")))
+    mine = clip.Gallery()
+    mine.add([photo], clip.UploadLimits())
+    extended = galleries.index(mine, models_seen[0])
+    assert extended.ids[-1] == "lake.png" and len(extended) == 18
+    assert galleries.index(mine, models_seen[0]) is extended  # kept until the reader adds more
+    assert galleries.index(None, models_seen[0]) is indexes[0]
+    galleries.clear()
+    assert galleries.default_index(models_seen[0]) is not indexes[0] and len(builds) == 3
+    mine.delete()
+
+
+def test_a_classroom_server_only_takes_catalog_clips() -> None:
+    assert clip.chosen_model(None) == clip.DEFAULT_MODEL
+    assert clip.chosen_model(clip.BOOK_MODEL, " ~/clip ") == "~/clip"
+    assert clip.chosen_model(clip.BOOK_MODEL, "", classroom=True) == clip.BOOK_MODEL
+    with pytest.raises(InputError, match="not local folders"):
+        clip.chosen_model(clip.BOOK_MODEL, "/models/clip", classroom=True)
+    with pytest.raises(InputError, match="someone/clip is not one"):
+        clip.chosen_model("someone/clip", classroom=True)
+
+
+def test_every_error_a_reader_can_cause_is_the_labs_own() -> None:
+    index = clip.ImageIndex(list("ab"), np.eye(2, dtype=np.float32))
+    for bad in (
+        lambda: clip.check_query(" "),
+        lambda: clip.check_labels([]),
+        lambda: clip.check_template("no slot"),
+        lambda: index.search_vector(np.ones(2, np.float32), 0),
+        lambda: clip.parse_name(" "),
+    ):
+        with pytest.raises(InputError):
+            bad()
+
+
+def test_the_zero_shot_table_lists_the_most_probable_label_first() -> None:
+    from lab.clip import view
+
+    result = clip.ZeroShot(["cat", "dog"], ["a cat", "a dog"], [0.1, 0.3], [0.12, 0.88], 10.0)
+    table = view.zero_shot_table(result)
+    assert table.index("dog") < table.index("cat") and "88.0%" in table and "3.00" in table
+    assert list(view.zero_shot_frame(result)["label"]) == ["cat", "dog"]
+    assert clip.clip_probabilities([0.1, 0.3], 10.0) == pytest.approx([0.11920292, 0.88079708])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from lab import catalog, device
 from lab.cache import CACHE
 from lab.catalog import ModelUnavailable
 from lab.errors import InputError, LabError
-from lab.models.lease import ModelLike, ModelRef, lease_model, ref
+from lab.models.lease import Held, ModelLike, ModelRef, lease_model, ref
 
 VISION_CHAT_DEFAULT = catalog.BLIP2_OPT
 # "auto": 16-bit on a GPU, 8-bit or 4-bit when the GPU's free memory is short, float32 on a CPU.
@@ -36,7 +35,7 @@ class VisionChatPlan:
         return self.quantization or str(self.placement.dtype).removeprefix("torch.")
 
 
-class VisionChatModel:
+class VisionChatModel(Held):
     """A ``Blip2ForConditionalGeneration`` and its ``Blip2Processor``, held as one cache entry.
 
     ``eval``, ``parameters`` and ``buffers`` pass through to the model, so the cache can size it.
@@ -54,15 +53,9 @@ class VisionChatModel:
         self.precision = plan.precision
         self.notes = plan.notes
 
-    def eval(self) -> VisionChatModel:
-        self.model.eval()
-        return self
-
-    def parameters(self) -> Iterator[Any]:
-        return self.model.parameters()
-
-    def buffers(self) -> Iterator[Any]:
-        return self.model.buffers()
+    @property
+    def module(self) -> Any:
+        return self.model
 
     @property
     def query_tokens(self) -> int:

@@ -45,6 +45,27 @@ def _unavailable_on_failure(model_id: str, part: catalog.Part, *, from_hub: bool
         raise catalog.unavailable(model_id, part, reason[:300]) from error
 
 
+class Held:
+    """A model and what comes with it (tokenizer, processor), held as one cache entry.
+
+    ``eval``, ``parameters`` and ``buffers`` pass through to :attr:`module`, so the cache can size it.
+    """
+
+    @property
+    def module(self) -> Any:
+        raise NotImplementedError
+
+    def eval(self) -> Held:
+        self.module.eval()
+        return self
+
+    def parameters(self) -> Iterator[Any]:
+        return self.module.parameters()
+
+    def buffers(self) -> Iterator[Any]:
+        return self.module.buffers()
+
+
 class ModelRef:
     """A model named once and resolved once: its id, an optional folder, and where each part loads from.
 
@@ -138,7 +159,7 @@ def load_tokenizer_uncached(location: str) -> Any:
     """Build a tokenizer from a folder, Hub id or ``tiktoken:<encoding>``, bypassing the cache.
 
     This is what the book does on every call (``AutoTokenizer.from_pretrained``); the lab only calls it
-    on a cache miss, and ``lab.bench`` calls it to measure what the cache saves.
+    on a cache miss, and ``bench.tokenizers`` calls it to measure what the cache saves.
     """
     if location.startswith("tiktoken:"):
         return sources.tiktoken_encoding(location.removeprefix("tiktoken:"))

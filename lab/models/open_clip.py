@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from lab import catalog, device
 from lab.cache import CACHE, Loaded
 from lab.catalog import ModelUnavailable
 from lab.models.clip_convert import _open_clip_cfg_from_transformers, _open_clip_state_from_transformers
-from lab.models.lease import ModelLike, _unavailable_on_failure, lease_model, ref
+from lab.models.lease import Held, ModelLike, _unavailable_on_failure, lease_model, ref
 
 
 class ClipInputs:
@@ -28,7 +27,7 @@ class ClipInputs:
         self.preprocess_cfg = preprocess_cfg
 
 
-class OpenClip:
+class OpenClip(Held):
     """An open_clip CLIP (``net``) with its :class:`ClipInputs`, held as one cache entry.
 
     ``identity`` names these exact weights (a file's path, size and time, or an open_clip tag), so that
@@ -43,15 +42,9 @@ class OpenClip:
         self.device = where.device
         self.dtype = where.dtype
 
-    def eval(self) -> OpenClip:
-        self.net.eval()
-        return self
-
-    def parameters(self) -> Iterator[Any]:
-        return self.net.parameters()
-
-    def buffers(self) -> Iterator[Any]:
-        return self.net.buffers()
+    @property
+    def module(self) -> Any:
+        return self.net
 
 
 class _ClipRecipe:

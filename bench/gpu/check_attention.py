@@ -1,4 +1,4 @@
-"""GPU check of the attention tab: ``python scripts/gpu_check_attention.py`` on a CUDA machine.
+"""GPU check of the attention tab: ``python -m bench.gpu.check_attention`` on a CUDA machine.
 
 Runs the tab's calls on real SmolLM2-135M weights (from ``LAB_MODEL_DIR`` or the packaged GGUF) on the CPU
 in float32 and on CUDA in the lab's dtype (bf16 on Ampere and newer), and checks they agree: same top
@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from lab import attention, device  # noqa: E402
+from bench.timing import median_ms
+from lab import attention, device
 
 PROMPTS = [
     "The capital of France is",
@@ -38,15 +33,9 @@ def on(device_name: str, call):
         os.environ.pop("LAB_DEVICE", None)
 
 
-def median_ms(call, repeats: int = 10) -> float:
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        runs.append(time.perf_counter() - started)
-    return round(statistics.median(runs) * 1000, 1)
+def next_token_ms(prompt: str) -> float:
+    """Median milliseconds of the attention tab's next-token call, the GPU's queue drained each time."""
+    return round(median_ms(lambda: attention.next_token(prompt), 10, cuda_sync=True), 1)
 
 
 def main() -> None:
@@ -81,8 +70,8 @@ def main() -> None:
         "future_weight_max": float(np.abs(result.weights[..., upper]).max()),
     }
     report["next_token_ms"] = {
-        "cpu_fp32": on("cpu", lambda: median_ms(lambda: attention.next_token(PROMPTS[0]))),
-        "gpu": on("cuda", lambda: median_ms(lambda: attention.next_token(PROMPTS[0]))),
+        "cpu_fp32": on("cpu", lambda: next_token_ms(PROMPTS[0])),
+        "gpu": on("cuda", lambda: next_token_ms(PROMPTS[0])),
     }
     report["kv_cache_100_tokens_gpu"] = on(
         "cuda", lambda: attention.kv_cache_timing(PROMPTS[0], new_tokens=100)

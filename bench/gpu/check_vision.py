@@ -1,13 +1,13 @@
-"""GPU check of the chapter 9 tabs: ``python scripts/gpu_check_vision.py [--scale small]`` on a CUDA machine.
+"""GPU check of the chapter 9 tabs: ``python -m bench.gpu.check_vision [--scale small]`` on a CUDA machine.
 
 No CLIP or BLIP-2 weights can be downloaded where this runs, so the architectures are built at full size
 with random weights: speed and memory are real, answers are not.
 
-- CLIP: ``lab.bench_clip.clip_bench`` on the GPU (random ViT-B-32 in the lab's dtype): batched indexing
+- CLIP: ``bench.clip.measure`` on the GPU (random ViT-B-32 in the lab's dtype): batched indexing
   throughput and exact search up to 100k vectors.
 - BLIP-2: a random model of ``Salesforce/blip2-opt-2.7b``'s shape (ViT-g, 32-query Q-Former, OPT-2.7b),
   saved and loaded through ``lab.models.vision_chat_model`` in 16-bit and, with bitsandbytes, in 4-bit:
-  its precision, GPU memory, time to first token and tokens per second (``lab.bench_vision_chat``).
+  its precision, GPU memory, time to first token and tokens per second (``bench.vision_chat.measure``).
 
 ``--scale small`` builds small stand-ins so the script itself can be checked on a CPU.
 """
@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from PIL import Image
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from lab import models, testing, vision_chat  # noqa: E402
-from lab.cache import CACHE  # noqa: E402
+from bench import ROOT
+from bench import clip as clip_bench
+from bench import vision_chat as vision_chat_bench
+from bench.timing import timed
+from lab import models, testing, vision_chat
+from lab.cache import CACHE
 
 BLIP2_ID = "Salesforce/blip2-opt-2.7b"
 FULL = {
@@ -56,30 +57,12 @@ FULL = {
     ),
     "query_tokens": 32,
 }
+# Small stand-ins of the same layout (2 layers of width 64), to check the script itself on a CPU.
+_TINY_BLOCK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
 SMALL = {
-    "vision": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=224,
-        patch_size=14,
-    ),
-    "qformer": dict(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        encoder_hidden_size=64,
-    ),
-    "text": dict(
-        hidden_size=64,
-        word_embed_proj_dim=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        ffn_dim=128,
-        max_position_embeddings=2048,
-    ),
+    "vision": {**FULL["vision"], **_TINY_BLOCK, "intermediate_size": 128},
+    "qformer": {**FULL["qformer"], **_TINY_BLOCK, "intermediate_size": 128, "encoder_hidden_size": 64},
+    "text": {**FULL["text"], **_TINY_BLOCK, "word_embed_proj_dim": 64, "ffn_dim": 128},
     "query_tokens": 32,
 }
 
@@ -110,16 +93,14 @@ def write_blip2_shape(folder: Path, shape: dict) -> Path:
 
 def load_and_caption(folder: Path, quantization: str) -> dict[str, object]:
     """Load through the lab's path in the given precision; GPU memory and one 20-token caption's time."""
-    image = Image.open(Path(__file__).resolve().parent.parent / "assets" / "book" / "images" / "car.png")
+    image = Image.open(ROOT / "assets" / "book" / "images" / "car.png")
     CACHE.clear()
     started = time.perf_counter()
     with models.vision_chat_model(BLIP2_ID, folder, quantization=quantization) as vc:
         load_s = time.perf_counter() - started
         memory_gb = torch.cuda.memory_allocated() / 1e9 if torch.cuda.is_available() else None
         vision_chat.caption(image, model=vc, max_new_tokens=4)  # warm-up
-        started = time.perf_counter()
-        text = vision_chat.caption(image, model=vc, max_new_tokens=20)
-        seconds = time.perf_counter() - started
+        seconds, text = timed(lambda: vision_chat.caption(image, model=vc, max_new_tokens=20), cuda_sync=True)
         return {
             "precision": vc.precision,
             "notes": list(vc.notes),
@@ -135,16 +116,12 @@ def main() -> None:
     parser.add_argument("--scale", choices=["full", "small"], default="full")
     args = parser.parse_args()
     report: dict[str, object] = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    from lab.bench_clip import clip_bench
-
-    clip = clip_bench(quick=args.scale == "small")
+    clip = clip_bench.measure(quick=args.scale == "small")
     report["clip"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in clip.items()}
     print(json.dumps({"clip": report["clip"]}, indent=2, default=str), flush=True)
     work = Path(tempfile.mkdtemp(prefix="lab-blip2-"))
     folder = write_blip2_shape(work / "blip2", FULL if args.scale == "full" else SMALL)
-    from lab.bench_vision_chat import vision_chat_bench
-
-    speed = vision_chat_bench(folder, repeats=2, new_tokens=30, device_name=None)
+    speed = vision_chat_bench.measure(folder, repeats=2, new_tokens=30, device_name=None)
     speed.pop("memory_mb", None)
     report["blip2_16bit_speed"] = speed
     report["blip2_16bit"] = load_and_caption(folder, "none")

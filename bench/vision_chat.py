@@ -1,4 +1,4 @@
-"""Measure the BLIP-2 chat: ``python -m lab.bench_vision_chat [--json]``, or :func:`vision_chat_bench`.
+"""The ``vision_chat`` section: the BLIP-2 chat's speed and memory.
 
 No BLIP-2 weights install without the Hub, so the speed figures come from the tiny random model of
 :func:`lab.testing.write_blip2` (1-layer ViT, Q-Former and OPT), loaded through the lab's own loader and run
@@ -11,24 +11,27 @@ number of tokens every run (random weights would otherwise stop at random places
 - tokens per second: for ``new_tokens`` tokens end to end, and for the decoding steps alone.
 
 Memory by dtype: the tiny model as loaded, and ``Salesforce/blip2-opt-2.7b``'s real architecture counted
-on PyTorch's meta device (shapes only, no weights). BLIP-2 keeps its Q-Former and query tokens in float32
-whatever the dtype; 8-bit and 4-bit figures are estimates (bitsandbytes quantises the linear layers only).
+on PyTorch's meta device (shapes only, no weights), each against float32. BLIP-2 keeps its Q-Former and
+query tokens in float32 whatever the dtype; 8-bit and 4-bit figures are estimates (bitsandbytes quantises
+the linear layers only).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from lab import models, vision_chat
+from bench import ROOT
+from bench.report import Row, Section
+from bench.timing import timed
 
+TITLE = "BLIP-2 visual chat"
 BENCH_ID = "bench/tiny-random-blip2"
-IMAGE = Path(__file__).resolve().parent.parent / "assets" / "book" / "images" / "car.png"
+REAL_ID = "Salesforce/blip2-opt-2.7b"
+IMAGE = ROOT / "assets" / "book" / "images" / "car.png"
 HISTORY = [
     ("Write down what you see in this picture.", "A sports car driving on the road at sunset"),
     ("What colour is it?", "orange"),
@@ -36,11 +39,9 @@ HISTORY = [
 QUESTION = "What would it cost me to drive that car?"
 
 
-def _median_ms(runs: list[float]) -> float:
-    return statistics.median(runs) * 1000
+def _prepare(vc: Any, task: str, new_tokens: int) -> Any:
+    from lab import vision_chat
 
-
-def _prepare(vc: models.VisionChatModel, task: str, new_tokens: int) -> vision_chat.Prepared:
     if task == "caption":
         prepared = vision_chat.prepare_caption(vc, IMAGE, max_new_tokens=new_tokens)
     else:
@@ -51,31 +52,30 @@ def _prepare(vc: models.VisionChatModel, task: str, new_tokens: int) -> vision_c
     return prepared
 
 
-def _time_task(vc: models.VisionChatModel, task: str, new_tokens: int, repeats: int) -> dict[str, Any]:
+def _first_text(vc: Any, task: str, new_tokens: int) -> None:
+    """Start a stream, wait for its first text, and close it (which stops its thread)."""
+    from lab import vision_chat
+
+    stream = vision_chat.generate_stream(vc, _prepare(vc, task, new_tokens))
+    next(stream)
+    stream.close()
+
+
+def _time_task(vc: Any, task: str, new_tokens: int, repeats: int) -> dict[str, Any]:
+    from lab import vision_chat
+
     first, first_text, whole = [], [], []
     for _ in range(repeats + 1):  # the first round warms up (allocations, lazy imports)
-        started = time.perf_counter()
-        prepared = _prepare(vc, task, 1)
-        vision_chat.generate_text(vc, prepared)
-        first.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        stream = vision_chat.generate_stream(vc, _prepare(vc, task, new_tokens))
-        next(stream)
-        first_text.append(time.perf_counter() - started)
-        stream.close()
-
-        started = time.perf_counter()
+        first.append(timed(lambda: vision_chat.generate_text(vc, _prepare(vc, task, 1)))[0])
+        first_text.append(timed(lambda: _first_text(vc, task, new_tokens))[0])
         prepared = _prepare(vc, task, new_tokens)
-        vision_chat.generate_text(vc, prepared)
-        whole.append(time.perf_counter() - started)
-    first, first_text, whole = first[1:], first_text[1:], whole[1:]
-    ttft, total = statistics.median(first), statistics.median(whole)
+        whole.append(timed(lambda p=prepared: vision_chat.generate_text(vc, p))[0])
+    ttft, text, total = (statistics.median(runs[1:]) for runs in (first, first_text, whole))
     return {
         "prompt_tokens": prepared.prompt_tokens,
         "new_tokens": new_tokens,
         "ttft_ms": ttft * 1000,
-        "first_text_ms": _median_ms(first_text),
+        "first_text_ms": text * 1000,
         "total_ms": total * 1000,
         "tokens_per_s": new_tokens / total,
         "decode_tokens_per_s": (new_tokens - 1) / max(total - ttft, 1e-9),
@@ -105,6 +105,12 @@ def _named_sizes(model: Any) -> list[tuple[str, int, bool]]:
     return [(name, p.numel(), name in linear_weights) for name, p in model.named_parameters()]
 
 
+def _kept_in_fp32(model: Any) -> set[str]:
+    # transformers' private list of modules kept in float32 (BLIP-2: the Q-Former and its query tokens);
+    # read here only, as of transformers 5.24.
+    return set(getattr(model, "_keep_in_fp32_modules", None) or [])
+
+
 def real_architecture_memory() -> dict[str, Any]:
     """Parameters and MB by dtype of ``Salesforce/blip2-opt-2.7b`` (ViT-g, Q-Former, OPT-2.7b), no weights."""
     import torch
@@ -124,13 +130,10 @@ def real_architecture_memory() -> dict[str, Any]:
     with torch.device("meta"):  # shapes only: nothing is allocated
         model = Blip2ForConditionalGeneration(config)
     sizes = _named_sizes(model)
-    return {
-        "parameters": sum(n for _, n, _ in sizes),
-        **_bytes_by_dtype(sizes, set(model._keep_in_fp32_modules)),
-    }
+    return {"parameters": sum(n for _, n, _ in sizes), **_bytes_by_dtype(sizes, _kept_in_fp32(model))}
 
 
-def vision_chat_bench(
+def measure(
     folder: str | Path | None = None,
     *,
     repeats: int = 5,
@@ -145,11 +148,12 @@ def vision_chat_bench(
         new_tokens: tokens generated per caption and per answer.
         device_name: where to run (``None``: the lab's choice, e.g. CUDA on a GPU machine).
     """
+    from lab import models, testing
+    from lab.cache import module_nbytes
+
     with tempfile.TemporaryDirectory() as scratch:
         if folder is None:
-            from lab.testing import write_blip2
-
-            folder = write_blip2(Path(scratch) / "tiny-blip2")
+            folder = testing.write_blip2(Path(scratch) / "tiny-blip2")
         started = time.perf_counter()
         with models.vision_chat_model(BENCH_ID, folder, quantization="none", device_name=device_name) as vc:
             load_s = time.perf_counter() - started
@@ -162,64 +166,59 @@ def vision_chat_bench(
             }
             for task in ("caption", "chat"):
                 results[task] = _time_task(vc, task, new_tokens, repeats)
-            from lab.cache import module_nbytes
-
             results["memory_mb"] = {
                 "tiny, as loaded": module_nbytes(vc) / 1e6,
-                "tiny": _bytes_by_dtype(_named_sizes(vc.model), set(vc.model._keep_in_fp32_modules or [])),
-                "Salesforce/blip2-opt-2.7b": real_architecture_memory(),
+                "tiny": _bytes_by_dtype(_named_sizes(vc.model), _kept_in_fp32(vc.model)),
+                REAL_ID: real_architecture_memory(),
             }
     return results
 
 
-def table(results: dict[str, Any]) -> str:
-    """The results as a Markdown table."""
+def section(details: dict[str, Any]) -> Section:
+    """The rows of :func:`measure`'s figures."""
     rows = [
-        ("model", results["model"]),
-        ("device, precision", f"{results['device']}, {results['precision']}"),
-        ("load through the cache (cold)", f"{results['load_s']:.2f} s"),
+        Row(
+            "load through the cache (cold)",
+            details["load_s"],
+            "s",
+            note=f"{details['model']}; {details['device']}, {details['precision']}",
+        )
     ]
     for task in ("caption", "chat"):
-        r = results[task]
+        r = details[task]
         rows += [
-            (
-                f"{task}: time to first token ({r['prompt_tokens']} prompt tokens)",
-                f"{r['ttft_ms']:.1f} ms",
+            Row(
+                f"{task}: time to first token", r["ttft_ms"], "ms", note=f"{r['prompt_tokens']} prompt tokens"
             ),
-            (f"{task}: time to first streamed text", f"{r['first_text_ms']:.1f} ms"),
-            (
-                f"{task}: {r['new_tokens']} tokens",
-                f"{r['total_ms']:.1f} ms = {r['tokens_per_s']:.0f} tokens/s "
-                f"(decoding alone {r['decode_tokens_per_s']:.0f} tokens/s)",
+            Row(f"{task}: time to first streamed text", r["first_text_ms"], "ms"),
+            Row(
+                f"{task}: {r['new_tokens']} tokens end to end",
+                r["tokens_per_s"],
+                "tokens/s",
+                note=f"{r['total_ms']:.1f} ms; decoding alone {r['decode_tokens_per_s']:.0f} tokens/s",
+                better="higher",
             ),
         ]
-    memory = results["memory_mb"]
-    rows.append(("memory of the tiny model as loaded", f"{memory['tiny, as loaded']:.2f} MB"))
-    for name in ("tiny", "Salesforce/blip2-opt-2.7b"):
+    memory = details["memory_mb"]
+    rows.append(Row("memory of the tiny model as loaded", memory["tiny, as loaded"], "MB"))
+    for name in ("tiny", REAL_ID):
         figures = memory[name]
-        dtypes = ", ".join(
-            f"{k} {v / 1000:.2f} GB" if v > 1000 else f"{k} {v:.2f} MB"
-            for k, v in figures.items()
-            if k != "parameters"
-        )
-        params = f" ({figures['parameters'] / 1e9:.2f} B parameters)" if "parameters" in figures else ""
-        rows.append((f"memory by dtype, {name}{params}", dtypes))
-    lines = ["| measure | value |", "| --- | --- |"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    return "\n".join(lines)
+        params = f", {figures['parameters'] / 1e9:.2f} B parameters" if "parameters" in figures else ""
+        for dtype, mb in figures.items():
+            if dtype in ("parameters", "float32"):
+                continue
+            rows.append(
+                Row(
+                    f"weights of {name} in {dtype}",
+                    mb,
+                    "MB",
+                    baseline=figures["float32"],
+                    note=f"baseline: float32{params}",
+                )
+            )
+    return Section(TITLE, rows, details)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Measure the BLIP-2 chat's speed and memory.")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... ('auto' for the lab's choice)")
-    args = parser.parse_args(argv)
-    results = vision_chat_bench(
-        repeats=args.repeats, device_name=None if args.device == "auto" else args.device
-    )
-    print(json.dumps(results, indent=2) if args.json else table(results))
-
-
-if __name__ == "__main__":
-    main()
+def run(quick: bool) -> Section:
+    """The tiny random BLIP-2 on the CPU (2 timed runs per figure, 5 in full), 20 tokens per answer."""
+    return section(measure(repeats=2 if quick else 5))

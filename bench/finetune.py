@@ -1,11 +1,11 @@
-"""Measure fine-tuning: ``python -m lab.bench_finetune [--quick] [--json]``, or :func:`finetune_bench`.
+"""The ``finetune`` section: fine-tuning speed and memory, from real runs through ``lab.finetune.start``.
 
-Every figure comes from real runs through :func:`lab.finetune.start` (a separate training process, as in
-the app), read back from the run's ``metrics.json``:
+Every figure comes from a separate training process, as in the app, read back from the run's
+``metrics.json``:
 
 - the classroom preset on the CPU (SmolLM2-135M, LoRA r=8, batch 2 × 2, offline Wikipedia chats):
   optimizer steps per second, training tokens per second, the training process's peak memory, the time
-  to the first step (process start, data, weights), the whole preset's 40 steps extrapolated against the
+  to the first step (process start, data, weights), all the preset's steps extrapolated against the
   "about 2 minutes on 2 cores" target, and the pre-run estimate against the measured time;
 - with bitsandbytes installed (full run only): the same steps with the base model in 4-bit NF4 on the CPU;
 - on a CUDA GPU: a TinyLlama-sized Llama (1.1 B parameters, random weights: TinyLlama itself is not
@@ -17,23 +17,24 @@ the app), read back from the run's ``metrics.json``:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from lab import finetune
+from bench.report import Row, Section
 
+TITLE = "Fine-tuning"
 BOOK_STEPS, BOOK_T4_SECONDS = 375, 765.0
 H100_BF16_FLOPS = 989e12
 CLASSROOM_TARGET_S = 150.0  # "about 2 minutes on 2 cores", with a quarter's tolerance
 
 
-def _run(config: finetune.FineTuneConfig) -> dict[str, Any]:
+def _run(config: Any) -> dict[str, Any]:
     """Run one fine-tune to the end; its metrics, plus the plan's estimate and the start-up time."""
+    from lab import finetune
+
     job = finetune.start(config, finetune.Runner())
     result = job.wait()
     metrics = json.loads((result.output_dir / "metrics.json").read_text())
@@ -55,6 +56,8 @@ def _run(config: finetune.FineTuneConfig) -> dict[str, Any]:
 
 def classroom_cpu(steps: int, quantize_4bit: bool = False) -> dict[str, Any]:
     """The classroom preset on the CPU for ``steps`` optimizer steps."""
+    from lab import finetune
+
     with tempfile.TemporaryDirectory(prefix="lab-bench-ft-") as folder:
         config = finetune.FineTuneConfig.classroom(
             max_steps=steps, eval_examples=0, output_dir=folder, device="cpu", quantize_4bit=quantize_4bit
@@ -100,6 +103,8 @@ def book_gpu(steps: int) -> dict[str, Any]:
     """The book's settings on a TinyLlama-sized random Llama in 4-bit, on CUDA, with 512-token chats."""
     import torch
 
+    from lab import finetune
+
     with tempfile.TemporaryDirectory(prefix="lab-bench-ft-gpu-") as folder:
         root = Path(folder)
         model = _write_tinyllama_sized(root / "tinyllama-sized")
@@ -135,9 +140,11 @@ def book_gpu(steps: int) -> dict[str, Any]:
     return measured
 
 
-def finetune_bench(quick: bool = False) -> dict[str, Any]:
-    """Fine-tuning speed and memory (see the module docstring); ``quick`` runs fewer steps and sections."""
+def measure(quick: bool = False) -> dict[str, Any]:
+    """Every run of the section (see the module docstring); ``quick`` runs fewer steps and runs."""
     import torch
+
+    from lab import finetune
 
     results: dict[str, Any] = {"cpus": os.cpu_count()}
     results["classroom_cpu"] = classroom_cpu(steps=4 if quick else 12)
@@ -153,47 +160,66 @@ def finetune_bench(quick: bool = False) -> dict[str, Any]:
     return results
 
 
-def table(results: dict[str, Any]) -> str:
-    """A Markdown table of :func:`finetune_bench`'s results."""
-    lines = ["| run | steps/s | tokens/s | peak memory | notes |", "| --- | --- | --- | --- | --- |"]
+def _classroom_rows(label: str, run: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            f"{label}: training speed",
+            run["steps_per_s"],
+            "steps/s",
+            note=f"{run['method']}, {run['steps']} steps, {run['tokens_per_step']:.0f} tokens/step, "
+            f"{run['tokens_per_s']:.0f} tokens/s",
+            better="higher",
+        ),
+        Row(f"{label}: peak memory of the training process", run["peak_memory_mb"], "MB"),
+        Row(f"{label}: start-up to the first step", run["startup_s"], "s"),
+        Row(
+            f"{label}: the preset's {run['preset_steps']} steps (extrapolated)",
+            run["preset_train_s"],
+            "s",
+            note="about 2 minutes on 2 cores",
+            target=CLASSROOM_TARGET_S,
+        ),
+        Row(f"{label}: pre-run estimate ÷ measured time", run["estimate_ratio"], note="1 is a perfect plan"),
+    ]
+
+
+def section(details: dict[str, Any]) -> Section:
+    """The rows of :func:`measure`'s figures; a skipped run is one row saying why."""
+    rows: list[Row] = []
     for key, label in [
         ("classroom_cpu", "classroom preset, CPU"),
         ("classroom_cpu_4bit", "classroom preset, CPU, 4-bit"),
-        ("book_gpu", "book settings, TinyLlama-sized, GPU"),
     ]:
-        row = results.get(key)
-        if not isinstance(row, dict):
-            lines.append(f"| {label} | | | | {row} |")
-            continue
-        if key == "book_gpu":
-            notes = (
-                f"{row['gpu']}: {row['seconds_per_step']:.2f} s/step → 375 steps in "
-                f"{row['book_375_steps_s']:.0f} s (book T4 {row['book_t4_s']:.0f} s, "
-                f"{row['speedup_vs_book_t4']:.1f}× faster; H100 floor {row['h100_floor_375_steps_s']:.0f} s)"
-            )
-        else:
-            target = "met" if row["preset_train_s"] <= CLASSROOM_TARGET_S else "NOT met"
-            notes = (
-                f"{row['method']}, {row['steps']} steps, {row['tokens_per_step']:.0f} tokens/step; the "
-                f"preset's {row['preset_steps']} steps ≈ {row['preset_train_s']:.0f} s (about 2 min, ≤ "
-                f"{CLASSROOM_TARGET_S:.0f} s: {target}); start-up {row['startup_s']:.1f} s; "
-                f"estimate/measured {row['estimate_ratio']:.2f}"
-            )
-        speed = f"{row['steps_per_s']:.3f} | {row['tokens_per_s']:.0f} | {row['peak_memory_mb']:.0f} MB"
-        lines.append(f"| {label} | {speed} | {notes} |")
-    return "\n".join(lines)
+        run = details.get(key)
+        if isinstance(run, dict):
+            rows += _classroom_rows(label, run)
+        elif run is not None:
+            rows.append(Row(label, None, note=run))
+    gpu = details.get("book_gpu")
+    label = "book settings, TinyLlama-sized, GPU"
+    if isinstance(gpu, dict):
+        rows += [
+            Row(
+                f"{label}: training speed",
+                gpu["steps_per_s"],
+                "steps/s",
+                note=f"{gpu['gpu']}, {gpu['tokens_per_s']:.0f} tokens/s, "
+                f"peak memory {gpu['peak_memory_mb']:.0f} MB",
+                better="higher",
+            ),
+            Row(
+                f"{label}: the book's {BOOK_STEPS} steps (projected)",
+                gpu["book_375_steps_s"],
+                "s",
+                baseline=gpu["book_t4_s"],
+                note=f"baseline: the book's T4; H100 FLOP floor {gpu['h100_floor_375_steps_s']:.0f} s",
+            ),
+        ]
+    elif gpu is not None:
+        rows.append(Row(label, None, note=gpu))
+    return Section(TITLE, rows, details)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Measure fine-tuning speed and memory.")
-    parser.add_argument("--quick", action="store_true", help="fewer steps, no 4-bit CPU run")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    started = time.time()
-    results = finetune_bench(quick=args.quick)
-    results["bench_s"] = time.time() - started
-    print(json.dumps(results, indent=2) if args.json else table(results))
-
-
-if __name__ == "__main__":
-    main()
+def run(quick: bool) -> Section:
+    """4 classroom steps on the CPU when ``quick`` (12 in full, plus 6 in 4-bit), and the GPU run if any."""
+    return section(measure(quick))

@@ -1,4 +1,4 @@
-"""Check the foundation's GPU paths on a CUDA machine: ``python scripts/gpu_check.py``.
+"""Check the foundation's GPU paths on a CUDA machine: ``python -m bench.gpu.check``.
 
 CI has no GPU, so this script is run by hand (or on a lent GPU machine) and its output goes into the
 issue notes. It checks, through the lab's own code:
@@ -15,18 +15,14 @@ issue notes. It checks, through the lab's own code:
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from lab import cache, device, models  # noqa: E402
+from bench.timing import timed
+from lab import cache, device, models
 
 SMOLLM2_SHAPE = dict(
     hidden_size=576,
@@ -58,14 +54,12 @@ def tokens_per_second(model, device_name: str, new_tokens: int, use_cache: bool)
         pad_token_id=0,
         eos_token_id=None,
     )
-    model.generate(ids, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})  # warm-up
-    if device_name.startswith("cuda"):
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    model.generate(ids, **kwargs)
-    if device_name.startswith("cuda"):
-        torch.cuda.synchronize()
-    return new_tokens / (time.perf_counter() - started)
+    on_gpu = device_name.startswith("cuda")
+    timed(
+        lambda: model.generate(ids, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4}), cuda_sync=on_gpu
+    )
+    seconds, _ = timed(lambda: model.generate(ids, **kwargs), cuda_sync=on_gpu)
+    return new_tokens / seconds
 
 
 def main() -> None:

@@ -1,7 +1,4 @@
-"""Measure CLIP search: ``python -m lab.bench_clip`` prints a table (``--json``: the same as JSON).
-
-:func:`clip_bench` is the ``clip`` section of ``python -m lab.bench``. Every speed is reported next to a
-naive baseline measured in the same run, as a ratio, so the numbers compare across machines:
+"""The ``clip`` section: CLIP indexing and search, each against a naive baseline measured in the same run.
 
 - indexing: images per second through :meth:`lab.clip.ImageIndex.build` (open, hash, batched forward on
   the lab's device and dtype, normalise, store) against a loop that embeds one image at a time, with
@@ -14,30 +11,23 @@ naive baseline measured in the same run, as a ratio, so the numbers compare acro
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-TARGETS = {"clip_query_ms_10k": 20.0}
+from bench.report import Row, Section
+from bench.timing import median_ms, timed
+
+TITLE = "CLIP search"
+QUERY_TARGET_MS = {"10k": 20.0}
 DIM = 512
-
-
-def _median_ms(run: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def random_vit_b_32() -> Path:
@@ -107,28 +97,29 @@ def _scratch_cache() -> Iterator[None]:
                 os.environ["LAB_CACHE_DIR"] = previous
 
 
-def indexing(model: Any, count: int) -> dict[str, float]:
-    """Images per second: ImageIndex.build (batched) against one image at a time through the model."""
+def _embed_one_at_a_time(model: Any, images: list[tuple[str, Any]]) -> None:
+    """The book's way: one image per forward pass."""
     import torch
 
+    for _, image in images:
+        with model.lease() as loaded, torch.inference_mode():
+            pixels = loaded.inputs.preprocess(image).unsqueeze(0).to(loaded.device, loaded.dtype)
+            features = loaded.net.encode_image(pixels)
+            (features / features.norm(dim=-1, keepdim=True)).float().cpu().numpy()
+
+
+def indexing(model: Any, count: int) -> dict[str, float]:
+    """Images per second: ImageIndex.build (batched) against one image at a time through the model."""
     from lab import clip
 
     images = distinct_images(count + 8)
     warm, images = images[:8], images[8:]
     with _scratch_cache():
         clip.ImageIndex.build(warm, model)  # first use: allocator, kernels and threads warm up here
-        started = time.perf_counter()
-        index = clip.ImageIndex.build(images, model)
-        batched = time.perf_counter() - started
+        batched, index = timed(lambda: clip.ImageIndex.build(images, model))
     assert index.computed == count, "the bench must compute every embedding, not read them from disk"
     naive_count = max(4, count // 4)
-    started = time.perf_counter()
-    for _, image in images[:naive_count]:
-        with model.lease() as loaded, torch.inference_mode():  # the book's way: one image per call
-            pixels = loaded.inputs.preprocess(image).unsqueeze(0).to(loaded.device, loaded.dtype)
-            features = loaded.net.encode_image(pixels)
-            (features / features.norm(dim=-1, keepdim=True)).float().cpu().numpy()
-    naive = time.perf_counter() - started
+    naive, _ = timed(lambda: _embed_one_at_a_time(model, images[:naive_count]))
     batched_rate, naive_rate = count / batched, naive_count / naive
     return {
         "clip_index_images": count,
@@ -143,33 +134,32 @@ def _naive_search(vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
     return sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:k]
 
 
+def _size_label(size: int) -> str:
+    return f"{size // 1000}k"
+
+
 def searching(sizes: list[int], repeats: int) -> dict[str, float]:
     """Milliseconds per query (k = 8) over synthetic unit vectors, exact, against a Python loop."""
+    from lab import clip
+
     rng = np.random.default_rng(0)
     results: dict[str, float] = {}
     for size in sizes:
-        label = f"{size // 1000}k"
-        exact, naive = _search_at(size, rng, repeats)
+        label = _size_label(size)
+        vectors = rng.standard_normal((size, DIM), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        index = clip.ImageIndex([str(i) for i in range(size)], vectors, backend="exact")
+        queries = iter(vectors[rng.integers(0, size, repeats)])
+        exact = median_ms(lambda index=index, queries=queries: index.search_vector(next(queries), 8), repeats)
+        naive = median_ms(lambda v=vectors: _naive_search(v, v[0], 8), max(1, repeats // 20))
         results[f"clip_query_ms_{label}"] = exact
         results[f"clip_naive_query_ms_{label}"] = naive
         results[f"clip_query_speedup_{label}"] = naive / exact
     return results
 
 
-def _search_at(size: int, rng: np.random.Generator, repeats: int) -> tuple[float, float]:
-    from lab import clip
-
-    vectors = rng.standard_normal((size, DIM), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = clip.ImageIndex([str(i) for i in range(size)], vectors, backend="exact")
-    queries = iter(vectors[rng.integers(0, size, repeats)])
-    exact = _median_ms(lambda: index.search_vector(next(queries), 8), repeats)
-    naive = _median_ms(lambda: _naive_search(vectors, vectors[0], 8), max(1, repeats // 20))
-    return exact, naive
-
-
-def clip_bench(quick: bool = False) -> dict[str, Any]:
-    """The ``clip`` section of ``python -m lab.bench``: indexing speed, query latency, and their baselines."""
+def measure(quick: bool = False) -> dict[str, Any]:
+    """Every figure of the section: indexing speed, query latency, and their baselines."""
     from lab import clip
 
     model, which = bench_model()
@@ -181,59 +171,42 @@ def clip_bench(quick: bool = False) -> dict[str, Any]:
     results.update(searching(sizes, repeats=20 if quick else 100))
     model.embed_texts(["warm up"])
     words = iter(f"a photo of thing number {n}" for n in range(10_000))
-    results["clip_text_encode_ms"] = _median_ms(lambda: model.embed_texts([next(words)]), 5 if quick else 30)
+    results["clip_text_encode_ms"] = median_ms(lambda: model.embed_texts([next(words)]), 5 if quick else 30)
     results["clip_exact_limit"] = clip.EXACT_LIMIT
     return results
 
 
-def clip_table(results: dict[str, Any]) -> str:
-    """The measures as markdown rows (``| measure | value | target | met |``), for lab.bench's table."""
-    rows: list[tuple[str, str, str, bool | None]] = [
-        (
-            f"CLIP indexing, {results['clip_index_images']} images, {results['clip_model']} "
-            f"on {results['clip_device']} {results['clip_dtype']}",
-            f"{results['clip_index_images_per_s']:.1f} img/s",
-            "",
-            None,
+def section(details: dict[str, Any]) -> Section:
+    """The rows of :func:`measure`'s figures (only the search sizes it measured)."""
+    rows = [
+        Row(
+            f"CLIP indexing, {details['clip_index_images']} images",
+            details["clip_index_images_per_s"],
+            "img/s",
+            baseline=details["clip_naive_images_per_s"],
+            note=f"{details['clip_model']} on {details['clip_device']} {details['clip_dtype']}; "
+            "baseline: one image at a time",
+            better="higher",
         ),
-        ("same, one image at a time (naive)", f"{results['clip_naive_images_per_s']:.1f} img/s", "", None),
-        ("speed-up of batching", f"{results['clip_index_speedup']:.1f}×", "", None),
-        ("CLIP text query embedding", f"{results['clip_text_encode_ms']:.1f} ms", "", None),
+        Row("CLIP text query embedding", details["clip_text_encode_ms"], "ms"),
     ]
-    for label in ("1k", "10k", "100k"):
-        key = f"clip_query_ms_{label}"
-        if key not in results:
+    for size in (1_000, 10_000, 100_000):
+        label = _size_label(size)
+        if f"clip_query_ms_{label}" not in details:
             continue
-        target = TARGETS.get(key)
         rows.append(
-            (
+            Row(
                 f"CLIP search over {label} images (exact, k=8)",
-                f"{results[key]:.2f} ms",
-                f"< {target:.0f} ms" if target else "",
-                results[key] < target if target else None,
+                details[f"clip_query_ms_{label}"],
+                "ms",
+                baseline=details[f"clip_naive_query_ms_{label}"],
+                note="baseline: a Python loop over the images",
+                target=QUERY_TARGET_MS.get(label),
             )
         )
-        naive = results[f"clip_naive_query_ms_{label}"]
-        rows.append((f"same, Python loop over {label} images", f"{naive:.1f} ms", "", None))
-        rows.append((f"speed-up at {label}", f"{results[f'clip_query_speedup_{label}']:.0f}×", "", None))
-    return "\n".join(
-        f"| {name} | {value} | {target} | {'' if met is None else ('yes' if met else 'NO')} |"
-        for name, value, target, met in rows
-    )
+    return Section(TITLE, rows, details)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Measure CLIP indexing and search speed.")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--quick", action="store_true", help="fewer images and repetitions (for tests)")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results = clip_bench(quick=args.quick)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print("| measure | value | target | met |\n| --- | --- | --- | --- |\n" + clip_table(results))
-
-
-if __name__ == "__main__":
-    main()
+def run(quick: bool) -> Section:
+    """Indexing (32 images on a CPU, 128 in full) and search over 1k and 10k vectors (and 100k in full)."""
+    return section(measure(quick))

@@ -1,0 +1,37 @@
+"""Measure the lab: ``python -m bench`` prints one table of every section, ``--json`` the same as JSON.
+
+Every figure is measured in the one command on this machine, and speed is reported next to a baseline
+measured in the same run (the book's or the naive way), as a ratio, so the numbers compare across machines.
+
+Each section is a module of this package with one contract: ``TITLE`` (its heading) and
+``run(quick: bool) -> Section`` (its rows, see :mod:`bench.report`); ``quick`` makes fewer repetitions.
+
+- ``startup``: app import time and time to first page (``python app.py`` from the repository root);
+- ``tokenizers``: ``tokens.compare`` warm against reloading every tokenizer on every call;
+- ``attention``: the attention tab's calls warm against ``from_pretrained`` for each call;
+- ``topics``: first fit, refit and the interactive map against BERTopic refitting from scratch;
+- ``clip``: batched indexing against one image at a time, exact search against a Python loop;
+- ``vision_chat``: BLIP-2's time to first token and tokens per second, and its memory by dtype;
+- ``finetune``: the classroom preset's training speed on the CPU (the book's settings on a GPU).
+
+The GPU checks, run by hand on a CUDA machine, are in :mod:`bench.gpu`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.report import Section
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("startup", "tokenizers", "attention", "topics", "clip", "vision_chat", "finetune")
+
+
+def run_section(name: str, quick: bool = False) -> Section:
+    """Run one section by name (one of :data:`SECTIONS`), importing its module only now."""
+    if name not in SECTIONS:
+        raise ValueError(f"unknown bench section {name!r}; choose from {', '.join(SECTIONS)}")
+    return importlib.import_module(f"bench.{name}").run(quick)

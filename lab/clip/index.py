@@ -1,0 +1,280 @@
+"""Search a gallery: image embeddings kept on disk, an index of them, and cosine ranking.
+
+Image embeddings are kept under ``LAB_CACHE_DIR/clip-embeddings/<model>/``, keyed by the image's pixels, so
+a restart or a second user does not compute them again. Search is exact cosine (one matrix product) up to
+:data:`EXACT_LIMIT` images; above that, an approximate faiss index is used when ``faiss-cpu`` is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lab import config
+from lab.clip.model import ClipModel
+from lab.clip.prepare import ImageSource, PreparedImage, check_query, prepare_image
+from lab.errors import InputError, LabError
+from lab.images import BadImage
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+GALLERY_DIR = ASSETS / "gallery"
+BOOK_IMAGES = ASSETS / "book" / "images"
+
+# The book's captions of its three images (chapter 9), in the order of its similarity matrix.
+BOOK_CAPTIONS = {
+    "puppy.png": "a puppy playing in the snow",
+    "cat.png": "a pixelated image of a cute cat",
+    "car.png": "A supercar on the road with the sunset in the background",
+}
+
+EXACT_LIMIT = 100_000  # exact search (n × d matrix product) stays in milliseconds up to here
+GALLERY_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+class EmbeddingStore:
+    """Image embeddings on disk, one ``.npy`` per (model, image pixels); safe for several processes."""
+
+    def __init__(self, model_key: str) -> None:
+        self.folder = config.cache_dir() / "clip-embeddings" / model_key
+
+    def _path(self, digest: str) -> Path:
+        return self.folder / digest[:2] / f"{digest}.npy"
+
+    def get(self, digest: str) -> np.ndarray | None:
+        try:
+            return np.load(self._path(digest), allow_pickle=False)
+        except (OSError, ValueError):  # absent, or cut short by a crash: compute it again
+            return None
+
+    def put(self, digest: str, vector: np.ndarray) -> None:
+        path = self._path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        with open(partial, "wb") as handle:
+            np.save(handle, vector.astype(np.float32))
+        os.replace(partial, path)  # atomic: a reader sees the old file or the whole new one
+
+
+def vectors_of(prepared: Sequence[PreparedImage], model: ClipModel) -> tuple[np.ndarray, int]:
+    """Embeddings of prepared images, from disk where known; returns them and how many were computed."""
+    if not prepared:
+        return np.zeros((0, model.embed_dim), np.float32), 0
+    store = EmbeddingStore(model.key)
+    vectors: list[np.ndarray | None] = [store.get(p.digest) for p in prepared]
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    if missing:
+        fresh = model.embed_images([prepared[i].image for i in missing])
+        for i, vector in zip(missing, fresh):
+            store.put(prepared[i].digest, vector)
+            vectors[i] = vector
+    return np.stack(vectors).astype(np.float32), len(missing)
+
+
+def named_images(images: Sequence[Any] | Mapping[str, ImageSource]) -> list[tuple[str, ImageSource]]:
+    """``(id, source)`` pairs from a mapping, pairs, paths (id: the file name) or bare images/bytes."""
+    if isinstance(images, Mapping):
+        pairs = [(str(k), v) for k, v in images.items()]
+    else:
+        pairs = []
+        for number, item in enumerate(images, start=1):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                pairs.append(item)
+            elif isinstance(item, (str, Path)):
+                pairs.append((Path(item).name, item))
+            else:
+                pairs.append((f"image {number}", item))
+    seen: set[str] = set()
+    repeated = sorted({name for name, _ in pairs if name in seen or seen.add(name)})
+    if repeated:
+        raise InputError(
+            f"Each image needs its own id; {', '.join(repeated)} appear more than once. "
+            "Pass (id, image) pairs to name them."
+        )
+    return pairs
+
+
+def default_gallery() -> list[tuple[str, Path]]:
+    """The default gallery: the book's three images, then the photos of ``assets/gallery``."""
+    book = [BOOK_IMAGES / name for name in BOOK_CAPTIONS]
+    photos = sorted(p for p in GALLERY_DIR.iterdir() if p.suffix.lower() in GALLERY_SUFFIXES)
+    return [(p.name, p) for p in [*book, *photos]]
+
+
+# -- search ----------------------------------------------------------------------------------------
+
+
+class EmptyGallery(InputError):
+    """No image could be indexed."""
+
+
+class FaissMissing(LabError, ImportError):
+    """Approximate search was asked for, and ``faiss-cpu`` is not installed."""
+
+
+@dataclass
+class ImageIndex:
+    """Unit-length image embeddings with their ids; queries rank them by cosine similarity.
+
+    Build with :meth:`build`. ``problems`` lists the images that could not be used (the others are
+    indexed), ``notes`` what was done to the rest (converted, cropped), ``computed`` how many embeddings
+    were computed rather than read from disk.
+    """
+
+    ids: list[str]
+    vectors: np.ndarray  # (n, embed_dim) float32, unit rows
+    model: ClipModel | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    computed: int = 0
+    backend: Literal["auto", "exact", "faiss"] = "auto"
+    _approximate: Any = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def build(
+        cls,
+        images: Sequence[Any] | Mapping[str, ImageSource],
+        model: ClipModel,
+        *,
+        backend: Literal["auto", "exact", "faiss"] = "auto",
+    ) -> ImageIndex:
+        """Embed a gallery (in batches, with a progress bar) and index it.
+
+        Args:
+            images: paths (the file name is the id), ``(id, image)`` pairs, or ``{id: image}``; an image
+                is a path, the file's bytes or a PIL image.
+            model: from :func:`load`.
+            backend: ``"exact"`` cosine by matrix product, ``"faiss"`` (needs ``faiss-cpu``), or ``"auto"``:
+                faiss only above :data:`EXACT_LIMIT` images, when installed.
+
+        Raises:
+            EmptyGallery: no image could be used (the message lists why).
+        """
+        from tqdm.auto import tqdm
+
+        pairs = named_images(images)
+        ids: list[str] = []
+        parts: list[np.ndarray] = []
+        problems: list[str] = []
+        notes: list[str] = []
+        computed = 0
+        # Open, hash and embed one batch at a time, so a large gallery never sits decoded in memory.
+        with tqdm(total=len(pairs), desc="Embedding images", unit="img") as bar:
+            for start in range(0, len(pairs), model.batch_size):
+                prepared = []
+                for name, source in pairs[start : start + model.batch_size]:
+                    try:
+                        prepared.append(prepare_image(source, name))
+                    except BadImage as error:
+                        problems.append(str(error))
+                vectors, fresh = vectors_of(prepared, model)
+                ids += [p.id for p in prepared]
+                notes += [note for p in prepared for note in p.notes]
+                parts.append(vectors)
+                computed += fresh
+                bar.update(len(pairs[start : start + model.batch_size]))
+        if not ids:
+            why = " ".join(problems) if problems else "The gallery is empty."
+            raise EmptyGallery(f"No images to search. {why}".strip())
+        return cls(ids, np.concatenate(parts), model, problems, notes, computed, backend)
+
+    def extend(self, images: Sequence[Any] | Mapping[str, ImageSource]) -> ImageIndex:
+        """A new index holding this one's images and ``images`` (this one is not changed)."""
+        added = ImageIndex.build(images, self._model(), backend=self.backend)
+        clash = sorted(set(self.ids) & set(added.ids))
+        if clash:
+            raise InputError(f"The gallery already has an image called {', '.join(clash)}.")
+        return ImageIndex(
+            self.ids + added.ids,
+            np.concatenate([self.vectors, added.vectors]),
+            self.model,
+            added.problems,
+            added.notes,
+            added.computed,
+            self.backend,
+        )
+
+    def _model(self) -> ClipModel:
+        if self.model is None:
+            raise ValueError("This index was built from vectors alone; give it a model to embed queries.")
+        return self.model
+
+    # -- queries -------------------------------------------------------------------------------------
+    def text_scores(self, query: str) -> np.ndarray:
+        """Cosine similarity of every indexed image to a text, ``(n,)``."""
+        return self.vectors @ self._model().embed_texts([check_query(query)])[0]
+
+    def image_scores(self, image: ImageSource) -> np.ndarray:
+        """Cosine similarity of every indexed image to an image, ``(n,)``."""
+        return self.vectors @ image_vector(image, self._model())
+
+    def search_text(self, query: str, k: int = 8) -> list[tuple[str, float]]:
+        """The ``k`` images closest to a text: ``[(id, cosine), ...]``, best first."""
+        return self.search_vector(self._model().embed_texts([check_query(query)])[0], k)
+
+    def search_image(self, image: ImageSource, k: int = 8) -> list[tuple[str, float]]:
+        """The ``k`` images closest to an image (an indexed image itself comes first, at cosine 1)."""
+        return self.search_vector(image_vector(image, self._model()), k)
+
+    def search_vector(self, query: np.ndarray, k: int = 8) -> list[tuple[str, float]]:
+        """The ``k`` images closest to a unit vector, best first."""
+        if k < 1:
+            raise InputError("Ask for at least one result (k ≥ 1).")
+        k = min(k, len(self.ids))
+        if self._uses_faiss():
+            scores, rows = self._faiss().search(query.astype(np.float32)[None, :], k)  # (1, k) each
+            return [(self.ids[r], float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        return self.top(self.vectors @ query, k)
+
+    def top(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The ``k`` highest of ``scores`` (one per image) as ``[(id, score), ...]``, best first."""
+        k = max(1, min(k, len(scores)))
+        # argpartition finds the k best in O(n); only those k are then sorted.
+        rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        rows = rows[np.argsort(-scores[rows], kind="stable")]
+        return [(self.ids[r], float(scores[r])) for r in rows]
+
+    def _uses_faiss(self) -> bool:
+        if self.backend == "exact":
+            return False
+        if self.backend == "faiss":
+            return True
+        return len(self.ids) > EXACT_LIMIT and _faiss_installed()
+
+    def _faiss(self) -> Any:
+        if self._approximate is None:
+            self._approximate = faiss_index(self.vectors)
+        return self._approximate
+
+
+def _faiss_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
+
+
+def faiss_index(vectors: np.ndarray) -> Any:
+    """An HNSW graph over unit vectors with inner-product scores (= cosine); needs ``faiss-cpu``."""
+    try:
+        import faiss
+    except ImportError:
+        raise FaissMissing(
+            "Approximate search over very large galleries needs faiss: pip install faiss-cpu"
+        ) from None
+    index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efSearch = 128  # recall over speed: a gallery search is one query at a time
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def image_vector(image: ImageSource, model: ClipModel, name: str = "the query image") -> np.ndarray:
+    """The unit embedding of one image (from disk if this image was embedded before)."""
+    vectors, _ = vectors_of([prepare_image(image, name)], model)
+    return vectors[0]
