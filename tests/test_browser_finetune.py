@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ARTIFACTS
+from tests.helpers import ARTIFACTS, serve_tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT = 180_000
@@ -13,27 +13,15 @@ POINTS = "() => document.querySelectorAll('#ft-loss .scatterlayer .trace:first-c
 
 @pytest.fixture(scope="module")
 def finetune_server():
-    import gradio as gr
-
-    import app
     import tabs.finetune
-    from tests.conftest import local_settings
 
-    settings = local_settings()
-    with gr.Blocks() as demo, gr.Tab("Fine-tune · ch. 12"):
-        tabs.finetune.build(demo, settings)
-    yield app.serve(demo, settings, block=False)
-    demo.close()
+    with serve_tab(tabs.finetune.build, "Fine-tune · ch. 12", "finetune") as url:
+        yield url
 
 
 @pytest.fixture
-def page(browser, finetune_server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.goto(finetune_server)
-    page.locator("#ft-start").wait_for(timeout=TIMEOUT)
-    yield page
-    context.close()
+def page(open_page, finetune_server):
+    return open_page(finetune_server, wait_for="#ft-start")
 
 
 def test_quick_preset_previews_trains_with_a_growing_loss_curve_and_cancels(page):
@@ -61,3 +49,4 @@ def test_quick_preset_previews_trains_with_a_growing_loss_curve_and_cancels(page
         "() => document.querySelector('#ft-status')?.innerText.includes('Cancelled')", timeout=30_000
     )
     assert page.locator("#ft-bar").get_attribute("data-status") == "cancelled"
+    assert not page.outside_requests and not page.script_errors

@@ -21,17 +21,13 @@ import pytest
 
 from lab import finetune, testing
 from lab.finetune import FineTuneConfig
+from tests.helpers import ROOT, local_settings, serve_tab
 
 CHATS = [
     {"messages": [{"role": "user", "content": f"Tell me about item {i}."},
                   {"role": "assistant", "content": f"Item {i} is a token of the model."}]}
     for i in range(24)
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return testing.write_llama_causal_lm(tmp_path_factory.mktemp("finetune") / "tiny-llama")
 
 
 @pytest.fixture
@@ -145,12 +141,82 @@ def test_tiny_random_merge_writes_a_16_bit_model_that_answers_as_base_plus_adapt
     assert not any("merged" in name for name in archive.namelist())
 
 
+def test_closing_the_compare_stream_leaves_no_generation_thread_and_frees_the_model(tiny_llama, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lab import cache, streaming
+    from lab.finetune import compare
+
+    assert compare.answer_stream.lab_forward  # the one forward wrapper: ZeroGPU, OOM guard
+    adapter = tmp_path / "adapter"
+    lora = LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), lora).save_pretrained(adapter)
+    stream = finetune.generate_pair_stream("Tell me about item 3.", str(tiny_llama), adapter, 200)
+    next(stream), next(stream)
+    assert streaming.running_threads()  # the base model is answering
+    stream.close()  # what Gradio does on Stop or a closed page
+    assert streaming.running_threads() == []  # at once: closing joins the thread
+    assert sum(entry.leases for entry in cache.stats()) == 0
+
+
 def test_each_run_gets_a_new_folder_that_is_never_reused(tmp_path):
     first, second = finetune.new_run_dir(tmp_path), finetune.new_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
     assert finetune.run_dir(first.name, tmp_path) == first
     with pytest.raises(ValueError, match="not a run id"):
         finetune.run_dir("../../etc", tmp_path)
+
+
+def test_a_plain_script_without_a_main_guard_can_start_a_run(tiny_llama, tmp_path, chats_file):
+    """The training process is a command: nothing of the calling script is imported again."""
+    import subprocess
+    import sys
+
+    config = tiny(tiny_llama, tmp_path, chats_file, max_steps=2)
+    script = tmp_path / "train.py"
+    script.write_text(
+        "from lab import finetune\n"
+        f"config = finetune.FineTuneConfig.from_dict({config.to_dict()!r})\n"
+        "job = finetune.start(config)\n"
+        "result = job.wait(timeout=180)\n"
+        "print('status:', result.status, len(result.losses))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # where the project is not installed, as a user would
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "status: done 2" in done.stdout
+    (folder,) = (tmp_path / "runs").iterdir()
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert events[-1] == {"type": "end", "status": "done"}
+    assert "crashed" not in (folder / "log.txt").read_text()
+
+
+def test_the_worker_is_a_command_on_a_run_folder(tiny_llama, tmp_path, chats_file):
+    """`python -m lab.finetune.worker RUN_DIR` trains the run its settings.json describes."""
+    import subprocess
+    import sys
+
+    from lab.finetune import jobs, runs
+
+    config = tiny(tiny_llama, tmp_path, chats_file, max_steps=2, eval_examples=0)
+    folder = runs.new_run_dir(config.output_dir)
+    runs.write_settings(folder, config, finetune.plan(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "lab.finetune.worker", str(folder)],
+        env=jobs.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2]
+    assert events[-1] == {"type": "end", "status": "done"}
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((folder / "metrics.json").read_text())["steps"] == 2
 
 
 # -- queue and cancel ---------------------------------------------------------------------------------
@@ -183,7 +249,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def test_tiny_random_cancel_during_model_loading(tiny_llama, tmp_path, chats_file, runner, monkeypatch):
-    from lab.finetune_worker import LOAD_DELAY_ENV
+    from lab.finetune.worker import LOAD_DELAY_ENV
 
     monkeypatch.setenv(LOAD_DELAY_ENV, "60")  # the worker blocks as a long weight load would
     job = finetune.start(tiny(tiny_llama, tmp_path, chats_file), runner)
@@ -197,7 +263,7 @@ def test_tiny_random_cancel_during_model_loading(tiny_llama, tmp_path, chats_fil
 
 
 def test_tiny_random_second_start_queues_then_runs(tiny_llama, tmp_path, chats_file, runner, monkeypatch):
-    from lab.finetune_worker import LOAD_DELAY_ENV
+    from lab.finetune.worker import LOAD_DELAY_ENV
 
     monkeypatch.setenv(LOAD_DELAY_ENV, "60")
     first = finetune.start(tiny(tiny_llama, tmp_path, chats_file), runner)
@@ -217,7 +283,7 @@ def test_tiny_random_second_start_queues_then_runs(tiny_llama, tmp_path, chats_f
 def test_cancelling_a_queued_run_removes_it_from_the_queue(
     tiny_llama, tmp_path, chats_file, runner, monkeypatch
 ):
-    from lab.finetune_worker import LOAD_DELAY_ENV
+    from lab.finetune.worker import LOAD_DELAY_ENV
 
     monkeypatch.setenv(LOAD_DELAY_ENV, "60")
     jobs = [finetune.start(tiny(tiny_llama, tmp_path, chats_file), runner) for _ in range(3)]
@@ -280,7 +346,9 @@ def test_tiny_random_4bit_runs_when_bitsandbytes_can(tmp_path, chats_file, runne
 def test_4bit_without_bitsandbytes_on_cuda_is_refused_and_on_cpu_falls_back(monkeypatch):
     import torch
 
-    monkeypatch.setattr(finetune, "bitsandbytes_4bit", lambda: (False, "bitsandbytes is not installed"))
+    from lab.finetune import estimate
+
+    monkeypatch.setattr(estimate, "bitsandbytes_4bit", lambda: (False, "bitsandbytes is not installed"))
     config = FineTuneConfig(quantize_4bit=True)
     method, notes = finetune.choose_method(config, "cpu")
     assert method == "lora-fp32" and "plain LoRA" in notes[0]
@@ -501,6 +569,58 @@ def test_ultrachat_offline_says_what_to_use_instead():
         finetune.load_conversations("ultrachat", 3000)
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seed": "x"}, "Seed must be a whole number, not 'x'"),
+        ({"lora_alpha": "big"}, "LoRA alpha must be a number, not 'big'"),
+        ({"r": 8.0}, "LoRA rank r must be a whole number, not 8.0"),
+        ({"merge": "yes"}, "Merge must be true or false"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused_in_the_labs_words(changes, message):
+    from lab.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        finetune.start(FineTuneConfig.from_dict(changes), finetune.Runner())
+
+
+def test_form_values_become_a_config_and_bad_ones_are_named():
+    from lab.errors import InputError
+
+    form = {**FineTuneConfig.classroom().to_dict(), "r": 16.0, "seed": 7.0, "upload": None}
+    del form["step_cap"], form["output_dir"], form["device"]
+    config = finetune.from_form(form, step_cap=60)
+    assert config.r == 16 and isinstance(config.r, int) and config.seed == 7 and config.step_cap == 60
+    assert config.target_modules == finetune.BOOK_TARGET_MODULES
+    with pytest.raises(InputError, match="Seed must be a whole number, not 1.5"):
+        finetune.from_form({**form, "seed": 1.5})
+    with pytest.raises(InputError, match="Upload a JSONL file"):
+        finetune.from_form({**form, "dataset": "upload"})
+    assert finetune.from_form({**form, "dataset": "upload", "upload": "/x/chats.jsonl"}).dataset == (
+        "/x/chats.jsonl"
+    )
+
+
+def test_the_tabs_form_maps_to_the_config_and_back():
+    """One table (field name → widget) reads the form into a config and writes a preset into the form."""
+    import gradio as gr
+
+    import tabs.finetune as tab
+    from lab.errors import InputError
+
+    settings = local_settings()
+    with gr.Blocks():
+        _, form = tab.form_widgets(finetune.BOOK_PRESET, settings)
+    book = finetune.PRESETS[finetune.BOOK_PRESET]
+    assert form["r"].value == 64 and form["dataset"].value == "ultrachat"  # widgets start at the preset
+    shown = tab.to_form(form, book)
+    assert set(shown) == {widget for name, widget in form.items() if name != "upload"}
+    assert tab.to_config(form, {**shown, form["upload"]: None}, settings) == book
+    with pytest.raises(InputError, match="Seed must be a whole number, not 0.5"):
+        tab.to_config(form, {**shown, form["upload"]: None, form["seed"]: 0.5}, settings)
+
+
 def test_unknown_settings_are_named():
     with pytest.raises(ValueError, match="unknown setting.*rank"):
         FineTuneConfig.from_dict({"rank": 8})
@@ -542,19 +662,11 @@ def test_qlora_4bit_steps_on_cuda_with_the_books_optimizer(tmp_path, chats_file,
 
 
 @pytest.fixture(scope="module")
-def finetune_app(tmp_path_factory):
-    import gradio as gr
-
-    import app
+def finetune_app():
     import tabs.finetune
-    from tests.conftest import local_settings
 
-    settings = local_settings()
-    with gr.Blocks() as demo:
-        tabs.finetune.build(demo, settings)
-    url = app.serve(demo, settings, block=False)
-    yield url
-    demo.close()
+    with serve_tab(tabs.finetune.build, "QLoRA fine-tune · ch. 12", "finetune") as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -1,11 +1,18 @@
-"""The training process of one fine-tune run, started by :func:`lab.finetune.start` (never the app's process).
+"""The training process of one fine-tune run: ``python -m lab.finetune.worker RUN_DIR``.
+
+:func:`lab.finetune.start` writes the run folder's ``settings.json`` and launches this command in a
+process of its own (never the app's), so an out-of-memory error or a crash never takes the app down; a
+script, a notebook or a cluster scheduler can launch the same command on a run folder. It reads the
+config and method from ``settings.json``, appends its events to ``events.jsonl`` (phase, one per step with
+the loss and learning rate, log lines; always ending with ``{"type": "end", "status": …}``), writes
+``metrics.json`` and the adapter, and stops at the next micro-batch once the folder holds a ``cancel`` file
+(:mod:`lab.finetune.runs`).
 
 It loads the base model (4-bit NF4 through bitsandbytes for QLoRA, else in the device's precision), wraps
 it with a LoRA adapter (peft), and trains with a plain PyTorch loop that follows the book's SFTTrainer
 settings: AdamW (bitsandbytes' paged 32-bit AdamW on CUDA, as the book's ``paged_adamw_32bit``), the
 chosen schedule without warm-up, gradient accumulation, gradient clipping at 1.0 (Trainer's default), fp16
-or bf16 autocast on CUDA, gradient checkpointing, loss over every token of the rendered chat. Every step
-sends its loss and learning rate back through ``events``; ``stop`` asks it to end at the next micro-batch.
+or bf16 autocast on CUDA, gradient checkpointing, loss over every token of the rendered chat.
 
 A plain loop rather than trl's ``SFTTrainer``: the lab needs a cancel check between micro-batches, a
 held-out loss at chosen steps and one event per step, and trl would add a dependency for none of them.
@@ -13,18 +20,33 @@ held-out loss at chosen steps and one event per step, and trl would add a depend
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import json
 import math
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+from lab import device, models
+from lab.catalog import ModelUnavailable
+from lab.errors import LabError
+from lab.finetune.config import METHOD_TITLES, FineTuneConfig, model_and_path
+from lab.finetune.data import chat_template, load_conversations, tokenize
+from lab.finetune.estimate import eval_every, steps_for
+from lab.finetune.runs import METRICS, EventLog, cancel_requested, read_settings
+
 Send = Callable[..., None]
+ShouldStop = Callable[[], bool]
 LOAD_DELAY_ENV = "LAB_FINETUNE_TEST_LOAD_DELAY"  # tests: seconds of blocking "loading" to cancel during
 
 
@@ -32,62 +54,58 @@ class Cancelled(Exception):
     """The run was asked to stop."""
 
 
-def main(
-    config_values: dict[str, Any],
-    output_dir: str,
-    method: str,
-    events: Any,
-    stop: Any,
-    environ: dict[str, str],
-) -> None:
-    """Process entry point: train, and always end with one ``{"type": "end", "status": …}`` event."""
-    os.environ.update(environ)  # a fork server's children would otherwise keep its start-up environment
+def main(argv: list[str] | None = None) -> int:
+    """Train the run in ``RUN_DIR``; always ends its events with one ``end`` event. Returns the exit code.
+
+    ``--parent PID``: also stop, as if cancelled, once process PID (the app that launched it) is gone.
+    """
+    parser = argparse.ArgumentParser(prog="python -m lab.finetune.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a run folder holding settings.json")
+    parser.add_argument("--parent", type=int, default=None, help="stop when this process has ended")
+    args = parser.parse_args(argv)
+    folder: Path = args.run_dir
+    events = EventLog(folder)
 
     def send(**event: Any) -> None:
-        events.put(event)
+        events.append(event)
+
+    def should_stop() -> bool:
+        return cancel_requested(folder) or (args.parent is not None and os.getppid() != args.parent)
 
     try:
-        from lab.finetune import FineTuneConfig
-
-        train(FineTuneConfig.from_dict(config_values), Path(output_dir), method, send, stop)
+        config, method = read_settings(folder)
+        train(config, folder, method, send, should_stop)
         send(type="end", status="done")
     except Cancelled:
         send(type="end", status="cancelled")
-    except BaseException as error:  # the parent shows the message; the traceback goes to the run's log
+    except BaseException as error:  # the app shows the message; the traceback goes to the run's log
         message = describe_error(error)
         send(type="log", text=traceback.format_exc())
         send(type="error", message=message)
         send(type="end", status="failed", message=message)
-    finally:
-        events.close()
-        events.join_thread()  # flush before exiting
+        return 1
+    return 0
 
 
 def describe_error(error: BaseException) -> str:
     """A message for people: out of memory says what to lower; the lab's own errors keep their text."""
-    import torch
-
-    from lab.catalog import ModelUnavailable
-
     if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
         return (
             "Out of memory while training: lower the batch size, the max sequence length or r, turn on "
             "gradient checkpointing, or tick 4-bit. The app is unaffected."
         )
-    if isinstance(error, ModelUnavailable | ValueError):
+    if isinstance(error, LabError | ModelUnavailable | ValueError):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
 
-def _check(stop: Any) -> None:
-    if stop.is_set():
+def _check(should_stop: ShouldStop) -> None:
+    if should_stop():
         raise Cancelled
 
 
 def _batches(data: list[list[int]], batch_size: int, seed: int) -> Iterator[list[list[int]]]:
     """Shuffled batches, epoch after epoch, with a fixed seed (as Trainer's random sampler)."""
-    import torch
-
     generator = torch.Generator().manual_seed(seed)
     while True:
         order = torch.randperm(len(data), generator=generator).tolist()
@@ -95,10 +113,8 @@ def _batches(data: list[list[int]], batch_size: int, seed: int) -> Iterator[list
             yield [data[i] for i in order[start : start + batch_size]]
 
 
-def _collate(rows: list[list[int]], pad_id: int, device: str) -> dict[str, Any]:
+def _collate(rows: list[list[int]], pad_id: int, device_name: str) -> dict[str, Any]:
     """Right-padded ids, their mask, and labels that ignore the padding (-100)."""
-    import torch
-
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -106,27 +122,25 @@ def _collate(rows: list[list[int]], pad_id: int, device: str) -> dict[str, Any]:
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
     labels = ids.masked_fill(mask == 0, -100)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    return {
+        "input_ids": ids.to(device_name),
+        "attention_mask": mask.to(device_name),
+        "labels": labels.to(device_name),
+    }
 
 
-def _peak_memory(device: str) -> int:
-    import resource
-
-    import torch
-
-    if device.startswith("cuda"):
+def _peak_memory(device_name: str) -> int:
+    if device_name.startswith("cuda"):
         return int(torch.cuda.max_memory_allocated())
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return 0
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # kilobytes on Linux
 
 
-def train(cfg: Any, folder: Path, method: str, send: Send, stop: Any) -> None:
+def train(cfg: FineTuneConfig, folder: Path, method: str, send: Send, stop: ShouldStop) -> None:
     """Train one run into ``folder`` (see the module docstring); raises :class:`Cancelled` when stopped."""
-    import torch
-    import transformers
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    from lab import device, finetune, models
-
     started = time.time()
     placement = device.select(cfg.device)
     cuda = placement.kind == "cuda"
@@ -134,13 +148,13 @@ def train(cfg: Any, folder: Path, method: str, send: Send, stop: Any) -> None:
         torch.set_num_threads(cfg.cpu_threads)
     torch.manual_seed(cfg.seed)
     send(type="phase", phase="loading")
-    model_id, path = finetune.model_and_path(cfg.base_model)
+    model_id, path = model_and_path(cfg.base_model)
     tokenizer = models.tokenizer(model_id, path)
-    chats = finetune.load_conversations(cfg.dataset, cfg.max_examples, cfg.eval_examples, cfg.seed)
-    template = finetune.chat_template(tokenizer, model_id)
-    data = finetune.tokenize(tokenizer, chats, template, cfg.max_seq_length)
-    total = finetune.steps_for(cfg, len(data.train))
-    every = finetune.eval_every(cfg, total)
+    chats = load_conversations(cfg.dataset, cfg.max_examples, cfg.eval_examples, cfg.seed)
+    template = chat_template(tokenizer, model_id)
+    data = tokenize(tokenizer, chats, template, cfg.max_seq_length)
+    total = steps_for(cfg, len(data.train))
+    every = eval_every(cfg, total)
     send(
         type="log",
         text=f"data: {len(data.train):,} training and {len(data.eval):,} held-out conversations from "
@@ -153,7 +167,7 @@ def train(cfg: Any, folder: Path, method: str, send: Send, stop: Any) -> None:
     if delay:
         time.sleep(delay)  # stands in for a long, uninterruptible weight load
     quantized = method == "qlora-4bit"
-    send(type="log", text=f"loading {model_id} on {placement.device} ({finetune.METHOD_TITLES[method]})")
+    send(type="log", text=f"loading {model_id} on {placement.device} ({METHOD_TITLES[method]})")
     model = models.causal_lm_for_training(
         model_id, path, quantize_4bit=quantized, device_name=placement.device
     )
@@ -289,7 +303,7 @@ def train(cfg: Any, folder: Path, method: str, send: Send, stop: Any) -> None:
         "peak_memory_bytes": _peak_memory(placement.device),
         "truncated": data.truncated + data.eval_truncated,
     }
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (folder / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
     send(type="log", text=f"saved the adapter to {adapter_dir}")
     if cfg.merge:
         _check(stop)
@@ -301,3 +315,7 @@ def train(cfg: Any, folder: Path, method: str, send: Send, stop: Any) -> None:
         tokenizer.save_pretrained(folder / "merged")
         send(type="log", text=f"merged the adapter into a 16-bit copy of the model: {folder / 'merged'}")
     send(type="phase", phase="done")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""After a run: the same prompt through the base model and the fine-tuned one, side by side.
+
+prepare (the run's base model, the prompt in the chat template the adapter was trained with) → forward
+(:func:`answer_stream`: one model's greedy answer, streamed through :class:`lab.streaming.TokenStream`,
+inside the model's lease) → the pair, as ``(base, tuned)`` so far.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lab import models
+from lab.errors import InputError
+from lab.finetune.config import model_and_path
+from lab.finetune.data import chat_template, encode_text, render_chat
+from lab.finetune.runs import SETTINGS
+from lab.forward import forward
+from lab.streaming import TokenStream
+
+MAX_NEW_TOKENS = 1024
+
+
+def _base_of(adapter_dir: Path, base_model: str | None) -> str:
+    """The base model of an adapter: as given, else as its run's settings or its adapter config say."""
+    if base_model:
+        return base_model
+    settings = adapter_dir.parent / SETTINGS
+    if settings.is_file():
+        return json.loads(settings.read_text())["config"]["base_model"]
+    return json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def _prompt_ids(tokenizer: Any, model_id: str, prompt: str) -> list[int]:
+    template = chat_template(tokenizer, model_id)
+    text = render_chat(tokenizer, [{"role": "user", "content": prompt}], template, generation_prompt=True)
+    return encode_text(tokenizer, text)
+
+
+def stream_text(network: Any, tokenizer: Any, ids: list[int], max_new_tokens: int) -> Iterator[str]:
+    """The text a model generates greedily after ``ids``, growing as it comes.
+
+    Closing this generator (the page's Stop) ends the generation thread before it returns, so a caller
+    that holds the model's lease releases it only once nothing runs on the model.
+    """
+    import torch
+
+    inputs = torch.tensor([ids], device=network.device)
+    text = ""
+    with TokenStream(
+        network,
+        tokenizer,
+        name="finetune-compare",
+        input_ids=inputs,
+        attention_mask=torch.ones_like(inputs),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+    ) as stream:
+        for piece in stream:
+            text += piece
+            yield text
+
+
+@forward("answering with the base and the fine-tuned model", duration=120)
+def answer_stream(
+    model_id: str,
+    path: str | None,
+    adapter_dir: Path | None,
+    tokenizer: Any,
+    ids: list[int],
+    max_new_tokens: int,
+) -> Iterator[str]:
+    """One model's greedy answer, growing: the base model, or base + adapter (merged) when given one."""
+    lease = (
+        models.causal_lm(model_id, path)
+        if adapter_dir is None
+        else models.causal_lm_with_adapter(model_id, adapter_dir, path)
+    )
+    with lease as network:
+        yield from stream_text(network, tokenizer, ids, max_new_tokens)
+
+
+def generate_pair_stream(
+    prompt: str, base_model: str | None, adapter_dir: str | Path, max_new_tokens: int = 64
+) -> Iterator[tuple[str, str]]:
+    """Greedy answers of the base model, then of base + adapter (merged), as ``(base, tuned)`` so far.
+
+    ``base_model`` may be None: the run's ``settings.json`` names it.
+
+    Raises:
+        InputError: no prompt, a token count out of range, a folder without an adapter.
+    """
+    if not (prompt or "").strip():
+        raise InputError("Type a prompt first.")
+    count = _whole(max_new_tokens)
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise InputError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json).")
+    model_id, path = model_and_path(_base_of(adapter_dir, base_model))
+    tokenizer = models.tokenizer(model_id, path)
+    ids = _prompt_ids(tokenizer, model_id, prompt)
+    base_text = ""
+    for base_text in answer_stream(model_id, path, None, tokenizer, ids, count):
+        yield base_text, ""
+    for tuned_text in answer_stream(model_id, path, adapter_dir, tokenizer, ids, count):
+        yield base_text, tuned_text
+
+
+def _whole(max_new_tokens: Any) -> int:
+    try:
+        count = int(max_new_tokens)
+    except (TypeError, ValueError):
+        count = 0
+    if not 1 <= count <= MAX_NEW_TOKENS:
+        raise InputError(f"New tokens must be 1 to {MAX_NEW_TOKENS:,}, not {max_new_tokens!r}.")
+    return count
+
+
+def generate_pair(
+    prompt: str, base_model: str | None, adapter_dir: str | Path, max_new_tokens: int = 64
+) -> tuple[str, str]:
+    """The same prompt through the base model and the fine-tuned one (greedy): ``(base_text, tuned_text)``."""
+    last = ("", "")
+    for last in generate_pair_stream(prompt, base_model, adapter_dir, max_new_tokens):  # noqa: B007
+        continue
+    return last
