@@ -90,7 +90,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
         quick: time the first fit in this process (UMAP compiles here if it has not yet) instead of in a
             fresh interpreter; the warm and refit comparisons are always made.
     """
-    from lab import topic_plots, topics
+    from lab import topics
 
     results: dict[str, Any] = {"corpus": "wikipedia", "documents": 10_033, "quick": quick, "cuml": _cuml()}
     corpus = topics.load_corpus("wikipedia")
@@ -120,7 +120,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
     results["book_refit_s"] = book_refit(corpus.docs, corpus.embeddings, 40)
     results["refit_speedup"] = results["book_refit_s"] / results["refit_s"]
 
-    results["interactive_map_s"], page = timed(lambda: topic_plots.interactive_map(run, title="Wikipedia"))
+    results["interactive_map_s"], page = timed(lambda: topics.interactive_map(run, title="Wikipedia"))
     results["interactive_map_mb"] = len(page.encode()) / 1e6
     return results
 

@@ -21,7 +21,7 @@ Written files:
 **Map scripts and fonts** (``assets/js/datamapplot/``). datamapplot's interactive HTML loads deck.gl,
 apache-arrow, d3 and jQuery from unpkg.com and its font from Google Fonts. ``npm pack``
 downloads the exact versions from the npm registry; each file is stored xz-compressed with its
-package's licence, and :mod:`lab.topic_plots` inlines them, so the map works without internet.
+package's licence, and :mod:`lab.topics.datamap` inlines them, so the map works without internet.
 ``manifest.json`` maps each CDN address datamapplot asks for to its file.
 
     python scripts/build_topic_assets.py                 # both; downloads the wheel with pip, npm packs
@@ -291,7 +291,8 @@ def build_js(out: Path) -> None:
         "# datamapplot's scripts and font, bundled for offline maps",
         "",
         "datamapplot 0.7.3 writes interactive maps that load these files from unpkg.com and Google Fonts.",
-        "The lab inlines them instead (`lab/topic_plots.py`), so the map works without internet. Each file",
+        "The lab inlines them instead (`lab/topics/datamap.py`), so the map works without internet. "
+        "Each file",
         "comes unchanged from the npm registry (`npm pack`, rebuilt by `python scripts/build_topic_assets.py",
         "--only js`); scripts are stored xz-compressed. `manifest.json` has each file's SHA-256 and npm",
         "integrity. Each keeps its own licence, reproduced below.",

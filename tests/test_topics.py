@@ -1,5 +1,6 @@
-"""lab.topics and lab.topic_plots: small precomputed embeddings with fast stand-ins (PCA, k-means) and a
-tiny random sentence encoder (plumbing), then the real Wikipedia corpus with the book's pipeline (slow)."""
+"""lab.topics (the pipeline, its pictures, the tab's presenters): small precomputed embeddings with fast
+stand-ins (PCA, k-means) and a tiny random sentence encoder (plumbing), then the real Wikipedia corpus with
+the book's pipeline (slow)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import testing, topic_plots, topics
+from lab import testing, topics
 
 THEMES = {
     "sport": "football league goal match team player cup season coach stadium referee striker",
@@ -202,8 +203,8 @@ def test_all_outliers_and_a_single_topic_say_what_to_change(themes):
     )
     assert single.n_topics == 1 and any("single topic" in note for note in single.notes)
     with pytest.raises(ValueError, match="at least 2 topics"):
-        topic_plots.heatmap(single)
-    assert topic_plots.barchart(single) is not None
+        topics.heatmap(single)
+    assert topics.barchart(single) is not None
 
 
 def test_empty_and_duplicate_documents_are_dropped_with_notes(themes):
@@ -219,10 +220,10 @@ def test_empty_and_duplicate_documents_are_dropped_with_notes(themes):
 
 
 def test_document_caps(monkeypatch):
-    monkeypatch.setattr(topics, "MAX_DOCS", 5)
+    monkeypatch.setattr(topics.corpora, "MAX_DOCS", 5)
     with pytest.raises(topics.TopicInputError, match="at most 5 at a time"):
         topics.clean_documents([f"doc {i}" for i in range(6)])
-    monkeypatch.setattr(topics, "MAX_UPLOAD_BYTES", 10)
+    monkeypatch.setattr(topics.uploads, "MAX_UPLOAD_BYTES", 10)
     with pytest.raises(topics.TopicInputError, match="at most"):
         topics.decode_upload(b"x" * 11, "big.txt")
 
@@ -286,24 +287,24 @@ def test_plots_return_figures(fast_run):
     import matplotlib.figure
     import plotly.graph_objects as go
 
-    sampled = topic_plots.documents_map(fast_run, max_points=120)
+    sampled = topics.documents_map(fast_run, max_points=120)
     assert isinstance(sampled, go.Figure) and "120 of 200 documents" in sampled.layout.title.text
     assert sum(len(trace.x) for trace in sampled.data) == 120
-    annotated = topic_plots.documents_map(fast_run, hide_annotations=False)
+    annotated = topics.documents_map(fast_run, hide_annotations=False)
     assert "all 200 documents" in annotated.layout.title.text and len(annotated.layout.annotations) == 4
-    for draw in (topic_plots.barchart, topic_plots.heatmap, topic_plots.hierarchy):
+    for draw in (topics.barchart, topics.heatmap, topics.hierarchy):
         assert isinstance(draw(fast_run), go.Figure)
     words = topics.topic_words(fast_run, 0)
-    assert isinstance(topic_plots.word_bars(words, "topic 0"), go.Figure)
-    static = topic_plots.datamap_static(fast_run)
+    assert isinstance(topics.word_bars(words, "topic 0"), go.Figure)
+    static = topics.datamap_static(fast_run)
     assert isinstance(static, matplotlib.figure.Figure)
 
 
 def test_interactive_map_is_self_contained(fast_run):
-    page = topic_plots.interactive_map(
+    page = topics.interactive_map(
         fast_run, title="Themes", dates=[f"{2000 + i % 20}-01-01" for i in range(200)]
     )
-    assert topic_plots.remote_references(page) == []
+    assert topics.remote_references(page) == []
     assert "fonts.googleapis.com" not in page and "maxcdn.bootstrapcdn.com" not in page
     assert "URL not found in cache" not in page  # every script datamapplot asked for was inlined
     for bundled in ("deck.gl@9.1.8", "apache-arrow@21.2.0", "d3@7.9.2", "jquery@3.7.1"):
@@ -317,24 +318,21 @@ def test_exports(fast_run, themes, tmp_path):
     assert list(table.columns[:4]) == ["Topic", "Count", "Name", "Representation"] and len(table) == 4
     rows = pd.read_csv(topics.export_document_topics(fast_run, tmp_path / "docs.csv", themes["labels"]))
     assert list(rows.columns) == ["title", "topic", "topic_name", "label"] and len(rows) == 200
-    assert (
-        topic_plots.save_interactive_map("<html></html>", tmp_path / "map.html").read_text()
-        == "<html></html>"
-    )
+    assert topics.save_interactive_map("<html></html>", tmp_path / "map.html").read_text() == "<html></html>"
 
 
 def test_asset_manifests_match_the_files():
     import hashlib
     import lzma
 
-    manifest = json.loads((topic_plots.DATAMAP_JS / "manifest.json").read_text())
+    manifest = json.loads((topics.DATAMAP_JS / "manifest.json").read_text())
     for info in manifest["scripts"].values():
-        data = lzma.decompress((topic_plots.DATAMAP_JS / info["file"]).read_bytes())
+        data = lzma.decompress((topics.DATAMAP_JS / info["file"]).read_bytes())
         assert hashlib.sha256(data).hexdigest() == info["sha256"]
-    assert (topic_plots.DATAMAP_JS / "LICENSES.md").is_file()
+    assert (topics.DATAMAP_JS / "LICENSES.md").is_file()
     folder = topics.CORPORA / "wikipedia"
     assert "CC BY-SA 4.0" in (folder / "LICENSE.md").read_text()
-    total = sum(p.stat().st_size for p in [*folder.iterdir(), *topic_plots.DATAMAP_JS.iterdir()])
+    total = sum(p.stat().st_size for p in [*folder.iterdir(), *topics.DATAMAP_JS.iterdir()])
     assert total < 15e6
 
 
@@ -366,7 +364,8 @@ def test_text_generation_with_a_tiny_random_seq2seq_model_plumbing_only(fast_run
         tokenizer.save_pretrained(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAB_MODEL_DIR", model_dir)
-        assert topics._is_seq2seq("test/tiny-t5") and not topics._is_seq2seq(TINY)
+        is_seq2seq = topics.representations._is_seq2seq
+        assert is_seq2seq("test/tiny-t5") and not is_seq2seq(TINY)
         table = topics.compare_representations(
             fast_run, kinds=("generation",), generator="test/tiny-t5", generation_topics=2
         )
@@ -376,23 +375,85 @@ def test_text_generation_with_a_tiny_random_seq2seq_model_plumbing_only(fast_run
         topics.compare_representations(fast_run, kinds=("generation",), generator="x", prompt="no slots")
 
 
-def test_the_tab_reads_the_chosen_corpus(tmp_path):
-    import gradio as gr
-
-    from tabs import topics as tab
-
+def test_the_form_reads_the_chosen_corpus_and_settings(tmp_path):
     table = tmp_path / "papers.csv"
     pd.DataFrame({"title": ["A", "B"], "abstract": ["one text", "two text"], "area": ["x", "y"]}).to_csv(
         table, index=False
     )
-    corpus = tab.load_choice("upload", str(table), "abstract", "title", "area", tab.NONE)
+    form = {"corpus": "upload", "file": str(table), "text_column": "abstract", "title_column": "title"}
+    corpus = topics.corpus_from_form({**form, "label_column": "area", "date_column": topics.NO_COLUMN})
     assert corpus.docs == ["one text", "two text"] and corpus.labels == ["x", "y"] and corpus.dates is None
-    with pytest.raises(gr.Error, match="Upload a CSV"):
-        tab.load_choice("upload", None, None, None, None, None)
-    with pytest.raises(gr.Error, match="column that holds the text"):
-        tab.load_choice("upload", str(table), tab.NONE, None, None, None)
-    assert tab._guess(["Title", "Abstract"], tab.TEXT_NAMES) == "Abstract"
-    assert len(tab.load_choice("wikipedia", None, None, None, None, None)) == 10_033
+    with pytest.raises(topics.TopicInputError, match="Upload a CSV"):
+        topics.load_choice("upload", None)
+    with pytest.raises(topics.TopicInputError, match="column that holds the text"):
+        topics.load_choice("upload", str(table), text_column=topics.NO_COLUMN)
+    guess = topics.guess_columns(["Title", "Abstract", "Year"])
+    assert guess == {"text": "Abstract", "title": "Title", "label": None, "date": "Year"}
+    assert topics.guess_columns(["body2", "x"])["text"] == "body2"  # no known name: the first column
+    assert len(topics.load_choice("wikipedia")) == 10_033
+
+    # The tab's sliders give floats; 0 means "not set"; "keep" keeps the outliers.
+    settings = topics.TopicSettings.from_form(
+        {"n_neighbors": 10.0, "min_cluster_size": 20.0, "min_samples": 0, "nr_topics": 0, "outliers": "keep"}
+    )
+    assert settings.umap["n_neighbors"] == 10 and settings.hdbscan["min_cluster_size"] == 20
+    assert settings.hdbscan["min_samples"] is None and settings.nr_topics is None
+    assert settings.outliers is None
+    assert settings.key() == topics.TopicSettings.from_form({"n_neighbors": 10, "min_cluster_size": 20}).key()
+    with pytest.raises(topics.TopicInputError, match="n_neighbors must be a whole number"):
+        topics.TopicSettings.from_form({"n_neighbors": "many"})
+
+
+def test_settings_and_keywords_fit_the_same(fast_run, themes, model_dir, monkeypatch):
+    monkeypatch.setenv("LAB_MODEL_DIR", model_dir)
+    settings = topics.TopicSettings(embedding_model=TINY, reduction="pca", clustering="kmeans", n_clusters=4)
+    run = topics.fit(themes["docs"], settings, embeddings=themes["embeddings"])
+    assert run.topics == fast_run.topics and run.params == fast_run.params
+    with pytest.raises(topics.TopicInputError, match="Unknown clustering 'dbscan'"):
+        topics.fit(themes["docs"], settings, embeddings=themes["embeddings"], clustering="dbscan")
+
+
+def test_the_tab_presenters(fast_run, themes):
+    rows = topics.view.topic_rows(fast_run, themes["labels"])
+    assert list(rows.columns) == ["Topic", "Count", "Name", "Main label", "Representation"]
+    assert sorted(rows["Main label"]) == ["food (100%)", "music (100%)", "space (100%)", "sport (100%)"]
+    assert "| **total** |" in topics.view.timings_markdown(fast_run)
+    assert "**4 topics** in 200 documents" in topics.view.summary_markdown(fast_run, topics.Corpus("t", []))
+    score = topics.agreement(fast_run.topics, themes["labels"])
+    assert "NMI: **1.00**" in topics.view.agreement_markdown(score)
+    too_few = topics.view.figure_or_message(lambda run: topics.plots.need_topics(run, 9, "test"), fast_run)
+    assert "needs at least 9 topics" in too_few.layout.title.text
+
+
+def test_a_session_keeps_its_downloads_in_one_folder(fast_run, themes):
+    corpus = topics.Corpus("themes", fast_run.docs, labels=themes["labels"])
+    session = topics.TopicSession.start(fast_run, corpus)
+    (session.folder / "topic_map.html").write_text("the old topics")
+    again = topics.TopicSession.start(fast_run, corpus, previous=session)
+    assert again.folder == session.folder
+    assert [Path(p).name for p in again.downloads()] == ["document_topics.csv", "topics.csv"]
+    topics.TopicSession.end(again)
+    assert not session.folder.exists()
+    topics.TopicSession.end(None)  # no session yet: nothing to do
+
+
+def test_run_store_fits_once_per_corpus_and_settings(monkeypatch, themes):
+    fitted = []
+
+    def fake_fit(corpus, settings):
+        fitted.append(settings.key())
+        return object()
+
+    monkeypatch.setattr(topics.runs, "fit_corpus", fake_fit)
+    monkeypatch.setattr(topics.runs, "load_corpus", lambda name: topics.Corpus(name, ["a"]))
+    store = topics.RunStore(size=2)
+    first, corpus = store.get("wikipedia", topics.TopicSettings(nr_topics=5))
+    assert store.get("wikipedia", topics.TopicSettings(nr_topics=5)) == (first, corpus) and len(fitted) == 1
+    store.get("wikipedia", topics.TopicSettings(nr_topics=6))
+    store.get("arxiv_nlp", topics.TopicSettings(nr_topics=5))
+    assert len(store) == 2 and len(fitted) == 3
+    store.get("wikipedia", topics.TopicSettings(nr_topics=5))  # the oldest was dropped
+    assert len(fitted) == 4
 
 
 # -- the real corpus and models (slow) ---------------------------------------------------------------------

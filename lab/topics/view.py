@@ -1,0 +1,166 @@
+"""What the topic tab shows, as Markdown, tables and figures: pure functions of a run, no Gradio."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lab.topics.corpora import Corpus
+from lab.topics.errors import TopicInputError
+from lab.topics.plots import topic_labels
+from lab.topics.results import (
+    TopicRun,
+    agreement,
+    main_labels,
+    representative_docs,
+    short_label,
+    topic_table,
+)
+
+STAGE_NAMES = {
+    "import": "Loading BERTopic, UMAP, HDBSCAN (first fit only)",
+    "embeddings": "Embeddings",
+    "umap": "UMAP → 5-d (clustering)",
+    "umap_2d": "UMAP → 2-d (maps)",
+    "clustering": "Clustering",
+    "ctfidf": "c-TF-IDF (BERTopic)",
+    "outliers": "Outlier reduction",
+}
+
+
+def timings_markdown(run: TopicRun) -> str:
+    """Seconds per stage, and whether each came from a cache, as a small table."""
+    lines = ["| stage | seconds | |", "| --- | ---: | --- |"]
+    for key, name in STAGE_NAMES.items():
+        if key in run.timings:
+            how = "cached" if run.cached.get(key) else "ran"
+            lines.append(f"| {name} | {run.timings[key]:.2f} | {how} |")
+    lines.append(f"| **total** | **{run.timings['total']:.2f}** | |")
+    return "\n".join(lines)
+
+
+def summary_markdown(run: TopicRun, corpus: Corpus) -> str:
+    """Topics, outliers and settings in one paragraph; the corpus's source; the notes of the way."""
+    params = run.params
+    clustering = (
+        f"HDBSCAN min_cluster_size={params['hdbscan']['min_cluster_size']}, "
+        f"min_samples={params['hdbscan']['min_samples'] or 'same'}."
+        if params["clustering"] == "hdbscan"
+        else f"k-means with {params['n_clusters']} clusters."
+    )
+    paragraphs = [
+        f"**{run.n_topics} topics** in {len(run.topics):,} documents; "
+        f"**{run.outlier_share:.0%} outliers** (topic -1). Embeddings: `{params['embedding_model']}`; "
+        f"UMAP n_neighbors={params['umap']['n_neighbors']}, {clustering}"
+    ]
+    if corpus.source:
+        paragraphs.append(f"<small>Corpus: {corpus.source}</small>")
+    notes = [f"- {note}" for note in [*corpus.notes, *run.notes]]
+    if notes:
+        paragraphs.append("\n".join(notes))
+    return "\n\n".join(paragraphs)
+
+
+def agreement_markdown(result: dict[str, Any] | None) -> str:
+    """:func:`lab.topics.agreement`'s result in words, with what the parameters do to it."""
+    if result is None:
+        return "*No labels for this corpus: nothing to compare the topics with.*"
+    non, ari_non = result["nmi_non_outliers"], result["ari_non_outliers"]
+    if non is None:
+        return f"NMI over all documents: {result['nmi_all']:.2f}; every document is an outlier."
+    return (
+        f"**Agreement with the {result['labels']} labels** (1 = the same grouping, 0 = unrelated). "
+        f"NMI: **{non:.2f}** over the {1 - result['outlier_share']:.0%} of documents with a topic, "
+        f"**{result['nmi_all']:.2f}** over all (outliers counted as one more topic). "
+        f"ARI: {ari_non:.2f} / {result['ari_all']:.2f}. "
+        "Smaller min_cluster_size → more, finer topics; larger n_neighbors → broader ones; outlier "
+        "reduction trades purity for coverage."
+    )
+
+
+def topic_rows(run: TopicRun, labels: Sequence[str] | None) -> pd.DataFrame:
+    """The topic table, with each topic's most common label when the corpus has labels."""
+    table = topic_table(run)
+    if labels is not None:
+        top = {t: f"{label} ({share:.0%})" for t, (label, share) in main_labels(run.topics, labels).items()}
+        table.insert(3, "Main label", [top.get(t, "") for t in table["Topic"]])
+    return table
+
+
+def detail_markdown(run: TopicRun, topic: int) -> str:
+    """A topic's size and its representative documents (as BERTopic chose them)."""
+    count = int(run.info.loc[run.info.Topic == topic, "Count"].iloc[0])
+    lines = [f"**Topic {topic}** · {count:,} documents · representative documents (c-TF-IDF):"]
+    for title, text in representative_docs(run, topic):
+        head = f"**{title}**: " if title else ""
+        lines.append(f"- {head}{short_label(text, 320)}")
+    return "\n".join(lines)
+
+
+def topic_choices(run: TopicRun) -> list[tuple[str, int]]:
+    """(label, topic) pairs for a topic picker, in the topic table's order."""
+    labels = topic_labels(run)
+    return [(labels[t] if t != -1 else "-1: outliers", int(t)) for t in run.info["Topic"]]
+
+
+def first_topic(run: TopicRun) -> int:
+    """The topic to show first: the largest one that is not the outliers."""
+    choices = topic_choices(run)
+    return next((value for _, value in choices if value != -1), choices[0][1])
+
+
+def fit_report(run: TopicRun, corpus: Corpus) -> dict[str, Any]:
+    """A run as the web API returns it: topic table rows, counts, stage times, agreement and notes."""
+    return {
+        "topics": topic_table(run).to_dict(orient="records"),
+        "n_topics": run.n_topics,
+        "outlier_share": run.outlier_share,
+        "timings": run.timings,
+        "cached": run.cached,
+        "agreement": agreement(run.topics, corpus.labels),
+        "notes": [*corpus.notes, *run.notes],
+    }
+
+
+def search_table(hits: list[tuple[int, float, str]]) -> pd.DataFrame:
+    """:func:`lab.topics.search`'s hits as a table: topic, similarity (3 decimals), name."""
+    return pd.DataFrame(
+        [(t, round(s, 3), name) for t, s, name in hits], columns=["topic", "similarity", "name"]
+    )
+
+
+def figure_or_message(draw: Callable[[TopicRun], Any], run: TopicRun) -> Any:
+    """A figure, or, where the run has too few topics for it, an empty figure whose title says so."""
+    try:
+        return draw(run)
+    except TopicInputError as error:
+        import plotly.graph_objects as go
+
+        return go.Figure().update_layout(title=str(error), height=120)
+
+
+def upload_status(corpus: Corpus | None = None, columns: Sequence[str] | None = None) -> str:
+    """What an uploaded file holds: its documents (a text file) or its columns (a CSV file)."""
+    if columns is not None:
+        return f"Columns: {', '.join(columns)}. Choose which holds the text."
+    if corpus is not None:
+        return f"{len(corpus):,} documents (one per line). {' '.join(corpus.notes)}"
+    return ""
+
+
+def map_status(page: str, path: Path, seconds: float) -> str:
+    """How the interactive map was built, and where to download it."""
+    return (
+        f"Built in {seconds:.1f} s ({len(page) / 1e6:.1f} MB, self-contained: download "
+        f"`{path.name}` under Downloads to open it in any browser, offline)."
+    )
+
+
+def map_frame(page: str, height: int = 800) -> str:
+    """The interactive map in an isolated iframe (Gradio's HTML component runs no scripts itself)."""
+    from lab.attention_view import iframe
+
+    return iframe(page, height)
