@@ -13,7 +13,7 @@
 | `LAB_MAX_FILE_SIZE` | largest upload | `20mb` |
 | `LAB_MAX_TEXT_CHARS` | longest text the tokenizer tab accepts | 20000 |
 | `LAB_MAX_IMAGE_PIXELS` | largest image opened (decompression-bomb guard) | 40000000 |
-| `LAB_CLIP_MAX_IMAGES`, `LAB_CLIP_MAX_UPLOAD_MB` | a CLIP gallery upload's caps | see `lab/clip.py` |
+| `LAB_CLIP_MAX_IMAGES`, `LAB_CLIP_MAX_UPLOAD_MB` | a CLIP gallery upload's caps | see `lab/clip/uploads.py` |
 | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the app listens | 127.0.0.1, 7860 |
 """
 
