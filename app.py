@@ -10,6 +10,9 @@ import logging
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+# A server draws off-screen (datamapplot uses pyplot), from threads: the Agg backend, chosen before any
+# import of matplotlib so that choosing it costs no import at start.
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 import gradio as gr  # noqa: E402
 

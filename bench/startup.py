@@ -17,7 +17,6 @@ from bench import ROOT
 from bench.report import Row, Section
 
 TITLE = "Start-up"
-IMPORT_TARGET_S = 3.0
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -30,21 +29,26 @@ def child_env(**extra: str) -> dict[str, str]:
     }
 
 
-def app_import_seconds(repeats: int = 3) -> float:
-    """Median seconds for a fresh interpreter to ``import app``."""
-    code = "import time; t = time.perf_counter(); import app; print(time.perf_counter() - t)"
-    runs = []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        runs.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(runs)
+IMPORT_RATIO_TARGET = 1.15  # `import app` within 15 % of `import gradio`: "Gradio plus little"
+
+
+def import_seconds(module: str) -> float:
+    """Seconds for a fresh interpreter (in the repository root) to import ``module``."""
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def paired_import_seconds(pairs: int = 3) -> tuple[float, float]:
+    """Median seconds of ``import app`` and of ``import gradio``, run in alternating pairs so that both
+    see the same machine (disk cache, load from other work)."""
+    app_runs, gradio_runs = [], []
+    for _ in range(pairs):
+        gradio_runs.append(import_seconds("gradio"))
+        app_runs.append(import_seconds("app"))
+    return statistics.median(app_runs), statistics.median(gradio_runs)
 
 
 def first_page_seconds(timeout: float = 120.0) -> float:
@@ -73,9 +77,18 @@ def first_page_seconds(timeout: float = 120.0) -> float:
 
 def run(quick: bool) -> Section:
     """App import time (median of 3, 1 when ``quick``) and time to first page."""
-    details = {"import_s": app_import_seconds(1 if quick else 3), "first_page_s": first_page_seconds()}
+    app_s, gradio_s = paired_import_seconds(2 if quick else 5)
+    details = {"import_s": app_s, "gradio_import_s": gradio_s, "first_page_s": first_page_seconds()}
     rows = [
-        Row("app import (no model loaded)", details["import_s"], "s", target=IMPORT_TARGET_S),
+        Row(
+            "import app (no model loaded)",
+            app_s,
+            "s",
+            baseline=gradio_s,
+            min_ratio=1 / IMPORT_RATIO_TARGET,
+            note=f"baseline: import gradio, paired runs; import app ÷ import gradio = {app_s / gradio_s:.2f} "
+            f"(target ≤ {IMPORT_RATIO_TARGET})",
+        ),
         Row("time to first page (python app.py until GET / answers)", details["first_page_s"], "s"),
     ]
     return Section(TITLE, rows, details)

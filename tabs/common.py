@@ -36,9 +36,9 @@ def _message(error: Exception, where: str) -> gr.Error:
     # Messages can echo what a user typed or linked (a model id, a file name): the toast renders HTML,
     # so every message is escaped. Toasts close by themselves (Gradio's 10 s) instead of piling up.
     if isinstance(error, gr.Error):
-        return gr.Error(html.escape(error.message), duration=error.duration, title=error.title)
+        return gr.Error(html.escape(error.message, quote=False), duration=error.duration, title=error.title)
     if isinstance(error, LabError):
-        return gr.Error(html.escape(str(error)))
+        return gr.Error(html.escape(str(error), quote=False))
     log.error("unexpected error in %s", where, exc_info=error)
     return gr.Error(f"Internal error ({type(error).__name__}); the server log has the details.")
 
@@ -82,6 +82,23 @@ def user_errors(fn: F) -> F:
             raise _message(error, fn.__name__) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class Table(gr.Dataframe):
+    """A read-only ``gr.Dataframe`` that builds without importing pandas' Styler.
+
+    Gradio turns every Dataframe's initial value into table data at build time, and that path imports
+    ``pandas.io.formats.style`` (and through it ``matplotlib.pyplot``): most of a second added to the
+    app's start for tables that are empty until a user fits something. An empty table is made here;
+    every other value goes through Gradio's own ``postprocess``.
+    """
+
+    def postprocess(self, value: Any) -> Any:
+        if value is None:
+            from gradio.components.dataframe import DataframeData
+
+            return DataframeData(headers=list(self.headers or []), data=[], metadata=None)
+        return super().postprocess(value)
 
 
 def model_choices(ids: list[str]) -> list[tuple[str, str]]:

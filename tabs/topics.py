@@ -15,7 +15,7 @@ import pandas as pd
 from lab import topics
 from lab.config import Settings
 from lab.topics import view
-from tabs.common import api, check_allowed, model_choices, on
+from tabs.common import Table, api, check_allowed, model_choices, on
 
 INTRO = """
 ### Chapter 5 · Topic modelling: embed → reduce → cluster → describe
@@ -47,9 +47,6 @@ REPRESENTATION_CHOICES = [
 def build(demo: gr.Blocks, settings: Settings) -> None:
     """Lay out the topic-modelling tab inside ``demo`` (call it within ``with demo:`` and a ``gr.Tab``)."""
     del demo  # no page-load events here
-    import matplotlib
-
-    matplotlib.use("Agg")  # datamapplot draws with pyplot; the server has no display and runs in threads
     gr.Markdown(INTRO)
     # The session's topics.TopicSession (run, corpus, downloads folder), or None before the first fit.
     ui = SimpleNamespace(state=gr.State(None, time_to_live=4 * 3600, delete_callback=topics.TopicSession.end))
@@ -169,7 +166,7 @@ def _results_panel(ui: SimpleNamespace) -> None:
     with gr.Row():
         ui.timings = gr.Markdown(elem_id="topics-timings")
         ui.agreement = gr.Markdown(elem_id="topics-agreement")
-    ui.table = gr.Dataframe(
+    ui.table = Table(
         label="Topics (get_topic_info) · click a row for its words and documents",
         interactive=False,
         wrap=True,
@@ -190,9 +187,7 @@ def _results_panel(ui: SimpleNamespace) -> None:
             scale=4,
         )
         ui.search = gr.Button("Search", elem_id="topics-search", scale=1)
-    ui.found = gr.Dataframe(
-        headers=["topic", "similarity", "name"], interactive=False, elem_id="topics-found"
-    )
+    ui.found = Table(headers=["topic", "similarity", "name"], interactive=False, elem_id="topics-found")
 
 
 def _plot_tabs(ui: SimpleNamespace) -> None:
@@ -260,7 +255,7 @@ def _representations_tab(state: gr.State, settings: Settings) -> None:
         run_button = gr.Button(
             "Compare representations", variant="primary", elem_id="topics-representations-run"
         )
-        table = gr.Dataframe(interactive=False, wrap=True, elem_id="topics-representations")
+        table = Table(interactive=False, wrap=True, elem_id="topics-representations")
 
     def compare(values: dict[Any, Any], progress: gr.Progress = gr.Progress(track_tqdm=True)) -> pd.DataFrame:
         """Inputs: session, kinds, MMR diversity, generator, topics to label, prompt (read by component).
