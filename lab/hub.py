@@ -133,3 +133,4 @@ def forget() -> None:
     with _lock:
         _failures.clear()
         _probe.reachable, _probe.checked, _probe.checked_wall, _probe.detail = None, 0.0, 0.0, ""
+        _probe.probes = 0

@@ -145,12 +145,19 @@ def test_tokenizer_downloads_are_limited_to_tokenizer_files() -> None:
 
 
 def test_an_uncached_id_goes_to_the_hub_when_online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """resolve only decides; nothing is downloaded until a loader asks (resolve makes no network call)."""
+    """resolve only decides; nothing is downloaded until a loader asks. "Online" is the Hub probe's answer,
+    given here without a network (this machine has none)."""
+    from lab import hub
+
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub.forget()
+    monkeypatch.setattr(hub, "_ask", lambda: (True, "HTTP 200"))
+    monkeypatch.setattr(hub, "cached_snapshot", lambda model_id: None)
 
     source = resolve("bert-base-cased")
 
     assert (source.origin, source.location) == ("hub", "bert-base-cased")
+    hub.forget()
 
 
 def test_a_missing_tokenizer_raises_model_unavailable_not_os_error(fresh_cache: None) -> None:
