@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import cache, device, render
+from lab import cache, device, hub, render
 
 HEADERS = ["model", "device", "dtype", "MB", "hits", "misses", "load s", "last use", "in use"]
 
@@ -43,6 +43,7 @@ def memory_markdown() -> str:
         )
     if device.on_zero_gpu():
         lines.append("- ZeroGPU: a GPU is attached only while a model call runs.")
+    lines.append(f"- {hub.status()}")
     return "\n".join(lines)
 
 

@@ -110,3 +110,16 @@ def test_a_failed_download_is_remembered_for_the_retry_while_then_forgotten(monk
     assert hub.recent_failure("someone/model", "tokenizer") is None
     monkeypatch.setenv("LAB_HUB_RETRY_MINUTES", "0")
     assert hub.recent_failure("someone/model", "model") is None
+
+
+def test_the_system_panel_says_where_the_hub_stands(monkeypatch):
+    from tabs import system
+
+    hub.forget()
+    monkeypatch.setattr(hub, "_ask", lambda: (False, "ConnectError: no route"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert "not asked yet" in system.memory_markdown()
+    assert hub.reachable() is False
+    panel = system.memory_markdown()
+    assert "unreachable, working offline" in panel and "no route" in panel and "checks again at" in panel
+    hub.forget()
