@@ -34,24 +34,26 @@ THEME = gr.themes.Soft(
 )
 
 
+# (tab title, its id, its module): one tab per chapter demonstration, in book order.
+TABS = [
+    ("Tokenizers · ch. 2", "tokenizers", tokenizers),
+    ("Attention & embeddings · ch. 2–3", "attention", attention),
+    ("Topic modelling · ch. 5", "topics", topics),
+    ("CLIP search · ch. 9", "clip", clip_search),
+    ("BLIP-2 chat · ch. 9", "vision-chat", vision_chat),
+    ("QLoRA fine-tune · ch. 12", "finetune", finetune),
+]
+
+
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     """Assemble the lab's page: header, one tab per chapter demonstration, System panel."""
     settings = settings or Settings.from_env()
     with gr.Blocks(title="LLM Lab") as demo:
         gr.Markdown(HEADER)
         with gr.Tabs():
-            with gr.Tab("Tokenizers · ch. 2", id="tokenizers"):
-                tokenizers.build(demo, settings)
-            with gr.Tab("Attention & embeddings · ch. 2–3", id="attention"):
-                attention.build(demo, settings)
-            with gr.Tab("Topic modelling · ch. 5", id="topics"):
-                topics.build(demo, settings)
-            with gr.Tab("CLIP search · ch. 9", id="clip"):
-                clip_search.build(demo, settings)
-            with gr.Tab("BLIP-2 chat · ch. 9", id="vision-chat"):
-                vision_chat.build(demo, settings)
-            with gr.Tab("QLoRA fine-tune · ch. 12", id="finetune"):
-                finetune.build(demo, settings)
+            for title, tab_id, tab in TABS:
+                with gr.Tab(title, id=tab_id):
+                    tab.build(demo, settings)
         system.build(demo)
     return demo
 

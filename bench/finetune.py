@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import shapes
 from bench.report import Row, Section
 
 TITLE = "Fine-tuning"
@@ -79,13 +80,7 @@ def _write_tinyllama_sized(folder: Path) -> Path:
 
     tokenizer = testing.build_tokenizer("bpe")
     config = LlamaConfig(
-        vocab_size=32_000,
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
+        **shapes.TINYLLAMA,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import ROOT
+from bench import ROOT, shapes
 from bench.report import Row, Section
 from bench.timing import timed
 
@@ -116,17 +116,13 @@ def real_architecture_memory() -> dict[str, Any]:
     import torch
     from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
 
-    # OPT-2.7b's shape; Blip2Config's vision and Q-Former defaults are BLIP-2's own (ViT-g/14, 12 layers).
-    text = OPTConfig(
-        hidden_size=2560,
-        num_hidden_layers=32,
-        ffn_dim=10240,
-        num_attention_heads=32,
-        vocab_size=50272,
-        max_position_embeddings=2048,
-        word_embed_proj_dim=2560,
+    shape = shapes.BLIP2_OPT
+    config = Blip2Config(
+        vision_config=shape["vision"],
+        qformer_config=shape["qformer"],
+        text_config=OPTConfig(**shape["text"], vocab_size=shapes.OPT_VOCABULARY).to_dict(),
+        num_query_tokens=shape["query_tokens"],
     )
-    config = Blip2Config(text_config=text.to_dict(), num_query_tokens=32)
     with torch.device("meta"):  # shapes only: nothing is allocated
         model = Blip2ForConditionalGeneration(config)
     sizes = _named_sizes(model)

@@ -196,10 +196,10 @@ def distribution(
     k: int = 10,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    path: str | Path | None = None,
 ) -> NextToken:
-    """Turn logits into the top-k view: raw probabilities, reshaped ones and the nucleus (no model call)."""
-    model = models.ref(model, path)
+    """Turn logits into the top-k view: raw probabilities, reshaped ones and the nucleus (no model call).
+
+    ``model`` (an id, a folder or a reference) only decodes the token ids."""
     tokenizer = models.tokenizer(model)
     raw = _softmax(logits)
     reshaped, mask = reshape(logits, temperature, top_p)
@@ -431,10 +431,8 @@ def generate_stream(
             min_new_tokens=new_tokens,
             do_sample=False,
             use_cache=use_cache,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
         ) as stream:
-            for piece in stream:
-                text += piece
+            for text in stream.texts():
                 yield text, None
         seconds = time.perf_counter() - started
     yield text, Generation(text, seconds, new_tokens)

@@ -47,7 +47,8 @@ class TokenStream:
         tokenizer: the tokenizer that decodes its output (a processor's ``tokenizer`` for BLIP-2).
         stop: an event that also stops generation when set (e.g. a Stop button's); optional.
         name: what the thread is called after the prefix, for logs.
-        **generate_kwargs: passed to ``generate`` (``input_ids``, ``max_new_tokens``, …).
+        **generate_kwargs: passed to ``generate`` (``input_ids``, ``max_new_tokens``, …); ``pad_token_id``
+            defaults to the tokenizer's padding token, else its end-of-text token.
 
     An error raised while generating (out of memory, a bad argument) is raised to the reader.
     """
@@ -68,6 +69,8 @@ class TokenStream:
         self._failures: list[BaseException] = []
         self._model = model
         self._kwargs = {**generate_kwargs, "streamer": self._streamer}
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._kwargs.setdefault("pad_token_id", pad)
         criteria = self._kwargs.pop("stopping_criteria", None) or []
         self._kwargs["stopping_criteria"] = [*criteria, *_stop_when_set(self.stop)]
         self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}-{name}", daemon=True)
@@ -91,6 +94,13 @@ class TokenStream:
                 raise self._failures[0]
         finally:
             self.close()
+
+    def texts(self) -> Iterator[str]:
+        """The whole text so far, once per new piece (what a chat box or a text area shows)."""
+        text = ""
+        for piece in self:
+            text += piece
+            yield text
 
     def close(self) -> None:
         """Stop generating at the next token and wait for the thread to end (idempotent)."""

@@ -426,9 +426,7 @@ def generate_stream(
         **_on_device(vc, prepared),
         **prepared.generate_kwargs,
     ) as stream:
-        text = ""
-        for piece in stream:
-            text += piece
+        for text in stream.texts():
             if text.strip() and text.strip() != shown:
                 shown = text.strip()
                 yield shown

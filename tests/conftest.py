@@ -43,35 +43,23 @@ def lab_server() -> Iterator[str]:
 # -- tiny random-weight models, written once per session (read-only: copy one before changing it) --
 
 
-def _tiny(factory: pytest.TempPathFactory, writer: str, name: str) -> Path:
-    from lab import testing
+def _tiny(writer: str, name: str) -> Any:
+    """A session fixture: the folder ``lab.testing.<writer>`` writes, built on first use."""
 
-    return getattr(testing, writer)(factory.mktemp("tiny") / name)
+    @pytest.fixture(scope="session")
+    def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        from lab import testing
 
+        return getattr(testing, writer)(tmp_path_factory.mktemp("tiny") / name)
 
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny(tmp_path_factory, "write_llama_causal_lm", "tiny-random-llama")
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny(tmp_path_factory, "write_bert_encoder", "tiny-random-bert")
+    return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_sentence(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny(tmp_path_factory, "write_sentence_encoder", "tiny-random-sentence")
-
-
-@pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny(tmp_path_factory, "write_open_clip", "tiny-random-clip")
-
-
-@pytest.fixture(scope="session")
-def tiny_blip2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny(tmp_path_factory, "write_blip2", "tiny-random-blip2")
+tiny_llama = _tiny("write_llama_causal_lm", "tiny-random-llama")
+tiny_bert = _tiny("write_bert_encoder", "tiny-random-bert")
+tiny_sentence = _tiny("write_sentence_encoder", "tiny-random-sentence")
+tiny_clip = _tiny("write_open_clip", "tiny-random-clip")
+tiny_blip2 = _tiny("write_blip2", "tiny-random-blip2")
 
 
 @pytest.fixture(scope="session")

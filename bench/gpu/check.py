@@ -21,19 +21,11 @@ from pathlib import Path
 
 import torch
 
+from bench import shapes
 from bench.timing import timed
 from lab import cache, device, models
 
-SMOLLM2_SHAPE = dict(
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    max_position_embeddings=2048,
-    tie_word_embeddings=True,
-)
+SMOLLM2_SHAPE = shapes.SMOLLM2
 
 
 def write_random_smollm2_shape(folder: Path) -> Path:

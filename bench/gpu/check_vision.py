@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from bench import ROOT
+from bench import ROOT, shapes
 from bench import clip as clip_bench
 from bench import vision_chat as vision_chat_bench
 from bench.timing import timed
@@ -31,32 +31,7 @@ from lab import models, testing, vision_chat
 from lab.cache import CACHE
 
 BLIP2_ID = "Salesforce/blip2-opt-2.7b"
-FULL = {
-    "vision": dict(
-        hidden_size=1408,
-        intermediate_size=6144,
-        num_hidden_layers=39,
-        num_attention_heads=16,
-        image_size=224,
-        patch_size=14,
-    ),
-    "qformer": dict(
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        encoder_hidden_size=1408,
-    ),
-    "text": dict(
-        hidden_size=2560,
-        word_embed_proj_dim=2560,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        ffn_dim=10240,
-        max_position_embeddings=2048,
-    ),
-    "query_tokens": 32,
-}
+FULL = shapes.BLIP2_OPT
 # Small stand-ins of the same layout (2 layers of width 64), to check the script itself on a CPU.
 _TINY_BLOCK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
 SMALL = {

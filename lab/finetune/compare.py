@@ -47,21 +47,12 @@ def stream_text(network: Any, tokenizer: Any, ids: list[int], max_new_tokens: in
     """
     import torch
 
-    inputs = torch.tensor([ids], device=network.device)
-    text = ""
+    input_ids = torch.tensor([ids], device=network.device)
+    greedy = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "do_sample": False}
     with TokenStream(
-        network,
-        tokenizer,
-        name="finetune-compare",
-        input_ids=inputs,
-        attention_mask=torch.ones_like(inputs),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        network, tokenizer, name="finetune-compare", max_new_tokens=max_new_tokens, **greedy
     ) as stream:
-        for piece in stream:
-            text += piece
-            yield text
+        yield from stream.texts()
 
 
 @forward("answering with the base and the fine-tuned model", duration=120)
