@@ -58,7 +58,9 @@ class Row:
         parts = []
         if self.target is not None:
             parts.append(f"{'<' if self.better == 'lower' else '≥'} {self.target:g} {self.unit}".strip())
-        if self.min_ratio is not None:
+        if self.min_ratio is not None and self.min_ratio < 1:  # "no slower than 1.15× the baseline"
+            parts.append(f"≥ {self.min_ratio:.3g}× (lab ≤ {1 / self.min_ratio:.3g}× baseline)")
+        elif self.min_ratio is not None:
             parts.append(f"≥ {self.min_ratio:g}×")
         return ", ".join(parts)
 
