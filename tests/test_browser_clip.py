@@ -12,19 +12,18 @@ import io
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
 
 from lab import catalog, clip, testing
 from lab.cache import CACHE
-from tests.conftest import local_settings
+from tests.helpers import BOOK_IMAGES, local_settings
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 60_000
-BOOK = Path(__file__).resolve().parent.parent / "assets" / "book" / "images"
+BOOK = BOOK_IMAGES
 
 
 @pytest.fixture(scope="module")
@@ -125,21 +124,8 @@ def test_a_model_without_weights_explains_how_to_get_it_and_the_server_keeps_ser
 
 
 @pytest.fixture
-def page(browser, clip_server) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.outside_requests = []
-    page.on("request", lambda request: _record(page, request.url))
-    page.goto(clip_server)
-    page.wait_for_selector("#clip-status", timeout=TIMEOUT)
-    yield page
-    context.close()
-
-
-def _record(page, url: str) -> None:
-    host = urlparse(url).hostname
-    if url.startswith(("http:", "https:", "ws:", "wss:")) and host not in ("127.0.0.1", "localhost"):
-        page.outside_requests.append(url)
+def page(open_page, clip_server) -> object:
+    return open_page(clip_server, wait_for="#clip-status")
 
 
 def _wait_for_text(page, selector: str, text: str) -> None:
