@@ -8,20 +8,19 @@ from __future__ import annotations
 import base64
 import html
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lab import models, render
+from lab import models, paths, render
 from lab.attention import AttentionResult, NextToken, Structure
 from lab.errors import InputError
 
 if TYPE_CHECKING:
     from lab.embeddings import StaticVsContextual, TextVector
 
-HEAD_VIEW_JS = Path(__file__).resolve().parent.parent / "assets" / "js" / "head_view.js"
+HEAD_VIEW_JS = paths.JS / "head_view.js"
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8"><style>
 body{{font-family:ui-sans-serif,system-ui,sans-serif;margin:6px;color:#1f2328}}

@@ -9,12 +9,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from lab import models, vision_chat
+from lab import models, paths, vision_chat
 from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
@@ -29,7 +28,7 @@ its own: each earlier turn is written back into the prompt as `Question: … Ans
 prompt* to see it), and the panel *Under the hood* shows what the model receives.
 """
 
-BOOK_IMAGES = Path(__file__).resolve().parent.parent / "assets" / "book" / "images"
+BOOK_IMAGES = paths.BOOK_IMAGES
 EXAMPLES = ["car.png", "puppy.png", "cat.png"]
 PRECISIONS = [
     ("auto", "auto"),

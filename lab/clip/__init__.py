@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from lab.clip.gallery import Added, Galleries, Gallery, gallery_paths
 from lab.clip.index import (
-    ASSETS,
     BOOK_CAPTIONS,
     BOOK_IMAGES,
     EXACT_LIMIT,
@@ -102,7 +101,6 @@ __all__ = [
     "check_query",
     "prepare_image",
     # index
-    "ASSETS",
     "BOOK_CAPTIONS",
     "BOOK_IMAGES",
     "EXACT_LIMIT",

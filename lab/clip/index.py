@@ -15,15 +15,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lab import config
+from lab import config, paths
 from lab.clip.model import ClipModel
 from lab.clip.prepare import ImageSource, PreparedImage, check_query, prepare_image
 from lab.errors import InputError, LabError
 from lab.images import BadImage
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-GALLERY_DIR = ASSETS / "gallery"
-BOOK_IMAGES = ASSETS / "book" / "images"
+GALLERY_DIR = paths.GALLERY
+BOOK_IMAGES = paths.BOOK_IMAGES
 
 # The book's captions of its three images (chapter 9), in the order of its similarity matrix.
 BOOK_CAPTIONS = {

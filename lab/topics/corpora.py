@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab import config
+from lab import config, paths
 from lab.topics.errors import CorpusUnavailable, TopicInputError
 from lab.topics.settings import GTE_SMALL, MINILM
 
-CORPORA = Path(__file__).resolve().parents[2] / "assets" / "corpora"
+CORPORA = paths.CORPORA
 CORPUS_NAMES = ("wikipedia", "arxiv_nlp")
 ARXIV_DATASET = "MaartenGr/arxiv_nlp"
 MAX_DOCS = 20_000  # per upload; embedding 20,000 short documents takes ~30 min on 2 CPU cores, ~1 on a GPU

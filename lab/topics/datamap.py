@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from lab import config
+from lab import config, paths
 from lab.topics.plots import hover_texts, need_topics, topic_labels
 from lab.topics.results import TopicRun
 
-DATAMAP_JS = Path(__file__).resolve().parents[2] / "assets" / "js" / "datamapplot"
+DATAMAP_JS = paths.JS / "datamapplot"
 
 
 def datamap_static(run: TopicRun, topics: Sequence[int] | None = None, *, width: int = 1200) -> Any:
