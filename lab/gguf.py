@@ -14,6 +14,7 @@ names its pre-tokenizer (``tokenizer.ggml.pre``) but does not contain the regex.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,8 @@ def convert_causal_lm(gguf_path: str | Path, out_dir: str | Path) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from lab.sources import publish_folder
+
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     source = AutoModelForCausalLM.from_pretrained(
         str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
@@ -189,9 +192,9 @@ def convert_causal_lm(gguf_path: str | Path, out_dir: str | Path) -> Path:
     config = AutoConfig.for_model(**config_dict)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(source.state_dict())
-    tmp = out_dir.with_name(out_dir.name + ".partial")
+    tmp = out_dir.with_name(out_dir.name + f".partial-{os.getpid()}")  # replicas may convert at once
     fresh.save_pretrained(tmp, safe_serialization=True)
     tokenizer_from_gguf(gguf_path).save_pretrained(tmp)
     (tmp / "lab_source.json").write_text(json.dumps({"gguf": gguf_path.name}, indent=2))
-    tmp.rename(out_dir)
+    publish_folder(tmp, out_dir)
     return out_dir

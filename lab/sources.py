@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import tarfile
 import threading
 from pathlib import Path
@@ -90,8 +91,23 @@ def unpack_tokenizer(name: str) -> Path:
             partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
             with tarfile.open(archive) as tar:
                 tar.extractall(partial, filter="data")
-            partial.rename(folder)
+            publish_folder(partial, folder)
     return folder
+
+
+def publish_folder(partial: Path, folder: Path) -> None:
+    """Move a finished ``partial`` folder to ``folder`` in one step, so no reader sees half of it.
+
+    The lock above only orders threads: app replicas sharing ``LAB_CACHE_DIR`` may each write the same
+    folder at once, and whichever renames second finds it there already; it keeps that one and drops its
+    own (the same content).
+    """
+    try:
+        partial.rename(folder)
+    except OSError:
+        if not folder.is_dir():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def smollm2_gguf() -> Path:
@@ -122,7 +138,7 @@ def smollm2_tokenizer_folder() -> Path:
         if not (folder / "tokenizer.json").is_file():
             partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
             tokenizer_from_gguf(smollm2_gguf()).save_pretrained(partial)
-            partial.rename(folder)
+            publish_folder(partial, folder)
     return folder
 
 
