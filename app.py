@@ -16,7 +16,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import gradio as gr  # noqa: E402
 
-from lab import models  # noqa: E402
+from lab import models, replicas  # noqa: E402
 from lab.config import Settings  # noqa: E402
 from tabs import attention, clip_search, finetune, system, tokenizers, topics, vision_chat  # noqa: E402
 
@@ -73,6 +73,7 @@ def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
         ssr_mode=False,
         footer_links=["api", "settings"],
         prevent_thread_lock=not block,
+        app_kwargs=replicas.app_kwargs(settings.replica),
         quiet=not block,
     )
     return demo.local_url

@@ -15,6 +15,7 @@
 | `LAB_MAX_IMAGE_PIXELS` | largest image opened (decompression-bomb guard) | 40000000 |
 | `LAB_CLIP_MAX_IMAGES`, `LAB_CLIP_MAX_UPLOAD_MB` | a CLIP gallery upload's caps | see `lab/clip/uploads.py` |
 | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the app listens | 127.0.0.1, 7860 |
+| `LAB_REPLICA` | this process's name among several replicas, sent as the `X-Lab-Replica` header | unset |
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Settings:
     max_file_size: str = "20mb"
     max_text_chars: int = 20_000
     preload: list[str] = field(default_factory=list)
+    replica: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -84,6 +86,7 @@ class Settings:
             max_file_size=os.environ.get("LAB_MAX_FILE_SIZE", "20mb"),
             max_text_chars=int(os.environ.get("LAB_MAX_TEXT_CHARS", "20000")),
             preload=[m.strip() for m in os.environ.get("LAB_PRELOAD", "").split(",") if m.strip()],
+            replica=os.environ.get("LAB_REPLICA", "").strip(),
         )
 
     def check(self) -> None:
