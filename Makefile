@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup run test test-fast lint bench browser clean
+.PHONY: setup run replicas test test-fast lint bench browser caddy clean
 
 setup: $(STAMP)
 
@@ -26,10 +26,25 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+# Debian's caddy is the proxy in front of several app replicas (deploy/Caddyfile). Where systemd runs,
+# the package also enables a caddy service on port 80 that the lab does not use
+# (`systemctl disable --now caddy` if unwanted); the lab runs its own `caddy run --config deploy/Caddyfile`.
+caddy:
+	@command -v caddy >/dev/null || test -x /usr/bin/caddy || { \
+	  echo "Installing Debian's caddy for the app replicas"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq caddy; }
+
 run: setup
 	$(PY) app.py
 
-test: setup browser
+# N app replicas behind Caddy with sticky sessions, on PORT (default GRADIO_SERVER_PORT or 7860); the
+# replicas take the next N ports. Ctrl-C stops them all. README: "When one machine is not enough".
+N ?= 2
+replicas: setup caddy
+	$(PY) -m lab.replicas --replicas $(N) $(if $(PORT),--port $(PORT))
+
+test: setup browser caddy
 	$(PY) -m pytest
 
 # Everything but the real-browser and slow tests, for a quick loop while editing.
