@@ -198,6 +198,9 @@ def running(
             "LAB_PROXY_BIND": proxy_host,
             "LAB_UPSTREAMS": " ".join(f"127.0.0.1:{port}" for port in ports),
             "LAB_PROXY_ACCESS_LOG": str(access_log),
+            # Caddy keeps its state (an autosaved config, certificate storage) here, not in the home folder.
+            "XDG_CONFIG_HOME": str(log_dir / "caddy"),
+            "XDG_DATA_HOME": str(log_dir / "caddy"),
         }
         command = [caddy(), "run", "--adapter", "caddyfile", "--config", str(CADDYFILE)]
         local_host = "127.0.0.1" if proxy_host in {"0.0.0.0", "::", ""} else proxy_host
@@ -217,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.stdout.reconfigure(line_buffering=True)  # the proxy's address shows at once, also under make
     settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m lab.replicas", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lab.replicas",
+        description="Start N app replicas behind Caddy with sticky sessions; Ctrl-C stops them all.",
+    )
     parser.add_argument("--replicas", "-n", type=int, default=2, help="how many app processes (default 2)")
     parser.add_argument(
         "--port", type=int, default=settings.server_port, help="the proxy's port; replicas use the next N"

@@ -15,6 +15,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -24,6 +25,10 @@ from tests.helpers import free_port
 COOKIE = "lab_replica"  # deploy/Caddyfile's `lb_policy cookie lab_replica`
 REPLICAS = {"replica-1", "replica-2"}
 CALLS = 3
+# True once the page's gpt2 column shows exactly `text` (a space shows as "·").
+GPT2_TOKENS_READ = """(text) => [
+    ...document.querySelectorAll('#token-columns .col[data-tokenizer="gpt2"] .toks .t')
+].map((t) => t.innerText).join('') === text"""
 
 
 def distinct_ports(count: int) -> list[int]:
@@ -70,9 +75,11 @@ def access_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def replicas_by_client(path: Path, clients: list[str], timeout: float = 60) -> dict[str, list[str]]:
-    """Each test client's requests in the proxy's log: the replica of each, once every client's last
-    queue stream has been logged (a request is logged when its response ends)."""
+def replicas_by_client(
+    path: Path, clients: list[str], streams_each: int = CALLS, timeout: float = 60
+) -> dict[str, list[str]]:
+    """Each test client's requests in the proxy's log: the replica of each, once every client's
+    ``streams_each`` queue streams have been logged (a request is logged when its response ends)."""
     deadline = time.monotonic() + timeout
     while True:
         seen: dict[str, list[str]] = defaultdict(list)
@@ -82,7 +89,7 @@ def replicas_by_client(path: Path, clients: list[str], timeout: float = 60) -> d
             if client in clients:
                 seen[client].extend(entry["resp_headers"].get("X-Lab-Replica", ["(none)"]))
                 streams[client] += entry["request"]["uri"].startswith("/gradio_api/queue/data")
-        if all(streams[c] >= CALLS for c in clients) or time.monotonic() > deadline:
+        if all(streams[c] >= streams_each for c in clients) or time.monotonic() > deadline:
             return dict(seen)
         time.sleep(0.5)
 
@@ -187,6 +194,29 @@ def test_a_replica_publishing_a_folder_another_already_published_keeps_the_first
     assert (folder / "tokenizer.json").read_text() == "first"
     with pytest.raises(OSError):  # any other failure still shows
         publish_folder(tmp_path / "missing.partial", tmp_path / "elsewhere")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_two_readers_in_browsers_each_stay_on_their_replica(deployment, browser):
+    """The page itself through the proxy: assets, its load events, a typed text; one replica each."""
+    cookies = sticky_cookies(deployment.url)
+    for name, value in sorted(cookies.items()):
+        label = f"browser-{name}"
+        context = browser.new_context(extra_http_headers={"X-Lab-Test-Client": label})
+        try:
+            context.add_cookies([{"name": COOKIE, "value": value, "url": deployment.url}])
+            page = context.new_page()
+            # The tab reads its text and tokenizers from the address (one tokenizer: a cold replica
+            # would take a minute here to load the whole preset), in a load event and its follow-up.
+            page.goto(f"{deployment.url}/?" + urlencode({"text": f"{name} here", "tok": "gpt2"}))
+            page.wait_for_function(GPT2_TOKENS_READ, arg=f"{name}·here", timeout=90_000)
+        finally:
+            context.close()
+    labels = [f"browser-{name}" for name in cookies]
+    served = replicas_by_client(deployment.access_log, labels, streams_each=1)
+    for name in cookies:
+        assert set(served.get(f"browser-{name}", [])) == {name}, served.get(f"browser-{name}")
 
 
 @pytest.mark.slow
