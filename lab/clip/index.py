@@ -195,7 +195,8 @@ class ImageIndex:
         """A new index holding this one's images and ``images`` (this one is not changed).
 
         When this index searches approximately, the new one shares its codes and ranks the added images
-        exactly, so a reader's few uploads do not rebuild the codes of a big gallery.
+        exactly, so a reader's few uploads do not rebuild the codes of a big gallery. Its vectors are a new
+        array in memory, though, even when this index's are memory-mapped.
         """
         added = ImageIndex.build(images, self._model(), backend=self.backend)
         clash = sorted(set(self.ids) & set(added.ids))
