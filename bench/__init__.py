@@ -11,6 +11,7 @@ Each section is a module of this package with one contract: ``TITLE`` (its headi
 - ``attention``: the attention tab's calls warm against ``from_pretrained`` for each call;
 - ``topics``: first fit, refit and the interactive map against BERTopic refitting from scratch;
 - ``clip``: batched indexing against one image at a time, exact search against a Python loop;
+- ``big_gallery``: approximate CLIP search (faiss codes) against exact search at 100k vectors, its recall;
 - ``vision_chat``: BLIP-2's time to first token and tokens per second, and its memory by dtype;
 - ``finetune``: the classroom preset's training speed on the CPU (the book's settings on a GPU).
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from bench.report import Section
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("startup", "tokenizers", "attention", "topics", "clip", "vision_chat", "finetune")
+SECTIONS = ("startup", "tokenizers", "attention", "topics", "clip", "big_gallery", "vision_chat", "finetune")
 
 
 def run_section(name: str, quick: bool = False) -> Section:

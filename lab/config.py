@@ -14,6 +14,7 @@
 | `LAB_MAX_TEXT_CHARS` | longest text the tokenizer tab accepts | 20000 |
 | `LAB_MAX_IMAGE_PIXELS` | largest image opened (decompression-bomb guard) | 40000000 |
 | `LAB_CLIP_MAX_IMAGES`, `LAB_CLIP_MAX_UPLOAD_MB` | a CLIP gallery upload's caps | see `lab/clip/uploads.py` |
+| `LAB_CLIP_APPROX_ABOVE` | CLIP search turns approximate (faiss) above this many images | 50000 |
 | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the app listens | 127.0.0.1, 7860 |
 | `LAB_REPLICA` | this process's name among several replicas, sent as the `X-Lab-Replica` header | unset |
 """

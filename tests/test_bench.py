@@ -158,6 +158,25 @@ def test_tiny_random_clip_bench_measures_indexing_and_search_against_their_basel
     assert "1k" not in text
 
 
+def test_big_gallery_bench_measures_approximate_against_exact_search_and_its_recall():
+    from bench import big_gallery
+
+    measured = big_gallery.measure(3_000, 5)
+    assert measured["gallery_size"] == 3_000 and 0.9 <= measured["gallery_recall_at_10"] <= 1.0
+    assert measured["gallery_speedup"] == pytest.approx(
+        measured["gallery_exact_query_ms"] / measured["gallery_approx_query_ms"]
+    )
+    assert measured["gallery_mapped_same_results"] is True
+    assert measured["gallery_code_bytes"] == 128 and measured["gallery_vector_bytes"] == 2048
+    section = big_gallery.section(measured)
+    search, recall, build, mapped, memory = section.rows
+    assert search.ratio == pytest.approx(measured["gallery_speedup"]) and recall.met is True
+    assert build.lab == measured["gallery_build_s"] > 0 and mapped.note == "same results as before saving"
+    assert memory.ratio == 16
+    text = report.table({"big_gallery": section})
+    assert "| recall@10 of approximate against exact, 3k |" in text and "≥ 0.95: yes" in text
+
+
 def test_tiny_random_blip2_bench_reports_speed_and_memory_by_dtype(tmp_path: Path):
     from bench import vision_chat
     from lab import testing

@@ -252,13 +252,73 @@ def test_faiss_backend_says_what_to_install_when_missing(monkeypatch: pytest.Mon
     assert clip.ImageIndex(list("abcd"), vectors).search_vector(vectors[2], 1)[0][0] == "c"  # auto: exact
 
 
-def test_faiss_backend_finds_the_same_best_image_when_installed() -> None:
-    pytest.importorskip("faiss")
-    rng = np.random.default_rng(1)
-    vectors = rng.normal(size=(2000, 32)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+def unit_rows(count: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_faiss_backend_finds_the_same_best_image() -> None:
+    vectors = unit_rows(2000, 32, seed=1)
     approximate = clip.ImageIndex([str(i) for i in range(2000)], vectors, backend="faiss")
     assert approximate.search_vector(vectors[7], 3)[0][0] == "7"
+
+
+def test_search_turns_approximate_above_LAB_CLIP_APPROX_ABOVE_and_keeps_exact_cosines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LAB_CLIP_APPROX_ABOVE", "300")
+    assert clip.approx_above() == 300
+    vectors = unit_rows(301, 32, seed=2)
+    at_limit = clip.ImageIndex([f"img{i}" for i in range(300)], vectors[:300])
+    above = clip.ImageIndex([f"img{i}" for i in range(301)], vectors)
+    assert not at_limit.uses_approximate_search() and above.uses_approximate_search()
+    assert at_limit._approximate is None  # exact search never builds codes
+    assert not clip.ImageIndex(above.ids, vectors, backend="exact").uses_approximate_search()
+    found = above.search_vector(vectors[42], 5)
+    assert found[0] == ("img42", pytest.approx(1.0, abs=1e-6)) and above._approximate.ntotal == 301
+    for image_id, score in found:  # the scores are exact cosines, not the codes' estimates
+        assert score == pytest.approx(float(vectors[int(image_id[3:])] @ vectors[42]), abs=1e-6)
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+    monkeypatch.delenv("LAB_CLIP_APPROX_ABOVE")
+    assert clip.approx_above() == clip.APPROX_ABOVE == 50_000
+
+
+def test_approximate_search_finds_most_of_the_exact_top_10_of_20k_vectors() -> None:
+    vectors = unit_rows(20_000, 64, seed=3)
+    queries = unit_rows(50, 64, seed=4)  # not in the gallery: no free first hit
+    ids = [str(i) for i in range(len(vectors))]
+    exact = clip.ImageIndex(ids, vectors, backend="exact")
+    approximate = clip.ImageIndex(ids, vectors, backend="faiss")
+    recall = np.mean(
+        [
+            len({i for i, _ in exact.search_vector(q, 10)} & {i for i, _ in approximate.search_vector(q, 10)})
+            / 10
+            for q in queries
+        ]
+    )
+    assert recall >= 0.9, f"recall@10 {recall:.3f}"
+
+
+def test_a_saved_index_loads_memory_mapped_and_answers_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAB_CLIP_APPROX_ABOVE", "1000")
+    vectors = unit_rows(3000, 32, seed=5)
+    built = clip.ImageIndex([f"img{i}" for i in range(3000)], vectors, problems=["x.gif is not an image."])
+    assert built.uses_approximate_search()
+    folder = built.save(tmp_path / "index")
+    assert {p.name for p in folder.iterdir()} == {"vectors.npy", "ids.json", "codes.faiss", "index.json"}
+    loaded = clip.ImageIndex.load(folder)
+    assert isinstance(loaded.vectors, np.memmap) and not loaded.vectors.flags.writeable
+    assert loaded.uses_approximate_search() and loaded._approximate.ntotal == 3000
+    assert loaded.ids == built.ids and loaded.problems == ["x.gif is not an image."]
+    for row in (0, 17, 2999):
+        assert loaded.search_vector(vectors[row], 8) == built.search_vector(vectors[row], 8)
+    small = clip.ImageIndex(["a", "b"], vectors[:2]).save(tmp_path / "small")
+    assert not (small / "codes.faiss").exists()
+    assert clip.ImageIndex.load(small).search_vector(vectors[1], 1)[0][0] == "b"
+    with pytest.raises(InputError, match="holds no saved CLIP index"):
+        clip.ImageIndex.load(tmp_path / "nothing here")
 
 
 # -- zero-shot and the matrix ------------------------------------------------------------------------
@@ -475,6 +535,36 @@ def test_tiny_random_clip_galleries_build_the_default_index_once_for_concurrent_
     galleries.clear()
     assert galleries.default_index(models_seen[0]) is not indexes[0] and len(builds) == 3
     mine.delete()
+
+
+def test_tiny_random_clip_big_default_gallery_is_saved_beside_its_embeddings_and_mapped_next_time(
+    cache_dir: Path, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LAB_CLIP_APPROX_ABOVE", "10")  # the 17 images of the default gallery count as big
+    model = clip.load(tiny_folder)
+    first = clip.Galleries().default_index(model)
+    assert first.uses_approximate_search() and first.computed == 17
+    assert isinstance(first.vectors, np.memmap)  # what was built is served from disk
+    saved = list((cache_dir / "clip-embeddings" / model.key / "indexes").glob("*/index.json"))
+    assert len(saved) == 1 and (saved[0].parent / "codes.faiss").is_file()
+    again = clip.Galleries().default_index(model)  # a restart: nothing embedded, nothing opened
+    assert again.computed == 0 and again.ids == first.ids and again.uses_approximate_search()
+    assert again.search_image(GALLERY / "coffee.jpg", k=3)[0] == ("coffee.jpg", pytest.approx(1.0, abs=1e-5))
+    assert again.search_text("a cat", k=5) == first.search_text("a cat", k=5)
+    # A reader's upload is ranked exactly beside the shared codes, which are not rebuilt.
+    photo = tmp_path / "noise.png"
+    photo.write_bytes(png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8))))
+    mine = clip.Gallery()
+    mine.add([photo], clip.UploadLimits())
+    galleries = clip.Galleries()
+    extended = galleries.index(mine, model)
+    assert extended._approximate is galleries.default_index(model)._approximate and len(extended) == 18
+    assert extended.search_image(mine.uploads[0][1], k=2)[0] == ("noise.png", pytest.approx(1.0, abs=1e-5))
+    mine.delete()
+    with pytest.raises(InputError, match="built with another CLIP"):
+        clip.ImageIndex.load(
+            saved[0].parent, clip.load(testing.write_open_clip(tmp_path / "other", image_size=48))
+        )
 
 
 def test_a_classroom_server_only_takes_catalog_clips() -> None:

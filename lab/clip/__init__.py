@@ -18,7 +18,8 @@ that touches the model) and *present* (numbers back as numpy and Python values; 
 
 - :mod:`~lab.clip.model`: load and describe a CLIP, its forward steps, and what its towers read;
 - :mod:`~lab.clip.prepare`: images and texts checked before any model sees them;
-- :mod:`~lab.clip.index`: embeddings on disk and the searchable :class:`ImageIndex`;
+- :mod:`~lab.clip.index`: embeddings on disk and the searchable :class:`ImageIndex` (saved and memory-mapped);
+- :mod:`~lab.clip.approximate`: faiss codes: approximate search above ``LAB_CLIP_APPROX_ABOVE`` images;
 - :mod:`~lab.clip.zero_shot`: zero-shot labels and the book's similarity matrix;
 - :mod:`~lab.clip.uploads`: reading uploads of files and zips within caps;
 - :mod:`~lab.clip.gallery`: a reader's own :class:`Gallery` and the shared :class:`Galleries`;
@@ -27,6 +28,7 @@ that touches the model) and *present* (numbers back as numpy and Python values; 
 
 from __future__ import annotations
 
+from lab.clip.approximate import APPROX_ABOVE, FaissMissing, approx_above, faiss_index
 from lab.clip.gallery import Added, Galleries, Gallery, gallery_paths
 from lab.clip.index import (
     BOOK_CAPTIONS,
@@ -36,10 +38,8 @@ from lab.clip.index import (
     GALLERY_SUFFIXES,
     EmbeddingStore,
     EmptyGallery,
-    FaissMissing,
     ImageIndex,
     default_gallery,
-    faiss_index,
     image_vector,
 )
 from lab.clip.model import (
@@ -108,11 +108,14 @@ __all__ = [
     "GALLERY_SUFFIXES",
     "EmbeddingStore",
     "EmptyGallery",
-    "FaissMissing",
     "ImageIndex",
     "default_gallery",
-    "faiss_index",
     "image_vector",
+    # approximate
+    "APPROX_ABOVE",
+    "FaissMissing",
+    "approx_above",
+    "faiss_index",
     # zero_shot
     "MAX_LABELS",
     "TEMPLATE",

@@ -14,6 +14,7 @@ gallery's index per model, each built once, behind one lock::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import tempfile
@@ -22,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.clip.index import ImageIndex, default_gallery
+from lab.clip.approximate import approx_above
+from lab.clip.index import EmbeddingStore, ImageIndex, default_gallery
 from lab.clip.model import ClipModel, load, parse_name
 from lab.clip.prepare import prepare_image
 from lab.clip.uploads import UploadLimits, read_uploads
@@ -113,7 +115,8 @@ class Galleries:
 
     - :meth:`model`: a CLIP described by :func:`lab.clip.load`, per name (the weights stay in the lab's model
       cache, which may evict and reload them; this keeps only the description);
-    - :meth:`default_index`: the default gallery embedded with a model;
+    - :meth:`default_index`: the default gallery embedded with a model (above ``LAB_CLIP_APPROX_ABOVE`` images
+      saved beside its embeddings and memory-mapped, see :func:`stored_index`);
     - :meth:`index`: the default gallery plus one reader's :class:`Gallery`.
 
     :meth:`clear` forgets both, e.g. after the models behind the names have changed.
@@ -140,7 +143,7 @@ class Galleries:
         """The default gallery embedded with ``model``; the first caller builds it, the others wait."""
         with self._lock:
             if model.key not in self._indexes:
-                self._indexes[model.key] = ImageIndex.build(default_gallery(), model)
+                self._indexes[model.key] = stored_index(default_gallery(), model)
             return self._indexes[model.key]
 
     def index(self, gallery: Gallery | None, model: ClipModel) -> ImageIndex:
@@ -159,3 +162,36 @@ class Galleries:
         with self._lock:
             self._models.clear()
             self._indexes.clear()
+
+
+def gallery_fingerprint(files: Sequence[tuple[str, Path]]) -> str:
+    """A name for a gallery of files that changes when an id, a path, a size or a modification time does."""
+    digest = hashlib.sha256()
+    for image_id, path in files:
+        stat = os.stat(path)
+        digest.update(f"{image_id}\0{os.fspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def stored_index(files: Sequence[tuple[str, Path]], model: ClipModel) -> ImageIndex:
+    """The index of a gallery of files; above :func:`approx_above` images, kept on disk between runs.
+
+    A big gallery's index (vectors, ids and faiss codes) is saved beside its embeddings, under
+    ``LAB_CACHE_DIR/clip-embeddings/<model>/indexes/<fingerprint>``, and loaded memory-mapped: the next start
+    neither opens a million images again nor holds their vectors in memory. A changed gallery gets a new
+    fingerprint; the indexes of its older versions are removed. Small galleries are simply built.
+    """
+    if len(files) <= approx_above():
+        return ImageIndex.build(files, model)
+    indexes = EmbeddingStore(model.key).folder / "indexes"
+    folder = indexes / gallery_fingerprint(files)
+    if (folder / "index.json").is_file():
+        return ImageIndex.load(folder, model)
+    built = ImageIndex.build(files, model)
+    built.save(folder)
+    for older in indexes.iterdir():  # a process still mapping one keeps reading it: unlinked files live on
+        if older.is_dir() and older != folder:
+            shutil.rmtree(older, ignore_errors=True)
+    stored = ImageIndex.load(folder, model)  # the mapped copy: the built vectors leave memory
+    stored.computed = built.computed
+    return stored

@@ -2,12 +2,16 @@
 
 Image embeddings are kept under ``LAB_CACHE_DIR/clip-embeddings/<model>/``, keyed by the image's pixels, so
 a restart or a second user does not compute them again. Search is exact cosine (one matrix product) up to
-:data:`EXACT_LIMIT` images; above that, an approximate faiss index is used when ``faiss-cpu`` is installed.
+``LAB_CLIP_APPROX_ABOVE`` images (default 50,000); above that, faiss codes pick candidates and exact cosine
+ranks them (:mod:`~lab.clip.approximate`). :meth:`ImageIndex.save` writes an index to a folder and
+:meth:`ImageIndex.load` memory-maps it back, so a million-image gallery need not sit in memory.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +20,11 @@ from typing import Any, Literal
 import numpy as np
 
 from lab import config, paths
+from lab.clip import approximate
+from lab.clip.approximate import APPROX_ABOVE, RERANK, approx_above, faiss_index
 from lab.clip.model import ClipModel
 from lab.clip.prepare import ImageSource, PreparedImage, check_query, prepare_image
-from lab.errors import InputError, LabError
+from lab.errors import InputError
 from lab.images import BadImage
 
 GALLERY_DIR = paths.GALLERY
@@ -31,7 +37,7 @@ BOOK_CAPTIONS = {
     "car.png": "A supercar on the road with the sunset in the background",
 }
 
-EXACT_LIMIT = 100_000  # exact search (n × d matrix product) stays in milliseconds up to here
+EXACT_LIMIT = APPROX_ABOVE  # the default of LAB_CLIP_APPROX_ABOVE (read by approx_above())
 GALLERY_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
@@ -111,27 +117,28 @@ class EmptyGallery(InputError):
     """No image could be indexed."""
 
 
-class FaissMissing(LabError, ImportError):
-    """Approximate search was asked for, and ``faiss-cpu`` is not installed."""
-
-
 @dataclass
 class ImageIndex:
     """Unit-length image embeddings with their ids; queries rank them by cosine similarity.
 
-    Build with :meth:`build`. ``problems`` lists the images that could not be used (the others are
-    indexed), ``notes`` what was done to the rest (converted, cropped), ``computed`` how many embeddings
-    were computed rather than read from disk.
+    Build with :meth:`build`, or :meth:`load` one that :meth:`save` wrote. ``problems`` lists the images that
+    could not be used (the others are indexed), ``notes`` what was done to the rest (converted, cropped),
+    ``computed`` how many embeddings were computed rather than read from disk.
+
+    Search is exact up to :func:`~lab.clip.approximate.approx_above` images (``backend="auto"``) and
+    approximate above: faiss codes of the vectors pick :data:`~lab.clip.approximate.RERANK` candidates, which
+    exact cosine then ranks, so results carry exact scores.
     """
 
     ids: list[str]
-    vectors: np.ndarray  # (n, embed_dim) float32, unit rows
+    vectors: np.ndarray  # (n, embed_dim) float32, unit rows; a read-only memory map after load()
     model: ClipModel | None = None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     computed: int = 0
     backend: Literal["auto", "exact", "faiss"] = "auto"
-    _approximate: Any = field(default=None, repr=False)
+    _approximate: Any = field(default=None, repr=False)  # faiss codes of the first .ntotal rows
+    _building: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -150,8 +157,8 @@ class ImageIndex:
             images: paths (the file name is the id), ``(id, image)`` pairs, or ``{id: image}``; an image
                 is a path, the file's bytes or a PIL image.
             model: from :func:`load`.
-            backend: ``"exact"`` cosine by matrix product, ``"faiss"`` (needs ``faiss-cpu``), or ``"auto"``:
-                faiss only above :data:`EXACT_LIMIT` images, when installed.
+            backend: ``"exact"`` cosine by matrix product, ``"faiss"`` (codes pick, exact cosine ranks), or
+                ``"auto"``: faiss above ``LAB_CLIP_APPROX_ABOVE`` images (default 50,000), when installed.
 
         Raises:
             EmptyGallery: no image could be used (the message lists why).
@@ -185,7 +192,12 @@ class ImageIndex:
         return cls(ids, np.concatenate(parts), model, problems, notes, computed, backend)
 
     def extend(self, images: Sequence[Any] | Mapping[str, ImageSource]) -> ImageIndex:
-        """A new index holding this one's images and ``images`` (this one is not changed)."""
+        """A new index holding this one's images and ``images`` (this one is not changed).
+
+        When this index searches approximately, the new one shares its codes and ranks the added images
+        exactly, so a reader's few uploads do not rebuild the codes of a big gallery. Its vectors are a new
+        array in memory, though, even when this index's are memory-mapped.
+        """
         added = ImageIndex.build(images, self._model(), backend=self.backend)
         clash = sorted(set(self.ids) & set(added.ids))
         if clash:
@@ -198,12 +210,68 @@ class ImageIndex:
             added.notes,
             added.computed,
             self.backend,
+            self._faiss() if self._uses_faiss() else None,
         )
 
     def _model(self) -> ClipModel:
         if self.model is None:
             raise ValueError("This index was built from vectors alone; give it a model to embed queries.")
         return self.model
+
+    # -- on disk -------------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write the index to ``folder``: ``vectors.npy``, ``ids.json``, ``codes.faiss`` when it searches
+        approximately (built now if need be), and ``index.json`` last, which marks a complete save.
+
+        Files are replaced whole, so a process that has the old ones memory-mapped keeps reading them.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _replace(folder / "vectors.npy", lambda handle: np.save(handle, np.asarray(self.vectors, np.float32)))
+        _replace(folder / "ids.json", lambda handle: handle.write(json.dumps(self.ids).encode()))
+        codes = folder / "codes.faiss"
+        if self._uses_faiss():
+            approximate.write(self._faiss(), codes)
+        else:
+            codes.unlink(missing_ok=True)
+        about = {
+            "format": 1,
+            "count": len(self.ids),
+            "dim": int(self.vectors.shape[1]),
+            "model": self.model.key if self.model is not None else None,
+            "backend": self.backend,
+            "coded_rows": int(self._approximate.ntotal) if codes.exists() else 0,
+            "problems": self.problems,
+            "notes": self.notes,
+        }
+        _replace(folder / "index.json", lambda handle: handle.write(json.dumps(about).encode()))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, model: ClipModel | None = None) -> ImageIndex:
+        """An index written by :meth:`save`, its vectors (and codes, as far as faiss allows) memory-mapped.
+
+        Args:
+            folder: what :meth:`save` wrote.
+            model: the CLIP it was built with, to embed text and image queries (``None``: vectors only).
+
+        Raises:
+            InputError: the folder holds no complete index, or one built with another model.
+        """
+        folder = Path(folder)
+        try:
+            about = json.loads((folder / "index.json").read_text())
+        except (OSError, ValueError):
+            raise InputError(f"{folder} holds no saved CLIP index (index.json is missing).") from None
+        if model is not None and about["model"] not in (None, model.key):
+            raise InputError(
+                f"The index in {folder} was built with another CLIP ({about['model']}); "
+                f"load it with that model, not {model.key}."
+            )
+        vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)  # pages read on use
+        ids = json.loads((folder / "ids.json").read_text())
+        codes = approximate.read(folder / "codes.faiss") if about["coded_rows"] else None
+        return cls(ids, vectors, model, about["problems"], about["notes"], 0, about["backend"], codes)
 
     # -- queries -------------------------------------------------------------------------------------
     def text_scores(self, query: str) -> np.ndarray:
@@ -223,54 +291,55 @@ class ImageIndex:
         return self.search_vector(image_vector(image, self._model()), k)
 
     def search_vector(self, query: np.ndarray, k: int = 8) -> list[tuple[str, float]]:
-        """The ``k`` images closest to a unit vector, best first."""
+        """The ``k`` images closest to a unit vector, best first, with their exact cosines."""
         if k < 1:
             raise InputError("Ask for at least one result (k ≥ 1).")
         k = min(k, len(self.ids))
-        if self._uses_faiss():
-            scores, rows = self._faiss().search(query.astype(np.float32)[None, :], k)  # (1, k) each
-            return [(self.ids[r], float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
-        return self.top(self.vectors @ query, k)
+        query = np.asarray(query, dtype=np.float32)
+        if not self._uses_faiss():
+            return self.top(self.vectors @ query, k)
+        codes = self._faiss()
+        rows = approximate.candidates(codes, query, max(RERANK, 40 * k))
+        rows = np.concatenate([rows, np.arange(codes.ntotal, len(self.ids))])  # added after the codes
+        scores = self.vectors[rows] @ query  # (len(rows),): only these rows of a memory map are read
+        return [(self.ids[rows[i]], float(scores[i])) for i in _best(scores, k)]
 
     def top(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The ``k`` highest of ``scores`` (one per image) as ``[(id, score), ...]``, best first."""
-        k = max(1, min(k, len(scores)))
-        # argpartition finds the k best in O(n); only those k are then sorted.
-        rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        rows = rows[np.argsort(-scores[rows], kind="stable")]
-        return [(self.ids[r], float(scores[r])) for r in rows]
+        return [(self.ids[r], float(scores[r])) for r in _best(scores, k)]
+
+    def uses_approximate_search(self) -> bool:
+        """Whether queries go through faiss codes (``backend``, the gallery's size and faiss decide)."""
+        return self._uses_faiss()
 
     def _uses_faiss(self) -> bool:
         if self.backend == "exact":
             return False
-        if self.backend == "faiss":
+        if self.backend == "faiss" or self._approximate is not None:
             return True
-        return len(self.ids) > EXACT_LIMIT and _faiss_installed()
+        return len(self.ids) > approx_above() and approximate.faiss_installed()
 
     def _faiss(self) -> Any:
-        if self._approximate is None:
-            self._approximate = faiss_index(self.vectors)
-        return self._approximate
+        with self._building:  # the first queries of several readers wait for one build
+            if self._approximate is None:
+                self._approximate = faiss_index(self.vectors)
+            return self._approximate
 
 
-def _faiss_installed() -> bool:
-    import importlib.util
+def _best(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest scores, best first (ties keep their order)."""
+    k = max(1, min(k, len(scores)))
+    # argpartition finds the k best in O(n); only those k are then sorted.
+    rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return rows[np.argsort(-scores[rows], kind="stable")]
 
-    return importlib.util.find_spec("faiss") is not None
 
-
-def faiss_index(vectors: np.ndarray) -> Any:
-    """An HNSW graph over unit vectors with inner-product scores (= cosine); needs ``faiss-cpu``."""
-    try:
-        import faiss
-    except ImportError:
-        raise FaissMissing(
-            "Approximate search over very large galleries needs faiss: pip install faiss-cpu"
-        ) from None
-    index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efSearch = 128  # recall over speed: a gallery search is one query at a time
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
+def _replace(path: Path, write: Any) -> None:
+    """Write a file through a partial one: a reader sees the old file or the whole new one."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as handle:
+        write(handle)
+    os.replace(partial, path)
 
 
 def image_vector(image: ImageSource, model: ClipModel, name: str = "the query image") -> np.ndarray:
