@@ -169,7 +169,7 @@ class AccessGuard:
             self._check_size(length)
             self.budget.check(student, length)
         except TooMuch as refusal:
-            await _refuse(send, refusal.status, str(refusal), retry_after=refusal.retry_after_s)
+            await _refuse(send, refusal.status, str(refusal), retry_after=refusal.retry_after_s, text=True)
             return
         marker = b"--" + _boundary(request.headers.get("content-type", ""))
         seen = {"bytes": 0, "markers": 0, "tail": b""}
@@ -207,7 +207,7 @@ class AccessGuard:
             if not refused:
                 raise
         if refused:
-            await _refuse(send, refused[0].status, str(refused[0]))
+            await _refuse(send, refused[0].status, str(refused[0]), text=True)
         elif started and started[0] < 300:
             self.budget.charge(student, seen["bytes"])
 
@@ -261,10 +261,14 @@ def _boundary(content_type: str) -> bytes:
     return b"\x00no-boundary\x00"
 
 
-async def _refuse(send: Send, status: int, message: str, retry_after: float | None = None) -> None:
-    """Answer with ``status`` and a message a person can read (JSON ``{"error": …}``, as Gradio's routes)."""
-    body = json.dumps({"error": message, "detail": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _refuse(
+    send: Send, status: int, message: str, *, retry_after: float | None = None, text: bool = False
+) -> None:
+    """Answer with ``status`` and a sentence a person can read: JSON ``{"detail": …}`` as Gradio's
+    HTTPExceptions, or plain text as Gradio's own upload errors (``text``), which the page shows as is."""
+    body = message.encode() if text else json.dumps({"detail": message}).encode()
+    kind = b"text/plain; charset=utf-8" if text else b"application/json"
+    headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
     if retry_after:
         headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
