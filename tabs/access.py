@@ -13,10 +13,10 @@ The rules themselves (owners, throttle, budgets, private folders) are :mod:`lab.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -94,12 +94,13 @@ def free_closed_sessions(demo: gr.Blocks, settings: Settings) -> None:
             holder.session_data.pop(session_hash, None)
             holder.time_last_used.pop(session_hash, None)
 
-    def closed(request: gr.Request) -> None:
+    async def closed(request: gr.Request) -> None:
+        # Async, so that ``forget`` runs on the server's event loop, as Gradio's own sweep of expired
+        # state does: the two never interleave.
         if request is None or not request.session_hash:
             return
-        timer = threading.Timer(settings.closed_grace_s, forget, (request.session_hash, time.time()))
-        timer.daemon = True
-        timer.start()
+        loop = asyncio.get_running_loop()
+        loop.call_later(settings.closed_grace_s, forget, request.session_hash, time.time())
 
     demo.unload(closed)
 

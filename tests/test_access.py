@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from lab import sessions
+from lab.errors import InputError
 from tests.helpers import CAR, local_settings
 
 LOGINS = [("ada", "ada-pw"), ("bob", "bob-pw")]
@@ -101,6 +102,24 @@ def test_private_folders_are_read_by_their_login_only(tmp_path):
     assert not folders.holds(ada / ".." / ".." / "elsewhere.jpg")
     folders.delete(ada)
     assert not ada.exists() and not folders.may_read(ada / "0000.jpg", "ada")
+
+
+def test_a_run_from_an_earlier_server_is_compared_only_by_its_recorded_owner(tmp_path, monkeypatch):
+    from lab import finetune
+    from lab.finetune import runs
+
+    monkeypatch.setenv("LAB_CACHE_DIR", str(tmp_path))
+    folder = runs.new_run_dir()
+    (folder / runs.OWNER).write_text("user:ada")
+    assert finetune.run_folder(folder.name, "user:ada") == folder
+    assert finetune.run_folder(folder.name) == folder  # Python (a notebook) is not a student
+    with pytest.raises(sessions.NotYours):
+        finetune.run_folder(folder.name, "user:bob")
+    unowned = runs.new_run_dir()  # e.g. trained from a notebook: no student's
+    with pytest.raises(sessions.NotYours):
+        finetune.run_folder(unowned.name, "user:ada")
+    with pytest.raises(InputError, match="No run"):
+        finetune.owned_job("20260101-000000-00000000", "user:ada")
 
 
 # -- the web layer, against launched apps ----------------------------------------------------------------
