@@ -57,8 +57,9 @@ def delete_upload(path: str | Path) -> None:
     target = Path(path).resolve()
     if target.is_relative_to(upload_root) and not PRIVATE.holds(target):
         target.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # Gradio keeps each upload in a folder of its own
-            target.parent.rmdir()
+        if target.parent != upload_root:
+            with contextlib.suppress(OSError):  # Gradio keeps each upload in a folder of its own
+                target.parent.rmdir()
 
 
 # -- per-session state ------------------------------------------------------------------------------------
