@@ -122,6 +122,49 @@ def test_a_run_from_an_earlier_server_is_compared_only_by_its_recorded_owner(tmp
         finetune.owned_job("20260101-000000-00000000", "user:ada")
 
 
+def test_files_are_counted_even_when_a_boundary_is_split_between_chunks():
+    import asyncio
+
+    from tabs.access import AccessGuard
+
+    boundary = b"lab-boundary-0123456789"
+    parts = b"".join(
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="files"; filename="%d.bin"\r\n\r\nxx\r\n' % n
+        for n in range(4)
+    )
+    body = parts + b"--" + boundary + b"--\r\n"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # reads everything, then says OK
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"[]"})
+
+    def post(max_files: int) -> int:
+        chunks = [body[i : i + 7] for i in range(0, len(body), 7)]  # every boundary falls across chunks
+        messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+        messages[-1]["more_body"] = False
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload", "client": ("10.0.0.7", 1),
+                 "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary)],
+                 "query_string": b""}  # fmt: skip
+        guard = AccessGuard(app, local_settings(max_upload_files_per_request=max_files))
+        asyncio.run(guard(scope, receive, send))
+        return sent[0]["status"]
+
+    assert post(max_files=4) == 200
+    assert post(max_files=3) == 413
+
+
 # -- the web layer, against launched apps ----------------------------------------------------------------
 
 
