@@ -18,7 +18,7 @@ import gradio as gr  # noqa: E402
 
 from lab import models, replicas  # noqa: E402
 from lab.config import Settings  # noqa: E402
-from tabs import attention, clip_search, finetune, system, tokenizers, topics, vision_chat  # noqa: E402
+from tabs import access, attention, clip_search, finetune, system, tokenizers, topics, vision_chat  # noqa: E402
 
 HEADER = """
 # LLM Lab
@@ -34,6 +34,8 @@ THEME = gr.themes.Soft(
 )
 
 
+CACHE_SWEEP_S = 900  # how often old files are looked for in Gradio's cache
+
 # (tab title, its id, its module): one tab per chapter demonstration, in book order.
 TABS = [
     ("Tokenizers · ch. 2", "tokenizers", tokenizers),
@@ -48,13 +50,16 @@ TABS = [
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
     """Assemble the lab's page: header, one tab per chapter demonstration, System panel."""
     settings = settings or Settings.from_env()
-    with gr.Blocks(title="LLM Lab") as demo:
+    # Files Gradio received or wrote (uploads, results) go once older than a session lives.
+    delete_cache = (CACHE_SWEEP_S, int(settings.session_ttl_s))
+    with gr.Blocks(title="LLM Lab", delete_cache=delete_cache) as demo:
         gr.Markdown(HEADER)
         with gr.Tabs():
             for title, tab_id, tab in TABS:
                 with gr.Tab(title, id=tab_id):
                     tab.build(demo, settings)
         system.build(demo)
+        access.free_closed_sessions(demo, settings)
     return demo
 
 
@@ -69,11 +74,12 @@ def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
         server_port=settings.server_port,
         auth=settings.auth or None,
         max_file_size=settings.max_file_size,
+        # Login throttle, upload caps per request and per student, students' private files; a replica's name.
+        app_kwargs={"middleware": access.middleware(settings) + replicas.middleware(settings.replica)},
         theme=THEME,
         ssr_mode=False,
         footer_links=["api", "settings"],
         prevent_thread_lock=not block,
-        app_kwargs=replicas.app_kwargs(settings.replica),
         quiet=not block,
     )
     return demo.local_url

@@ -15,6 +15,11 @@
 | `LAB_MAX_IMAGE_PIXELS` | largest image opened (decompression-bomb guard) | 40000000 |
 | `LAB_CLIP_MAX_IMAGES`, `LAB_CLIP_MAX_UPLOAD_MB` | a CLIP gallery upload's caps | see `lab/clip/uploads.py` |
 | `LAB_CLIP_APPROX_ABOVE` | CLIP search turns approximate (faiss) above this many images | 50000 |
+| `LAB_MAX_UPLOAD_MB_PER_REQUEST` | one upload request, all its files together (more: HTTP 413) | 200 |
+| `LAB_MAX_UPLOAD_FILES_PER_REQUEST` | files in one upload request (more: HTTP 413) | 100 |
+| `LAB_MAX_UPLOAD_MB_PER_STUDENT` | what a student (login, else address) uploads per hour (more: 429) | 500 |
+| `LAB_SESSION_TTL_H` | hours a session's own data (uploads, galleries, chats, topic runs) is kept | 4 |
+| `LAB_CLOSED_GRACE_S` | seconds that data outlives its closed browser tab | 60 |
 | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the app listens | 127.0.0.1, 7860 |
 | `LAB_REPLICA` | this process's name among several replicas, sent as the `X-Lab-Replica` header | unset |
 """
@@ -72,6 +77,16 @@ class Settings:
     max_text_chars: int = 20_000
     preload: list[str] = field(default_factory=list)
     replica: str = ""
+    max_upload_mb_per_request: float = 200.0
+    max_upload_files_per_request: int = 100
+    max_upload_mb_per_student: float = 500.0
+    session_ttl_h: float = 4.0
+    closed_grace_s: float = 60.0
+
+    @property
+    def session_ttl_s(self) -> float:
+        """Seconds a session's own data is kept (``LAB_SESSION_TTL_H``)."""
+        return self.session_ttl_h * 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,6 +103,11 @@ class Settings:
             max_text_chars=int(os.environ.get("LAB_MAX_TEXT_CHARS", "20000")),
             preload=[m.strip() for m in os.environ.get("LAB_PRELOAD", "").split(",") if m.strip()],
             replica=os.environ.get("LAB_REPLICA", "").strip(),
+            max_upload_mb_per_request=float(os.environ.get("LAB_MAX_UPLOAD_MB_PER_REQUEST", "200")),
+            max_upload_files_per_request=int(os.environ.get("LAB_MAX_UPLOAD_FILES_PER_REQUEST", "100")),
+            max_upload_mb_per_student=float(os.environ.get("LAB_MAX_UPLOAD_MB_PER_STUDENT", "500")),
+            session_ttl_h=float(os.environ.get("LAB_SESSION_TTL_H", "4")),
+            closed_grace_s=float(os.environ.get("LAB_CLOSED_GRACE_S", "60")),
         )
 
     def check(self) -> None:

@@ -58,13 +58,13 @@ class ReplicaHeader:
         await self.app(scope, receive, send_named)
 
 
-def app_kwargs(replica: str) -> dict[str, Any]:
-    """Extra FastAPI arguments for ``launch(app_kwargs=...)``: the replica's header, when it has a name."""
+def middleware(replica: str) -> list[Any]:
+    """Middleware for ``launch(app_kwargs={"middleware": ...})``: the replica's header, when it has a name."""
     if not replica:
-        return {}
+        return []
     from starlette.middleware import Middleware
 
-    return {"middleware": [Middleware(ReplicaHeader, name=replica)]}
+    return [Middleware(ReplicaHeader, name=replica)]
 
 
 @dataclasses.dataclass

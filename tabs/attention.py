@@ -17,6 +17,7 @@ from lab import attention as attn
 from lab import attention_view as view
 from lab import embeddings
 from lab.config import Settings
+from tabs import access
 from tabs.common import api, check_allowed, model_choices, on
 
 INTRO = """
@@ -88,7 +89,7 @@ def _attention_section(settings: Settings) -> None:
         model = _model_menu(attn.ATTENTION_MODELS, attn.ENCODER, settings, elem_id="att-model", scale=2)
         text = gr.Textbox(ATTENTION_TEXT, label="Text", lines=2, elem_id="att-text", scale=4)
         run = gr.Button("Show attention", variant="primary", elem_id="att-run", scale=1)
-    state = gr.State(None)
+    state = access.session_state(None, settings)  # this reader's attention weights
     layer = gr.Slider(0, 5, value=0, step=1, label="Layer (head view)", elem_id="att-layer")
     head_view = gr.HTML(elem_id="att-head-view")
     with gr.Row():
@@ -170,7 +171,7 @@ def _forward_section(settings: Settings) -> None:
         k = gr.Slider(3, 30, value=10, step=1, label="Top-k shown")
         temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature", elem_id="fwd-temperature")
         top_p = gr.Slider(0, 1, value=1.0, step=0.01, label="Top-p", elem_id="fwd-top-p")
-    logits = gr.State(None)
+    logits = access.session_state(None, settings)
     chart = gr.Plot(elem_id="fwd-chart")
 
     with gr.Accordion("Layer by layer: the logit lens", open=False):

@@ -15,6 +15,7 @@ from lab.clip import view
 from lab.config import Settings
 from lab.errors import LabError
 from lab.images import max_pixels
+from tabs import access
 from tabs.common import api, model_choices, on
 
 INTRO = """
@@ -32,8 +33,9 @@ Mine = clip.Gallery | None  # a reader's own images, in their session; None unti
 
 
 def _delete_gallery(gallery: Mine) -> None:
-    """When a session ends, its images go too."""
+    """When a session ends, its images go too (and its private folder is forgotten)."""
     if gallery is not None:
+        access.PRIVATE.delete(gallery.folder)
         gallery.delete()
 
 
@@ -68,7 +70,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             scale=2,
         )
     status = gr.Markdown(elem_id="clip-status")
-    session = gr.State(None, time_to_live=6 * 3600, delete_callback=_delete_gallery)
+    session = access.session_state(None, settings, delete_callback=_delete_gallery)
 
     with gr.Tabs():
         with gr.Tab("Text → image", id="clip-text"):
@@ -307,16 +309,27 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         values = clip.similarity_matrix([(i, paths[i]) for i in ids], texts, model)
         return view.matrix_html(values, ids, paths, texts), view.facts_markdown(model)
 
-    def add_uploads(files: list[str] | None, state: Mine) -> tuple[Any, ...]:
-        """Inputs: files, gallery. Outputs: the gallery's pictures, a report, gallery, matrix rows."""
+    def add_uploads(files: list[str] | None, state: Mine, request: gr.Request) -> tuple[Any, ...]:
+        """Inputs: files, gallery. Outputs: the gallery's pictures, a report, gallery, matrix rows, the
+        emptied upload box.
+
+        The images are kept in a private folder of the student's (served to their login only); the
+        uploaded files are deleted once read."""
         if not files:
             raise gr.Error("Choose image files or a zip first.")
         state = state or clip.Gallery()
-        added = state.add(list(files), limits)
+        if state.folder is None:
+            state.folder = str(access.private_folder(request))
+        try:
+            added = state.add(list(files), limits)
+        finally:
+            for file in files:
+                access.delete_upload(file)
         if added.problems:
             gr.Warning(f"{len(added.problems)} file(s) could not be added; the list is under the upload box.")
         report = view.upload_report(added, len(state.uploads))
-        return view.gallery_items(state), report, state, gr.update(choices=list(state.paths()))
+        items = view.gallery_items(state)
+        return items, report, state, gr.update(choices=list(state.paths())), None
 
     def embed_uploads(
         choice: str | None,
@@ -368,7 +381,15 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     matrix_inputs = [*model_inputs, matrix_images, captions, session]
     on(matrix_button.click, matrix, matrix_inputs, [heat, facts], gpu=True)
     upload_outputs = [browse, upload_status, session, matrix_images]
-    added = on(add.click, add_uploads, [uploads, session], upload_outputs)
+    # Callable by gradio_client too (undocumented), as the page calls it: its tests use two clients.
+    added = on(
+        add.click,
+        add_uploads,
+        [uploads, session],
+        [*upload_outputs, uploads],
+        api_name="clip_gallery_add",
+        api_visibility="undocumented",
+    )
     on(added.then, embed_uploads, [*model_inputs, session, upload_status], upload_status, gpu=True)
     on(clear.click, clear_uploads, session, upload_outputs)
 

@@ -16,6 +16,7 @@ from lab import device, finetune
 from lab.config import Settings
 from lab.errors import LabError
 from lab.finetune import view
+from lab.sessions import owner_of
 from tabs.common import api, check_allowed, model_choices, on
 
 INTRO = """
@@ -210,7 +211,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         )
         return finetune.plan(config, chats).summary(), view.preview_html(finetune.preview(config, 3, chats))
 
-    async def run(values: dict[Any, Any]) -> AsyncIterator[tuple[Any, ...]]:
+    async def run(values: dict[Any, Any], request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
         """Inputs: the form and the page's job. Outputs: job, status, progress, loss curve, log, zip, the run
         to compare, plan; redrawn while the run trains."""
         # Async: a waiting run holds no worker thread, so a classroom of waiting students costs nothing.
@@ -221,7 +222,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 f"Your run {previous.id} is still {previous.status}: wait for it or cancel it first."
             )
         config = to_config(form, values, settings)
-        job = await anyio.to_thread.run_sync(finetune.start, config)  # reads and tokenizes the data
+        owner = owner_of(request)
+        job = await anyio.to_thread.run_sync(finetune.start, config, None, owner)  # reads the data
         yield (*_shown(job, final=False), job.plan.summary())
         seen: tuple[Any, ...] = ()
         while job.active:
@@ -233,18 +235,20 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         final = await anyio.to_thread.run_sync(_shown, job, True)  # zips the run
         yield (*final, gr.update())
 
-    def stop(current: str | None) -> tuple[str, str, Any]:
+    def stop(current: str | None, request: gr.Request) -> tuple[str, str, Any]:
         """Inputs: the page's job. Outputs: status, progress, loss curve, once the run has stopped."""
-        job = finetune.get_job(current) if current else None
-        if job is None:
+        if not current or finetune.get_job(current) is None:
             return "Nothing to cancel.", view.progress_html(None), gr.update()
+        job = finetune.owned_job(current, owner_of(request))
         job.cancel_and_wait()
         snap = job.snapshot()
         return view.status_markdown(snap), view.progress_html(snap), view.loss_figure(snap)
 
-    def compare_runs(run_id: str | None, text: str, count: float) -> Iterator[tuple[str, str]]:
+    def compare_runs(
+        run_id: str | None, text: str, count: float, request: gr.Request
+    ) -> Iterator[tuple[str, str]]:
         """Inputs: the finished run, prompt, new tokens. Outputs: base and fine-tuned answers, streamed."""
-        adapter = finetune.run_folder(run_id or "") / "adapter"
+        adapter = finetune.run_folder(run_id or "", owner_of(request)) / "adapter"
         yield from finetune.generate_pair_stream(text, None, adapter, int(count))
 
     on(demo.load, method_line, None, method_note)
@@ -271,43 +275,51 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     _api(settings)
 
 
-def _job(job_id: str) -> finetune.Job:
-    job = finetune.get_job(job_id)
-    if job is None:
-        raise gr.Error(f"No run {job_id!r} on this server.")
-    return job
+def _public(job: finetune.Job, log_lines: int) -> dict[str, Any]:
+    """A job's state as a client sees it: everything but the folder it has on the server."""
+    snap = job.snapshot(log_lines=log_lines)
+    del snap["output_dir"]
+    return snap
 
 
 def _api(settings: Settings) -> None:
     """The four API names, for gradio_client users (a run is started, then polled)."""
 
+    # Each call's gr.Request (Gradio fills it in; clients do not send it) says whose run it is: a run is
+    # seen, cancelled and compared by the student who started it only.
     def finetune_start(
-        preset: str = finetune.QUICK_PRESET, changes: dict | None = None, jsonl: str = ""
+        preset: str = finetune.QUICK_PRESET,
+        changes: dict | None = None,
+        jsonl: str = "",
+        request: gr.Request = None,
     ) -> dict[str, Any]:
         """Queue a run: a preset, `changes` to its FineTuneConfig fields, `jsonl` your own chats (one a line).
 
-        Returns the job's status (job_id, status, position, method, output_dir …); poll /finetune_status.
+        Returns the job's status (job_id, status, position, method …); poll /finetune_status.
         """
         cap = finetune.CLASSROOM_MAX_STEPS if settings.classroom else 0
         config = finetune.from_request(preset, changes, jsonl, step_cap=cap)
         check_allowed(config.base_model, settings)
-        return finetune.start(config).snapshot(log_lines=5)
+        return _public(finetune.start(config, owner=owner_of(request)), 5)
 
-    def finetune_status(job_id: str, log_lines: int = 20) -> dict[str, Any]:
+    def finetune_status(job_id: str, log_lines: int = 20, request: gr.Request = None) -> dict[str, Any]:
         """A run's state: status, queue position, step / total, losses, eval losses, lr, ETA, log lines."""
-        return _job(job_id).snapshot(log_lines=int(log_lines))
+        return _public(finetune.owned_job(job_id, owner_of(request)), int(log_lines))
 
-    def finetune_cancel(job_id: str) -> dict[str, Any]:
+    def finetune_cancel(job_id: str, request: gr.Request = None) -> dict[str, Any]:
         """Cancel a queued or running run; returns its state once it has stopped (within seconds)."""
-        job = _job(job_id)
+        job = finetune.owned_job(job_id, owner_of(request))
         job.cancel_and_wait()
-        return job.snapshot(log_lines=5)
+        return _public(job, 5)
 
     def finetune_compare(
-        prompt: str = finetune.BOOK_PROMPT, job_id: str = "", max_new_tokens: int = 64
+        prompt: str = finetune.BOOK_PROMPT,
+        job_id: str = "",
+        max_new_tokens: int = 64,
+        request: gr.Request = None,
     ) -> list[str]:
         """[base model's answer, fine-tuned answer] to the prompt, greedy, for a finished run."""
-        adapter = finetune.run_folder(job_id) / "adapter"
+        adapter = finetune.run_folder(job_id, owner_of(request)) / "adapter"
         return list(finetune.generate_pair(prompt, None, adapter, max_new_tokens))
 
     api(finetune_start, gpu=False, **PREPARE)

@@ -15,6 +15,7 @@ import pandas as pd
 from lab import topics
 from lab.config import Settings
 from lab.topics import view
+from tabs import access
 from tabs.common import Table, api, check_allowed, model_choices, on
 
 INTRO = """
@@ -49,7 +50,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     del demo  # no page-load events here
     gr.Markdown(INTRO)
     # The session's topics.TopicSession (run, corpus, downloads folder), or None before the first fit.
-    ui = SimpleNamespace(state=gr.State(None, time_to_live=4 * 3600, delete_callback=topics.TopicSession.end))
+    ui = SimpleNamespace(state=access.session_state(None, settings, delete_callback=topics.TopicSession.end))
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             ui.form = {**_corpus_form(ui, settings), **_pipeline_form()}

@@ -17,6 +17,7 @@ from lab import models, paths, vision_chat
 from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
+from tabs import access
 from tabs.common import model_choices, on
 
 INTRO = """
@@ -212,10 +213,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             )
             hood_info = gr.Markdown(view.HOOD_EMPTY, elem_id="vc-hood-info")
         hood_tokens = gr.HTML(elem_id="vc-hood-tokens")
-    history = gr.State([])  # [[question, answer], ...]: this reader's conversation
+    history = access.session_state([], settings)  # [[question, answer], ...]: this reader's conversation
     # The panel's values for the last chat turn. A streaming event does not update it directly: Gradio 6
     # loses an image sent by a generator to a closed accordion, so it is shown once the stream ends.
-    hood_state = gr.State(None)
+    hood_state = access.session_state(None, settings)
     asked = gr.State("")  # the question on its way to the model
 
     # Invisible, for gradio_client only: the API of the tab is /caption and /chat.

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import html
 import io
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -120,7 +121,10 @@ def servable(path: str) -> str:
     Gradio refuses to send files from elsewhere, and the lab may be started from another folder.
     """
     resolved = Path(path).resolve()
-    for allowed in (Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()):
+    # Gradio's own folder (GRADIO_TEMP_DIR) too: files there, students' private ones included, are served
+    # where they are instead of being copied.
+    served = [Path.cwd(), Path(tempfile.gettempdir()), *filter(None, [os.environ.get("GRADIO_TEMP_DIR")])]
+    for allowed in (Path(folder).resolve() for folder in served):
         if resolved.is_relative_to(allowed):
             return str(resolved)
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]

@@ -98,6 +98,7 @@ from lab.finetune.jobs import (
     RunResult,
     Status,
     get_job,
+    owned_job,
     run_folder,
     start,
 )
@@ -186,6 +187,7 @@ __all__ = [
     "RunResult",
     "Status",
     "get_job",
+    "owned_job",
     "run_folder",
     "start",
     # runs

@@ -27,6 +27,7 @@ from lab.errors import InputError, LabError
 from lab.finetune import runs
 from lab.finetune.config import METHOD_TITLES, FineTuneConfig
 from lab.finetune.estimate import Plan, plan
+from lab.sessions import NotYours, check_owner
 
 Status = Literal["queued", "running", "done", "cancelled", "failed"]
 ACTIVE: tuple[str, ...] = ("queued", "running")
@@ -68,8 +69,11 @@ class Job:
     consistent copy with :meth:`snapshot`.
     """
 
-    def __init__(self, config: FineTuneConfig, run_plan: Plan, folder: Path, runner: Runner) -> None:
+    def __init__(
+        self, config: FineTuneConfig, run_plan: Plan, folder: Path, runner: Runner, owner: str | None = None
+    ) -> None:
         self.config = config
+        self.owner = owner  # who started it (lab.sessions.owner_of); None: started from Python
         self.plan = run_plan
         self.output_dir = folder
         self.id = folder.name
@@ -122,7 +126,7 @@ class Job:
         return self.plan.seconds
 
     def snapshot(self, log_lines: int = 40) -> dict[str, Any]:
-        """A JSON-ready copy of the job's state (what ``/finetune_status`` returns)."""
+        """A JSON-ready copy of the job's state (``/finetune_status`` returns it without ``output_dir``)."""
         with self._done:
             return {
                 "job_id": self.id,
@@ -408,8 +412,11 @@ def _crash_message(code: int, output: Path) -> str:
     return f"The training process crashed: {why}. The app is unaffected."
 
 
-def start(config: FineTuneConfig, runner: Runner | None = None) -> Job:
+def start(config: FineTuneConfig, runner: Runner | None = None, owner: str | None = None) -> Job:
     """Check ``config``, estimate it, create its run folder and queue it; returns at once.
+
+    ``owner`` (:func:`lab.sessions.owner_of` of the web request) is kept with the job and in its folder:
+    only that owner may then read, cancel or compare it (:func:`owned_job`, :func:`run_folder`).
 
     Raises:
         InputError: a bad setting or data set, a model that is not a causal LM, a full disk or queue.
@@ -421,7 +428,9 @@ def start(config: FineTuneConfig, runner: Runner | None = None) -> Job:
     runs.check_disk_space(parent, runs.output_bytes(config, run_plan.facts))
     folder = runs.new_run_dir(config.output_dir)
     runs.write_settings(folder, config, run_plan)
-    return runner.submit(Job(config, run_plan, folder, runner))
+    if owner is not None:
+        (folder / runs.OWNER).write_text(owner, encoding="utf-8")
+    return runner.submit(Job(config, run_plan, folder, runner, owner))
 
 
 def get_job(job_id: str) -> Job | None:
@@ -429,13 +438,37 @@ def get_job(job_id: str) -> Job | None:
     return RUNNER.get(job_id)
 
 
-def run_folder(run_id: str) -> Path:
-    """The folder of a run: this process's job of that id, else ``<LAB_CACHE_DIR>/runs/<id>``.
+def owned_job(job_id: str, owner: str | None) -> Job:
+    """The job ``job_id``, if ``owner`` may see it (``None``: a call from Python, not checked).
+
+    Raises:
+        InputError: no such job on this server.
+        NotYours: the job belongs to another owner (nothing of it is shown).
+    """
+    job = get_job(job_id)
+    if job is None:
+        raise InputError(f"No run {job_id!r} on this server.")
+    check_owner(job.owner, owner)
+    return job
+
+
+def run_folder(run_id: str, owner: str | None = None) -> Path:
+    """The folder of a run: this process's job of that id, else ``<LAB_CACHE_DIR>/runs/<id>``; with an
+    ``owner`` (a web request's), only a run that owner started.
 
     Raises:
         InputError: no run id, or no such run.
+        NotYours: the run belongs to someone else (or, from an earlier server, to nobody known).
     """
     if not run_id:
         raise InputError("Train a run first (or wait for yours to finish); then compare.")
     job = get_job(run_id)
-    return job.output_dir if job is not None else runs.run_dir(run_id)
+    if job is not None:
+        check_owner(job.owner, owner)
+        return job.output_dir
+    folder = runs.run_dir(run_id)
+    if owner is not None:
+        recorded = folder / runs.OWNER
+        if not recorded.is_file() or recorded.read_text(encoding="utf-8") != owner:
+            raise NotYours()
+    return folder

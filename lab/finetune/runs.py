@@ -37,6 +37,7 @@ EVENTS = "events.jsonl"
 CANCEL = "cancel"
 LOG = "log.txt"
 PROCESS_LOG = "process.log"
+OWNER = "owner"  # who started the run (lab.sessions.owner_of), when a web request did
 
 
 def runs_dir(output_dir: str | Path | None = None) -> Path:

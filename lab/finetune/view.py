@@ -230,7 +230,7 @@ def status_markdown(snapshot: Snapshot | None) -> str:
         return (
             f"✅ **Done** {run}: {snapshot['step']} steps in {duration(snapshot['elapsed_s'])}, "
             f"loss {first:.3f} → {last:.3f} ({snapshot['method_title']}). "
-            f"Output: `{snapshot['output_dir']}`. Compare the answers below."
+            "Download the run below, and compare the answers."
         )
     if status == "cancelled":
         return f"⏹ **Cancelled** {run} at step {snapshot['step']}; its memory is freed."
