@@ -87,27 +87,37 @@ def ray_head() -> Iterator[str]:
     ]  # fmt: skip
     log = open(Path(temp) / "ray-start.log", "wb")  # noqa: SIM115 (open for the head's whole life)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
+    head: subprocess.Popen | None = None
     try:
-        deadline = time.time() + 180
-        while True:  # the job server answers, and the head node has registered its CPU
-            if head.poll() is not None:
-                raise RuntimeError(f"ray start ended: {(Path(temp) / 'ray-start.log').read_text()[-3000:]}")
-            try:
-                nodes = _get(f"{address}/api/v0/nodes")["data"]["result"]["result"]
-                if any(n["state"] == "ALIVE" and n["resources_total"].get("CPU") for n in nodes):
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("the Ray head did not come up within 180 s")
-            time.sleep(1)
+        for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s for the raylet to register
+            head = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+            if _head_is_up(head, address, deadline=time.time() + 180):
+                break
+            _end_process_tree(head.pid)
+            if attempt == 2:
+                raise RuntimeError(f"ray start failed: {(Path(temp) / 'ray-start.log').read_text()[-3000:]}")
         yield address
     finally:
-        _end_process_tree(head.pid)
+        if head is not None:
+            _end_process_tree(head.pid)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _head_is_up(head: subprocess.Popen, address: str, deadline: float) -> bool:
+    """Wait until the job server answers and the head node has registered its CPU."""
+    while head.poll() is None and time.time() < deadline:
+        try:
+            nodes = _get(f"{address}/api/v0/nodes")["data"]["result"]["result"]
+            if any(n["state"] == "ALIVE" and n["resources_total"].get("CPU") for n in nodes):
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(1)
+    return False
 
 
 @pytest.fixture
@@ -208,6 +218,20 @@ def test_a_run_on_ray_trains_end_to_end_and_its_adapter_reloads(on_ray, tiny_lla
 
 
 @pytest.mark.slow
+def test_a_ray_job_that_fails_shows_the_tail_of_its_logs(
+    on_ray, tiny_llama, tmp_path, chats_file, monkeypatch
+):
+    monkeypatch.setenv(ray_jobs.PYTHON_ENV, "/nonexistent/python")  # the shell cannot start the worker
+    job = finetune.start(tiny(tiny_llama, tmp_path, chats_file), finetune.Runner())
+    with pytest.raises(finetune.FineTuneError, match="failed on the Ray cluster") as raised:
+        job.wait(timeout=300)
+    assert job.status == "failed" and "/nonexistent/python" in str(raised.value)  # its last line
+    assert "process.log" in str(raised.value) and _ray_status(on_ray, job) == "FAILED"
+    assert "/nonexistent/python" in (job.output_dir / "process.log").read_text()
+    assert "failed" in finetune.view.status_markdown(job.snapshot()).lower()
+
+
+@pytest.mark.slow
 def test_ray_runs_queue_on_the_cluster_and_cancel_stops_their_ray_jobs(
     on_ray, tiny_llama, tmp_path, chats_file
 ):
@@ -221,9 +245,8 @@ def test_ray_runs_queue_on_the_cluster_and_cancel_stops_their_ray_jobs(
     assert "Queued" in finetune.view.status_markdown(second.snapshot())
     assert "Ray" in finetune.view.status_markdown(second.snapshot())
 
-    second.cancel_and_wait(timeout=60)
-    assert second.status == "cancelled" and _ray_status(on_ray, second) == "STOPPED"
-    assert second.result is not None and second.result.steps == 0
+    second.cancel_and_wait(timeout=30)  # over for the app at once; Ray stops it when its turn comes
+    assert second.status == "cancelled" and second.result is not None and second.result.steps == 0
 
     first.cancel()
     result = first.wait(timeout=60)
@@ -232,3 +255,5 @@ def test_ray_runs_queue_on_the_cluster_and_cancel_stops_their_ray_jobs(
     assert _ray_status(on_ray, first) == "STOPPED"
     wait_for(lambda: not _workers_of(first.output_dir), timeout=30)  # the process, and its memory, are gone
     assert "cancelled" in first.logs[-1]
+    wait_for(lambda: _ray_status(on_ray, second) == "STOPPED", timeout=120)  # its turn came: stopped
+    assert not (second.output_dir / "adapter").exists() and second.step == 0

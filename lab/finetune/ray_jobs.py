@@ -7,7 +7,8 @@ cluster has room for: each asks for one GPU when a node of the cluster has one (
 follows a job as it follows a local process: the worker appends its events (phase, step and loss, log
 lines, the end) to the run folder, the app relays them into the :class:`~lab.finetune.jobs.Job`, and asks
 Ray for the job's status (``PENDING`` → queued, ``RUNNING`` → running, ``SUCCEEDED`` / ``FAILED`` /
-``STOPPED`` → done, failed or cancelled). Cancel calls Ray's ``stop_job``; a job that fails without saying
+``STOPPED`` → done, failed or cancelled). Cancel calls Ray's ``stop_job`` (a job still waiting for room
+is cancelled in the app at once, and Ray stops it when its turn comes); a job that fails without saying
 why shows the last line of its Ray logs, which are also kept as the run folder's ``process.log``.
 
 Settings (environment):
@@ -181,7 +182,7 @@ def gpus_per_run(where: str) -> float:
 
     try:
         nodes = list_nodes(address=where, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
-    except Exception as error:  # the state API is down while jobs still work: run on a CPU
+    except Exception as error:  # the state API answers through the same server: it is down or refusing
         raise RayUnavailable(f"The Ray cluster at {where} could not list its nodes: {error}") from error
     return 1.0 if any(node.resources_total.get("GPU", 0) > 0 for node in nodes) else 0.0
 
@@ -279,10 +280,18 @@ def _follow_until_end(job: Job, jobs_client: JobSubmissionClient, sid: str) -> N
         if job.cancel_requested and not stop_sent:
             stop_sent = True
             job._log(f"cancelling: stopping Ray job {sid}")
+            if status == "PENDING":  # a worker that starts after all stops at its first check
+                runs.request_cancel(job.output_dir)
             try:
                 jobs_client.stop_job(sid)
             except Exception as error:  # it may have ended meanwhile; the next status says
                 job._log(f"Ray could not stop job {sid}: {error}")
+            if status == "PENDING":
+                # Ray delivers the stop once the job's turn comes (it cannot drop a waiting job sooner,
+                # ray 2.60): the run is over for the app now, and never trains.
+                job._log(f"Ray job {sid} stops when the cluster gets to it")
+                job._finish("cancelled")
+                return
         time.sleep(POLL_S)
     settle = time.monotonic() + SETTLE_S
     while outcome is None and status != "STOPPED" and time.monotonic() < settle:
