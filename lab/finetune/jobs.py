@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import lab
 from lab.errors import InputError, LabError
-from lab.finetune import runs
+from lab.finetune import ray_jobs, runs
 from lab.finetune.config import METHOD_TITLES, FineTuneConfig
 from lab.finetune.estimate import Plan, plan
 from lab.sessions import NotYours, check_owner
@@ -252,6 +252,11 @@ class Runner:
         self._thread: threading.Thread | None = None
 
     def submit(self, job: Job) -> Job:
+        if ray_jobs.enabled():  # LAB_RAY_ADDRESS: the Ray cluster queues and runs it; this process follows
+            ray_jobs.submit(job)
+            with self._lock:
+                self._jobs[job.id] = job
+            return job
         with self._lock:
             if len(self._queue) >= self.max_queued:
                 raise InputError(

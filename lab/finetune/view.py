@@ -196,7 +196,8 @@ def progress_html(snapshot: Snapshot | None) -> str:
     percent = 100 * step / total
     status = snapshot["status"]
     colour = {"failed": "#cf222e", "cancelled": "#9a6700", "done": "#1a7f37"}.get(status, "#0969da")
-    where = f"position {snapshot['position']} in the queue" if status == "queued" else snapshot["phase"]
+    queued_here = status == "queued" and snapshot["position"]  # a cluster's queue (Ray) has no position
+    where = f"position {snapshot['position']} in the queue" if queued_here else snapshot["phase"]
     return (
         f"<div id='ft-bar' data-step='{step}' data-total='{total}' data-status='{status}' "
         "style='font-family:ui-sans-serif,system-ui,sans-serif;font-size:13px'>"
@@ -216,6 +217,8 @@ def status_markdown(snapshot: Snapshot | None) -> str:
     if not snapshot:
         return ""
     status, run = snapshot["status"], f"`{snapshot['job_id']}`"
+    if status == "queued" and not snapshot["position"]:  # queued on a Ray cluster, not on this server
+        return f"⏳ **Queued** {run}: {snapshot['phase']}."
     if status == "queued":
         ahead = snapshot["position"]
         return (
