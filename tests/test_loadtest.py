@@ -35,6 +35,39 @@ def test_the_fair_share_bound_is_the_time_alone_plus_one_turn_of_every_other_stu
     assert fair_share_bound(0.5, 0.2, 30, 0.5) < fair_share_bound(0.5, 0.2, 60, 0.5)
 
 
+def test_the_students_http_client_reads_answers_and_errors_as_gradio_client_does():
+    import gradio as gr
+
+    from bench.classroom.api import ApiError, LabAPI
+    from tests.helpers import free_port
+
+    def double(x: int) -> int:
+        """Twice x, and no negatives."""
+        if x < 0:
+            raise gr.Error("no negatives")
+        return 2 * x
+
+    def pair(a: str) -> list[str]:
+        """One output that is a list."""
+        return [a, a]
+
+    with gr.Blocks() as demo:
+        gr.api(double, api_name="double")
+        gr.api(pair, api_name="pair")
+    demo.queue().launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+    )
+    try:
+        api = LabAPI(demo.local_url)
+        assert api.call("/double", 21) == 42 and api.call("pair", "x") == ["x", "x"]
+        with pytest.raises(ApiError, match="^no negatives$"):
+            api.call("/double", -1)
+        with pytest.raises(ApiError, match="HTTP 5|HTTP 4"):
+            api.call("/no_such_endpoint", 1)
+    finally:
+        demo.close()
+
+
 def _recorded() -> Recorder:
     """A run of 2 students as the recorder would have seen it (times are made up, counts are the point)."""
     recorder = Recorder(t0=0.0)

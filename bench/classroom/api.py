@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,16 @@ class LabAPI:
 
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        # One session of the app, as one browser tab has: what a per-student queue or owner goes by.
+        self.session_hash = uuid.uuid4().hex[:11]
 
     def call(self, name: str, *inputs: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
         """The endpoint's output (a generator's last one); :class:`ApiError` when it answers an error."""
         name = name.strip("/")
         posted = self.session.post(
-            f"{self.url}/gradio_api/call/{name}", json={"data": list(inputs)}, timeout=60
+            f"{self.url}/gradio_api/call/{name}",
+            json={"data": list(inputs), "session_hash": self.session_hash},
+            timeout=60,
         )
         if posted.status_code != 200:
             raise ApiError(f"HTTP {posted.status_code}: {posted.text[:200]}")
@@ -44,8 +49,9 @@ class LabAPI:
                 elif line.startswith("data:") and event in ("complete", "error"):
                     data = line.partition(":")[2].strip()
                     value = json.loads(data) if data else None
-                    if event == "error":
-                        raise ApiError(str(value) if value else "error (no message)")
+                    if event == "error":  # Gradio 6 sends {"error": message, ...}; older ones the message
+                        message = value.get("error") if isinstance(value, dict) else value
+                        raise ApiError(str(message) if message else "error (no message)")
                     # One output comes as a one-element list of outputs.
                     return value[0] if isinstance(value, list) and len(value) == 1 else value
         raise ApiError(f"the event stream ended without an answer (last event {event!r})")
