@@ -10,8 +10,9 @@ Wikipedia corpus after one shared fit, CLIP search and BLIP-2 captions on tiny r
 ``LAB_MODEL_DIR`` under the book's ids), and one fine-tune run per class (a tiny random Llama).
 
 Before the students arrive the server is warmed up as an instructor would before class: the one topic fit,
-then every endpoint twice, the second call's time kept as the endpoint's service time *alone*. The server's
-memory (psutil RSS of the app and of its fine-tune worker) is sampled every :data:`MEMORY_INTERVAL_S` s.
+then every endpoint once to load its model and 3 times more, the median being its service time *alone*.
+The server's memory (psutil RSS of the app and of its fine-tune worker) is sampled every
+:data:`MEMORY_INTERVAL_S` s.
 Several class sizes (``--students 10 30 60``) run one after the other on the same warm server.
 
 Reported per endpoint: calls, errors, p50 / p95 / max seconds; memory at start, warm and at the end; as a
