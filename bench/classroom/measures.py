@@ -30,6 +30,7 @@ class Recorder:
     memory: list[tuple[float, float, float]] = field(default_factory=list)  # (t, app MB, workers MB)
     marks: dict[str, float] = field(default_factory=dict)
     finetune_job: str | None = None
+    finetune_session: str | None = None  # the session that started it (only it may read or cancel it)
     finetune_status: str | None = None  # its final status, once it has ended
 
     def now(self) -> float:
@@ -47,8 +48,8 @@ class Recorder:
         """The endpoints called so far."""
         return {call.endpoint for call in self.calls}
 
-    def finetune_started(self, job_id: str) -> None:
-        self.finetune_job = job_id
+    def finetune_started(self, job_id: str, session_hash: str) -> None:
+        self.finetune_job, self.finetune_session = job_id, session_hash
         self.mark("finetune_started")
 
     def finetune_ended(self, status: str | None) -> None:

@@ -127,7 +127,7 @@ def finish_finetune(plan: Plan) -> None:
     recorder = plan.recorder
     if recorder.finetune_job is None or recorder.finetune_status is not None:
         return
-    api = LabAPI(plan.url)
+    api = LabAPI(plan.url, recorder.finetune_session)  # as the student who started it: it is theirs
     deadline = time.monotonic() + FINETUNE_DRAIN_S
     while time.monotonic() < deadline:
         status = api.call("/finetune_status", recorder.finetune_job, 0).get("status")

@@ -164,7 +164,7 @@ def user_classes() -> list[type]:
             answer = self.timed("/finetune_start", FINETUNE_PRESET, changes, "")
             if isinstance(answer, dict) and answer.get("job_id"):
                 FineTuningStudent.job_id = answer["job_id"]
-                self.plan.recorder.finetune_started(answer["job_id"])
+                self.plan.recorder.finetune_started(answer["job_id"], self.api.session_hash)
 
         @task
         def next_click(self) -> None:
