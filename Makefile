@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup run replicas test test-fast lint bench browser caddy clean
+.PHONY: setup run replicas test test-fast lint bench loadtest browser caddy clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,13 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench
+
+# A classroom on this machine: N simulated students for MINUTES against the launched app (bench/classroom.py);
+# the table, JSON and plot land in test-artifacts/loadtest/.
+N ?= 10
+MINUTES ?= 2
+loadtest: setup
+	$(PY) -m bench classroom --students $(N) --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

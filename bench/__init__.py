@@ -15,6 +15,9 @@ Each section is a module of this package with one contract: ``TITLE`` (its headi
 - ``vision_chat``: BLIP-2's time to first token and tokens per second, and its memory by dtype;
 - ``finetune``: the classroom preset's training speed on the CPU (the book's settings on a GPU).
 
+The load test runs only when named (it takes minutes and launches the app): ``python -m bench classroom
+--students 60 --minutes 10``, or ``make loadtest N=60 MINUTES=10`` (:mod:`bench.classroom`).
+
 The GPU checks, run by hand on a CUDA machine, are in :mod:`bench.gpu`.
 """
 
@@ -22,17 +25,21 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.report import Section
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("startup", "tokenizers", "attention", "topics", "clip", "big_gallery", "vision_chat", "finetune")
+# Run only when named: a load test launches the app and takes minutes. Its run() also takes options.
+LOAD_SECTIONS = ("classroom",)
 
 
-def run_section(name: str, quick: bool = False) -> Section:
-    """Run one section by name (one of :data:`SECTIONS`), importing its module only now."""
-    if name not in SECTIONS:
-        raise ValueError(f"unknown bench section {name!r}; choose from {', '.join(SECTIONS)}")
-    return importlib.import_module(f"bench.{name}").run(quick)
+def run_section(name: str, quick: bool = False, **options: Any) -> Section:
+    """Run one section by name (one of :data:`SECTIONS` or :data:`LOAD_SECTIONS`), importing its module
+    only now; ``options`` go to a load section's ``run`` (students, minutes, out)."""
+    if name not in SECTIONS + LOAD_SECTIONS:
+        choices = ", ".join(SECTIONS + LOAD_SECTIONS)
+        raise ValueError(f"unknown bench section {name!r}; choose from {choices}")
+    return importlib.import_module(f"bench.{name}").run(quick, **options)
