@@ -62,6 +62,8 @@ WORDPIECE_SUFFIXES = ["##s", "##es", "##ed", "##er", "##ers", "##ing", "##ly", "
 BPE_SPECIALS = ["<|endoftext|>", "<s>", "</s>", "<unk>"]
 CHAT_SPECIALS = ["<|im_start|>", "<|im_end|>"]
 SEED = 0
+# The size of every tiny random model's blocks: one layer, two heads, 32 wide (fast to build and to run).
+TINY_BLOCKS = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
 
 
 @contextmanager
@@ -376,29 +378,15 @@ def write_blip2(path: str | Path, image_size: int = 32, num_query_tokens: int = 
     # <image> is added here, not by Blip2Processor, so the vocabulary size is final before the model exists.
     tokenizer = _bpe_tokenizer(400, ["<image>"])
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    vision = Blip2VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=16,
-    )
+    vision = Blip2VisionConfig(**TINY_BLOCKS, intermediate_size=64, image_size=image_size, patch_size=16)
     # One Q-Former layer; cross_attention_frequency (2) puts cross-attention to the image on layer 0.
     qformer = Blip2QFormerConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        encoder_hidden_size=32,
-        max_position_embeddings=64,
+        **TINY_BLOCKS, intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=64
     )
     text = OPTConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
+        **TINY_BLOCKS,
         word_embed_proj_dim=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
         ffn_dim=64,
         max_position_embeddings=128,
         bos_token_id=tokenizer.bos_token_id,
