@@ -18,7 +18,7 @@ import gradio as gr  # noqa: E402
 
 from lab import models  # noqa: E402
 from lab.config import Settings  # noqa: E402
-from tabs import attention, clip_search, finetune, system, tokenizers, topics, vision_chat  # noqa: E402
+from tabs import api_guard, attention, clip_search, finetune, system, tokenizers, topics, vision_chat  # noqa: E402
 
 HEADER = """
 # LLM Lab
@@ -72,6 +72,7 @@ def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
         theme=THEME,
         ssr_mode=False,
         footer_links=["api", "settings"],
+        app_kwargs={"middleware": [api_guard.middleware(demo)]},  # unknown API names: 404, not 500
         prevent_thread_lock=not block,
         quiet=not block,
     )
