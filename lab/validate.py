@@ -80,8 +80,15 @@ BOUNDS: dict[str, Bound] = {
     "top_n": Bound("top_n", 1, 50, 5),
     "diversity": Bound("diversity", 0, 1, 0.2, step=0.05, whole=False),
     "max_topics": Bound("max_topics", 1, 30, 10),
+    "generation_topics": Bound("topics to label", 1, 30, 8),
     # CLIP search
     "clip_k": Bound("k", 1, 24, 8),
+    # BLIP-2 chat decoding
+    "vc_max_new_tokens": Bound("max_new_tokens", 1, 200, 50),
+    "vc_num_beams": Bound("num_beams", 1, 8, 3),
+    "vc_temperature": Bound("temperature", 0.05, 2, 1.0, step=0.05, whole=False),
+    "vc_top_p": Bound("top_p", 0.05, 1, 0.9, step=0.05, whole=False),
+    "vc_repetition_penalty": Bound("repetition_penalty", 1, 2, 1.0, step=0.05, whole=False),
     # fine-tuning
     "ft_new_tokens": Bound("max_new_tokens", 8, 256, 64, step=8),
     "log_lines": Bound("log_lines", 0, 200, 20),
@@ -95,6 +102,7 @@ TOKEN_CAPS: dict[str, int] = {
     "generate": 512,  # the KV-cache demo's prompt
     "embeddings": 256,  # MiniLM reads 256 word pieces; more would be cut off unread
     "topic_query": 256,
+    "topic_prompt": 256,  # the labelling prompt before BERTopic fills in 4 documents of 50 words
     "ft_compare": 512,
 }
 
@@ -176,7 +184,8 @@ def check_tokens(
     """
     limit = cap * CHARS_PER_TOKEN
     if len(value) > limit:
-        estimate = max(cap + 1, round(count(value[:limit]) * len(value) / limit))
+        measured = count(value[:limit]) * len(value) / limit
+        estimate = max(cap + 1, int(round(measured, 2 - len(str(int(measured))))))  # two significant digits
         raise error(
             f"{what} is about {estimate:,} tokens ({len(value):,} characters); {where} reads at most "
             f"{cap:,} tokens. Shorten it."

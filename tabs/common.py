@@ -44,6 +44,11 @@ def _message(error: Exception, where: str) -> gr.Error:
     return gr.Error(f"Internal error ({type(error).__name__}); the server log has the details.")
 
 
+def warn(message: str) -> None:
+    """A warning toast; escaped like every message, since it can name what a user typed or uploaded."""
+    gr.Warning(html.escape(message, quote=False))
+
+
 def user_errors(fn: F) -> F:
     """Show the library's expected errors as a clear message in the page (``gr.Error``), not a traceback.
 
