@@ -36,9 +36,11 @@ class RequestTooLong(LabError):
     """The request ran past its time limit and was stopped."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Deadline:
-    """When a request must have finished (``time.monotonic()`` seconds), and its limit in seconds."""
+    """When a request must have finished (``time.monotonic()`` seconds), and its limit in seconds.
+
+    One object per request, shared by the threads that work on it; :func:`paused` moves its end."""
 
     end: float
     seconds: float
@@ -86,6 +88,26 @@ def within(limit: Deadline | None) -> Iterator[None]:
         yield
     finally:
         _local.deadline = previous
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """Do not count the block against the calling thread's deadline (a model loading once for everyone).
+
+    Loading a model is the cache's work, not the request's: a first request that loads a large model on a
+    busy machine must not be stopped for the load, and the model stays loaded for the next one.
+    """
+    found = current()
+    if found is None:
+        yield
+        return
+    started = time.monotonic()
+    _local.deadline = None
+    try:
+        yield
+    finally:
+        found.end += time.monotonic() - started
+        _local.deadline = found
 
 
 def time_limit(seconds: float | None) -> contextlib.AbstractContextManager[None]:

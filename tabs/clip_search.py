@@ -383,7 +383,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
         Returns the `k` best images, best first: rank, id (the file name) and cosine similarity.
         """
-        k, query = validate.bound("clip_k", k), clip.check_query(validate.text(query, "query"))
+        k, query = (
+            validate.bound("clip_k", k),
+            clip.check_query(validate.text(query, "query", required=False)),
+        )
         found = galleries.default_index(model_of(validate.model_id(model), None)).search_text(query, k)
         return [{"rank": rank, "id": i, "cosine": s} for rank, (i, s) in enumerate(found, start=1)]
 
