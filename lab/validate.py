@@ -90,7 +90,7 @@ BOUNDS: dict[str, Bound] = {
     "vc_top_p": Bound("top_p", 0.05, 1, 0.9, step=0.05, whole=False),
     "vc_repetition_penalty": Bound("repetition_penalty", 1, 2, 1.0, step=0.05, whole=False),
     # fine-tuning
-    "ft_new_tokens": Bound("max_new_tokens", 8, 256, 64, step=8),
+    "ft_new_tokens": Bound("max_new_tokens", 1, 256, 64),
     "log_lines": Bound("log_lines", 0, 200, 20),
 }
 

@@ -235,7 +235,7 @@ def refused(client, api_name: str, *args, **kwargs) -> str:
         (
             "/finetune_compare",
             {"max_new_tokens": 10_000},
-            "max_new_tokens must be a whole number between 8 and 256",
+            "max_new_tokens must be a whole number between 1 and 256",
         ),
         ("/tokenize", {"text": "hi", "tokenizers": "gpt2"}, "tokenizers must be a list of texts, got 'gpt2'"),
         ("/tokenize", {"text": 5}, "text must be text, got 5"),
