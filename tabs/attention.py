@@ -147,7 +147,7 @@ def _attention_section(settings: Settings) -> None:
 
     def attention(text: str, model: str = attn.ENCODER) -> dict[str, Any]:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
-        text, model = validate.text(text, "text"), validate.model_id(model)
+        text, model = validate.text(text, "text", required=False), validate.model_id(model)
         check_allowed(model, settings)
         result = attn.attention(text, model)
         weights = np.round(result.weights, 4).tolist()
@@ -257,7 +257,7 @@ def _forward_section(settings: Settings) -> None:
     ) -> list[list[Any]]:
         """The k most probable next tokens as [token, probability] after temperature and top-p."""
         shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
-        prompt, model = validate.text(prompt, "prompt"), validate.model_id(model)
+        prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
         check_allowed(model, settings)
         pairs = attn.next_token(prompt, model, **shape)
         return [[token, prob] for token, prob in pairs]
@@ -265,7 +265,7 @@ def _forward_section(settings: Settings) -> None:
     def logit_lens(prompt: str, model: str = attn.DECODER, k: int = 1) -> list[Any]:
         """Top-k tokens with probabilities for every [layer][position]."""
         k = validate.bound("lens_k", k)
-        prompt, model = validate.text(prompt, "prompt"), validate.model_id(model)
+        prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
         check_allowed(model, settings)
         rows = attn.logit_lens(prompt, model, k)
         return [[[[t, p] for t, p in cell] for cell in row] for row in rows]

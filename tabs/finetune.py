@@ -313,7 +313,7 @@ def _api(settings: Settings) -> None:
     ) -> list[str]:
         """[base model's answer, fine-tuned answer] to the prompt, greedy, for a finished run."""
         max_new_tokens = validate.bound("ft_new_tokens", max_new_tokens)
-        prompt = validate.text(prompt, "prompt")
+        prompt = validate.text(prompt, "prompt", required=False)
         job_id = validate.text(job_id, "job_id", max_chars=64, required=False)
         adapter = finetune.run_folder(job_id) / "adapter"
         return list(finetune.generate_pair(prompt, None, adapter, max_new_tokens))

@@ -207,7 +207,7 @@ def refused(client, api_name: str, *args, **kwargs) -> str:
         ),
         ("/next_token", {"prompt": "Hi", "k": "ten"}, "k must be a whole number between 1 and 50, got 'ten'"),
         ("/next_token", {"prompt": "Hi", "temperature": 3}, "temperature must be a number between 0 and 2"),
-        ("/next_token", {"prompt": None}, "prompt is empty"),
+        ("/next_token", {"prompt": None}, "Type a prompt first"),
         ("/logit_lens", {"prompt": "Hi", "k": 1000}, "k must be a whole number between 1 and 10, got 1000"),
         ("/attention", {"text": 42}, "text must be text, got 42"),
         ("/similarity", {"texts": "one text"}, "texts must be a list of texts"),

@@ -60,7 +60,7 @@ class TopicAPI:
         """BERTopic's find_topics(query): the topics closest to the query, best first, with cosine
         similarity, for the model topics_fit fits with the same parameters."""
         top_n = _checked(validate.bound, "top_n", top_n)
-        query = _checked(validate.text, query, "query")
+        query = _checked(validate.text, query, "query", required=False)
         settings = _settings(n_neighbors, min_cluster_size, min_samples, nr_topics, stop_words)
         run, _ = self.runs.get(_corpus(corpus), settings)
         hits = search(run, query, top_n)
