@@ -90,7 +90,11 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def time_limited(fn: F) -> F:
+# A long job by design (fitting topics, topic representations) gets this many times the request limit.
+LONG_JOB = 5.0
+
+
+def time_limited(fn: F, factor: float = 1.0) -> F:
     """Stop ``fn`` with :class:`lab.deadline.RequestTooLong` once it has run ``LAB_REQUEST_SECONDS``.
 
     The limit starts when the handler starts (time waiting in the queue is not counted) and is checked
@@ -101,7 +105,7 @@ def time_limited(fn: F) -> F:
         return fn  # async handlers wait on jobs that have their own limits (fine-tune step caps)
 
     def limit() -> deadline.Deadline | None:
-        seconds = request_seconds()
+        seconds = request_seconds() * factor
         return deadline.Deadline.after(seconds) if seconds else None
 
     if inspect.isgeneratorfunction(fn):
@@ -177,6 +181,7 @@ def on(
     outputs: Any = None,
     *,
     gpu: bool = False,
+    time_factor: float = 1.0,
     **options: Any,
 ) -> Any:
     """Wire one widget event the lab's one way: errors shown in the lab's words, kept out of the API,
@@ -189,14 +194,14 @@ def on(
     """
     settings = {**PRIVATE, **(GPU_EVENT if gpu else CPU_EVENT), **options}
     if fn is not None and gpu:
-        fn = time_limited(fn)
+        fn = time_limited(fn, time_factor)
     return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
 
 
-def api(fn: Callable[..., Any], *, gpu: bool = True, **options: Any) -> None:
+def api(fn: Callable[..., Any], *, gpu: bool = True, time_factor: float = 1.0, **options: Any) -> None:
     """Publish ``fn`` as the web API endpoint ``/<fn.__name__>``: its signature and docstring are the
     endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu`` (with
     the request time limit, :func:`time_limited`). ``fn`` checks its own arguments (:mod:`lab.validate`):
     a web client can send any JSON, ``null`` and ``"ten"`` included."""
     settings = {**(GPU_EVENT if gpu else CPU_EVENT), **options}
-    gr.api(user_errors(time_limited(fn) if gpu else fn), api_name=fn.__name__, **settings)
+    gr.api(user_errors(time_limited(fn, time_factor) if gpu else fn), api_name=fn.__name__, **settings)
