@@ -18,7 +18,17 @@ import gradio as gr  # noqa: E402
 
 from lab import models, replicas  # noqa: E402
 from lab.config import Settings  # noqa: E402
-from tabs import access, attention, clip_search, finetune, system, tokenizers, topics, vision_chat  # noqa: E402
+from tabs import (  # noqa: E402
+    access,
+    api_guard,
+    attention,
+    clip_search,
+    finetune,
+    system,
+    tokenizers,
+    topics,
+    vision_chat,
+)
 
 HEADER = """
 # LLM Lab
@@ -74,8 +84,15 @@ def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
         server_port=settings.server_port,
         auth=settings.auth or None,
         max_file_size=settings.max_file_size,
-        # Login throttle, upload caps per request and per student, students' private files; a replica's name.
-        app_kwargs={"middleware": access.middleware(settings) + replicas.middleware(settings.replica)},
+        # Login throttle, upload caps, students' private files; unknown API names (404, not 500); a
+        # replica's name.
+        app_kwargs={
+            "middleware": [
+                *access.middleware(settings),
+                api_guard.middleware(demo),
+                *replicas.middleware(settings.replica),
+            ]
+        },
         theme=THEME,
         ssr_mode=False,
         footer_links=["api", "settings"],

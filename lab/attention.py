@@ -22,13 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from lab import catalog, device, models
+from lab import catalog, device, models, validate
 from lab.errors import InputError
 from lab.forward import forward
 from lab.streaming import TokenStream
 
-MAX_TOKENS = 128
+MAX_TOKENS = validate.TOKEN_CAPS["attention"]
 """The longest input the attention views take (a 128×128 map per head stays readable and fast)."""
+PROMPT_TOKENS = validate.TOKEN_CAPS["next_token"]
+"""The longest prompt the next-token view and the KV-cache demo read."""
+LENS_TOKENS = validate.TOKEN_CAPS["logit_lens"]
 
 ENCODER = catalog.MINILM
 DECODER = catalog.SMOLLM2
@@ -70,15 +73,18 @@ def _lease(model: models.ModelRef, eager: bool) -> AbstractContextManager[Any]:
     return models.encoder(model, eager=eager)
 
 
-def _encode(model: models.ModelRef, text: str, cap: int | None) -> tuple[Any, list[str]]:
-    """Token ids (1, T) and each token decoded on its own, checking the cap first."""
+def _encode(model: models.ModelRef, text: str, cap: int) -> tuple[Any, list[str]]:
+    """Token ids (1, T) and each token decoded on its own, checking the cap first (a huge text is refused
+    by its characters, before it is tokenized)."""
     tokenizer = models.tokenizer(model)
+
+    def count(piece: str) -> int:
+        return len(tokenizer(piece, verbose=False)["input_ids"])
+
+    validate.check_tokens(
+        text, count, cap, what=f"The text (for {model.id})", where="this view", error=TooManyTokens
+    )
     ids = tokenizer(text, return_tensors="pt", verbose=False)["input_ids"]
-    if cap is not None and ids.shape[1] > cap:
-        raise TooManyTokens(
-            f"The text is {ids.shape[1]} tokens long for {model.id}; this view takes at most {cap}. "
-            f"Shorten it by about {ids.shape[1] - cap} tokens."
-        )
     return ids, [tokenizer.decode([i]) for i in ids[0].tolist()]
 
 
@@ -176,7 +182,10 @@ def reshape(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.nd
 
 @forward("predicting the next token")
 def next_token_logits(
-    prompt: str, model: models.ModelLike = DECODER, path: str | Path | None = None
+    prompt: str,
+    model: models.ModelLike = DECODER,
+    path: str | Path | None = None,
+    max_tokens: int = PROMPT_TOKENS,
 ) -> np.ndarray:
     """The LM head's logits for the token after ``prompt`` (``(vocab,)``, float32)."""
     model = models.ref(model, path)
@@ -185,7 +194,7 @@ def next_token_logits(
     if not prompt.strip():
         raise InputError("Type a prompt first: the model predicts the token that follows it.")
     _require_decoder(model)
-    ids, _ = _encode(model, prompt, None)
+    ids, _ = _encode(model, prompt, max_tokens)
     with _lease(model, eager=False) as network, torch.no_grad():
         return network(input_ids=ids.to(network.device)).logits[0, -1].float().cpu().numpy()
 
@@ -275,7 +284,7 @@ def logit_lens(
     model: models.ModelLike = DECODER,
     k: int = 1,
     path: str | Path | None = None,
-    max_tokens: int = 32,
+    max_tokens: int = LENS_TOKENS,
 ) -> list[list[list[tuple[str, float]]]]:
     """The LM head applied to every layer's output (after the final norm): ``[layer][position] -> top-k``.
 
@@ -416,7 +425,7 @@ def generate_stream(
     _require_decoder(model)
     if not prompt.strip():
         raise InputError("Type a prompt first.")
-    ids, _ = _encode(model, prompt, None)
+    ids, _ = _encode(model, prompt, PROMPT_TOKENS)
     tokenizer = models.tokenizer(model)
     text = ""
     # The stream closes (its thread joined) before the lease ends, also when the reader stops early.

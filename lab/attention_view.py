@@ -321,7 +321,8 @@ def static_vs_contextual(result: StaticVsContextual) -> tuple[Any, Any, str]:
     note = (
         f"Static: all {result.static[off].mean():.2f} (one vector, whatever the sentence). "
         f"Contextual: mean {result.contextual[off].mean():.2f}, from {result.contextual[off].min():.2f} "
-        f"to {result.contextual[off].max():.2f}. '{result.word}' became {result.pieces[0]} here."
+        f"to {result.contextual[off].max():.2f}. '{html.escape(result.word, quote=False)}' became "
+        f"{html.escape(str(result.pieces[0]), quote=False)} here."
     )
     return (
         matrix_heatmap(result.static, labels, "Static (input) embedding"),

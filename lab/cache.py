@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab import deadline
 from lab.errors import LabError
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,8 @@ class ModelCache:
                     future: Future[_Entry] = Future()
                     self._pending[key] = future
                     break
-            pending.result()  # another thread is loading it: wait (or share its error), then look again
+            with deadline.paused():  # loading is not the request's time
+                pending.result()  # another thread is loading it: wait (or share its error), then look again
         try:
             entry = self._load(key, loader, expected_bytes, device, lease)
         except BaseException as error:
@@ -189,7 +191,8 @@ class ModelCache:
         if expected_bytes:
             self._make_room(kind, expected_bytes)
         started = time.perf_counter()
-        loaded = loader()
+        with deadline.paused():  # a request's time limit does not count the load (done once for all)
+            loaded = loader()
         seconds = time.perf_counter() - started
         with self._lock:
             self._misses[key] = self._misses.get(key, 0) + 1

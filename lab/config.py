@@ -12,6 +12,7 @@
 | `LAB_QUEUE_SIZE` | requests waiting at most in the queue | 64 |
 | `LAB_MAX_FILE_SIZE` | largest upload | `20mb` |
 | `LAB_MAX_TEXT_CHARS` | longest text the tokenizer tab accepts | 20000 |
+| `LAB_REQUEST_SECONDS` | longest a model request may run before it is stopped (0: no limit) | 120 |
 | `LAB_MAX_IMAGE_PIXELS` | largest image opened (decompression-bomb guard) | 40000000 |
 | `LAB_CLIP_MAX_IMAGES`, `LAB_CLIP_MAX_UPLOAD_MB` | a CLIP gallery upload's caps | see `lab/clip/uploads.py` |
 | `LAB_CLIP_APPROX_ABOVE` | CLIP search turns approximate (faiss) above this many images | 50000 |
@@ -57,6 +58,16 @@ def cache_dir() -> Path:
     path = Path(raw).expanduser() if raw else Path.home() / ".cache" / "llm-lab"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def request_seconds() -> float:
+    """The time limit of one model request in seconds (`LAB_REQUEST_SECONDS`, default 120; 0: none)."""
+    raw = os.environ.get("LAB_REQUEST_SECONDS", "").strip()
+    try:
+        seconds = float(raw) if raw else 120.0
+    except ValueError:
+        raise ValueError(f"LAB_REQUEST_SECONDS must be a number of seconds, got {raw!r}") from None
+    return max(seconds, 0.0)
 
 
 def hub_offline() -> bool:

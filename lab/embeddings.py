@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from lab import catalog, models
+from lab import catalog, models, validate
 from lab.errors import InputError
 from lab.forward import forward
 from lab.models import ModelLike
@@ -30,6 +30,8 @@ TOKEN_MODELS = [
     "gpt2",
 ]
 MAX_TEXTS = 200
+MAX_TEXT_TOKENS = validate.TOKEN_CAPS["embeddings"]
+"""Tokens one text may have: MiniLM reads 256 word pieces, and would cut the rest off unread."""
 
 
 @forward("embedding texts")
@@ -37,6 +39,7 @@ def embed(texts: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path 
     """One vector per text (``(len(texts), dim)``), as the sentence-transformers model returns it."""
     texts = _check_texts(texts, minimum=1)
     with models.sentence_encoder(model, path) as encoder:
+        _check_lengths(texts, encoder.tokenizer)
         vectors = encoder.encode(texts, convert_to_numpy=True, show_progress_bar=False)
     return np.asarray(vectors, dtype=np.float32)
 
@@ -84,7 +87,19 @@ def project(vectors: np.ndarray, method: Literal["pca", "umap"] = "pca") -> np.n
     raise InputError(f"Unknown projection {method!r}: use 'pca' or 'umap'.")
 
 
+def _check_lengths(texts: list[str], tokenizer: Any) -> None:
+    """Refuse a text longer than :data:`MAX_TEXT_TOKENS` (by its characters first, then its tokens)."""
+
+    def count(piece: str) -> int:
+        return len(tokenizer(piece, verbose=False)["input_ids"])
+
+    for number, text in enumerate(texts, start=1):
+        validate.check_tokens(text, count, MAX_TEXT_TOKENS, what=f"Text {number}", where="an embedding")
+
+
 def _check_texts(texts: list[str], minimum: int) -> list[str]:
+    if texts is None or isinstance(texts, str) or not all(isinstance(t, str | None) for t in texts):
+        raise InputError("Give the texts as a list of strings.")
     cleaned = [t.strip() for t in texts if t and t.strip()]
     if len(cleaned) < minimum:
         raise InputError(
@@ -142,6 +157,7 @@ def compare_word(
         raise InputError("Type the word to follow across the sentences.")
     sentences = _check_texts(sentences, minimum=2)
     tokenizer = models.tokenizer(model)
+    _check_lengths([word, *sentences], tokenizer)
     located = []
     for number, sentence in enumerate(sentences, 1):
         ids, positions = _token_positions(tokenizer, sentence, word)
@@ -181,9 +197,10 @@ def token_vectors(
     is averaged). Returns the labels kept and ``(n, dim)``."""
     model = models.ref(model, path)
     tokenizer = models.tokenizer(model)
-    wanted = [t for t in (tok.strip() for tok in tokens) if t]
+    wanted = _check_texts(tokens, minimum=0)
     if not wanted:
         raise InputError("Give some words or tokens, one per line.")
+    _check_lengths(wanted, tokenizer)
     from lab.attention import is_decoder
 
     lease = models.causal_lm if is_decoder(model) else models.encoder
@@ -205,6 +222,7 @@ def neighbours(
     import torch
 
     tokenizer = models.tokenizer(model)
+    _check_lengths([token or ""], tokenizer)
     ids = _word_ids(tokenizer, (token or "").strip()) if (token or "").strip() else []
     if not ids:
         raise InputError("Type a word or token to find its neighbours.")

@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from lab import deadline
+
 # Threads started here are named with this prefix, so a test (or the System panel) can count them.
 THREAD_PREFIX = "lab-generate"
 
@@ -73,6 +75,7 @@ class TokenStream:
         self._kwargs.setdefault("pad_token_id", pad)
         criteria = self._kwargs.pop("stopping_criteria", None) or []
         self._kwargs["stopping_criteria"] = [*criteria, *_stop_when_set(self.stop)]
+        self._deadline = deadline.current()  # the request's time limit goes with it into the thread
         self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}-{name}", daemon=True)
         self._thread.start()
 
@@ -80,7 +83,7 @@ class TokenStream:
         import torch
 
         try:
-            with torch.inference_mode():
+            with deadline.within(self._deadline), torch.inference_mode():
                 self._model.generate(**self._kwargs)
         except BaseException as error:  # handed to the reading thread, which raises it
             self._failures.append(error)

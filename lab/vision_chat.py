@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab import catalog, models
+from lab import catalog, models, validate
 from lab.errors import InputError
 from lab.forward import forward
 from lab.images import OpenedImage, open_image
@@ -42,7 +42,7 @@ DEFAULT_MODEL = models.VISION_CHAT_DEFAULT
 MODELS = ["Salesforce/blip2-opt-2.7b", "Salesforce/blip2-flan-t5-xl"]
 CAPTION_TOKENS = 20  # the book's caption length
 MAX_QUESTION_CHARS = 1_000
-MAX_NEW_TOKENS = 512
+MAX_NEW_TOKENS = int(validate.BOUNDS["vc_max_new_tokens"].high)
 MAX_HISTORY_TURNS = 200  # more could never fit a 2,048-token context; older turns are dropped unread
 MAX_TURN_CHARS = 10_000  # a question and its answer; the model writes at most a few hundred tokens
 BOOK_SIZE = (224, 224)  # what BLIP-2's processor resizes every image to
@@ -183,25 +183,15 @@ class Decoding:
     repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        # Sliders and JSON hand over floats such as 50.0: the counts must be whole numbers.
-        try:
-            self.num_beams, self.max_new_tokens = int(self.num_beams), int(self.max_new_tokens)
-            self.temperature, self.top_p = float(self.temperature), float(self.top_p)
-            self.repetition_penalty = float(self.repetition_penalty)
-        except (TypeError, ValueError):
-            raise InputError("The decoding settings must be numbers.") from None
+        # Sliders and JSON hand over floats such as 50.0: the counts come back whole. The bounds are the
+        # page's sliders' (lab.validate.BOUNDS), so the API takes what the page can send, and no more.
         if self.method not in METHODS:
             raise InputError(f"The decoding method must be one of {', '.join(METHODS)}, not {self.method!r}.")
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise InputError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS}.")
-        if not 1 <= self.num_beams <= 16:
-            raise InputError("The number of beams must be between 1 and 16.")
-        if not 0 < self.temperature <= 5:
-            raise InputError("The temperature must be above 0 and at most 5.")
-        if not 0 < self.top_p <= 1:
-            raise InputError("Top-p must be above 0 and at most 1.")
-        if not 0 < self.repetition_penalty <= 5:
-            raise InputError("The repetition penalty must be above 0 and at most 5 (1 means none).")
+        self.max_new_tokens = validate.bound("vc_max_new_tokens", self.max_new_tokens)
+        self.num_beams = validate.bound("vc_num_beams", self.num_beams)
+        self.temperature = validate.bound("vc_temperature", self.temperature)
+        self.top_p = validate.bound("vc_top_p", self.top_p)
+        self.repetition_penalty = validate.bound("vc_repetition_penalty", self.repetition_penalty)
 
     def generate_kwargs(self) -> dict[str, Any]:
         """The arguments of ``model.generate`` for these choices."""

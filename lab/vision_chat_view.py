@@ -106,7 +106,7 @@ def under_the_hood(
         f"Q-Former hands **{hood.query_tokens} query tokens** to the language model: they take the places "
         f"of the {hood.query_tokens} `<image>` tokens at the start of the prompt below. The prompt is "
         f"**{len(hood.ids)} tokens** of {title}'s {hood.context:,}-token context{room}. "
-        f"Model: `{vc.model_id}` on {vc.device} in {vc.precision}."
+        f"Model: `{html.escape(vc.model_id, quote=False)}` on {vc.device} in {vc.precision}."
     )
     what = "caption (image only)" if prepared.task == "caption" else "chat prompt"
     rendering = tokens.ChatRendering(

@@ -15,10 +15,10 @@ import numpy as np
 
 from lab import attention as attn
 from lab import attention_view as view
-from lab import embeddings
+from lab import embeddings, validate
 from lab.config import Settings
 from tabs import access
-from tabs.common import api, check_allowed, model_choices, on
+from tabs.common import api, check_allowed, model_choices, on, slider
 
 INTRO = """
 ### Chapters 2–3 · Looking inside a language model
@@ -148,8 +148,9 @@ def _attention_section(settings: Settings) -> None:
 
     def attention(text: str, model: str = attn.ENCODER) -> dict[str, Any]:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
+        text, model = validate.text(text, "text", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        result = attn.attention(text or "", model)
+        result = attn.attention(text, model)
         weights = np.round(result.weights, 4).tolist()
         return {"model": result.model, "tokens": result.tokens, "causal": result.causal, "weights": weights}
 
@@ -168,9 +169,9 @@ def _forward_section(settings: Settings) -> None:
         "reaches p)."
     )
     with gr.Row():
-        k = gr.Slider(3, 30, value=10, step=1, label="Top-k shown")
-        temperature = gr.Slider(0, 2, value=1.0, step=0.05, label="Temperature", elem_id="fwd-temperature")
-        top_p = gr.Slider(0, 1, value=1.0, step=0.01, label="Top-p", elem_id="fwd-top-p")
+        k = slider("k", "Top-k shown")
+        temperature = slider("temperature", "Temperature", elem_id="fwd-temperature")
+        top_p = slider("top_p", "Top-p", elem_id="fwd-top-p")
     logits = access.session_state(None, settings)
     chart = gr.Plot(elem_id="fwd-chart")
 
@@ -188,7 +189,7 @@ def _forward_section(settings: Settings) -> None:
             "without, on a T4 with Phi-3."
         )
         with gr.Row():
-            new_tokens = gr.Slider(10, 200, value=40, step=10, label="New tokens")
+            new_tokens = slider("kv_new_tokens", "New tokens")
             kv_run = gr.Button("Generate twice", elem_id="fwd-kv-run")
             kv_stop = gr.Button("Cancel", elem_id="fwd-kv-stop")
         generated = gr.Textbox(label="Generated text (greedy)", lines=4, elem_id="fwd-kv-text")
@@ -197,8 +198,9 @@ def _forward_section(settings: Settings) -> None:
     def predict(model_id: str, prompt: str, k: float, temperature: float, top_p: float) -> tuple[Any, Any]:
         """Inputs: model, prompt, k, temperature, top-p. Outputs: (model, logits) state, the bar chart."""
         check_allowed(model_id, settings)
+        shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
         values = attn.next_token_logits(prompt or "", model_id)
-        result = attn.distribution(values, model_id, int(k), temperature, top_p)
+        result = attn.distribution(values, model_id, **shape)
         return (model_id, values), view.next_token_figure(result, temperature, top_p)
 
     def reshape(state: tuple[str, np.ndarray] | None, k: float, temperature: float, top_p: float) -> Any:
@@ -206,7 +208,8 @@ def _forward_section(settings: Settings) -> None:
         if state is None:
             return gr.update()
         model_id, values = state
-        result = attn.distribution(values, model_id, int(k), temperature, top_p)
+        shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
+        result = attn.distribution(values, model_id, **shape)
         return view.next_token_figure(result, temperature, top_p)
 
     def run_lens(model_id: str, prompt: str) -> str:
@@ -224,6 +227,7 @@ def _forward_section(settings: Settings) -> None:
     def kv_cache(model_id: str, prompt: str, count: float, progress: gr.Progress = gr.Progress()):
         """Inputs: model, prompt, new tokens. Outputs: the generated text, the timings (markdown)."""
         check_allowed(model_id, settings)
+        count = validate.bound("kv_new_tokens", count)
         times = {}
         for use_cache in (True, False):
             label = "with the KV cache" if use_cache else "without the KV cache"
@@ -242,8 +246,8 @@ def _forward_section(settings: Settings) -> None:
     inputs = [model, prompt, k, temperature, top_p]
     for trigger in (run.click, prompt.submit):
         on(trigger, predict, inputs, [logits, chart], gpu=True)
-    for slider in (k, temperature, top_p):
-        on(slider.release, reshape, [logits, k, temperature, top_p], chart)
+    for knob in (k, temperature, top_p):
+        on(knob.release, reshape, [logits, k, temperature, top_p], chart)
     on(lens_run.click, run_lens, [model, prompt], lens, gpu=True)
     on(structure_run.click, show_structure, [model], [summary, tree], gpu=True)
     kv_event = on(kv_run.click, kv_cache, [model, prompt, new_tokens], [generated, timings], gpu=True)
@@ -253,14 +257,18 @@ def _forward_section(settings: Settings) -> None:
         prompt: str, model: str = attn.DECODER, k: int = 10, temperature: float = 1.0, top_p: float = 1.0
     ) -> list[list[Any]]:
         """The k most probable next tokens as [token, probability] after temperature and top-p."""
+        shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
+        prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        pairs = attn.next_token(prompt or "", model, int(k), float(temperature), float(top_p))
+        pairs = attn.next_token(prompt, model, **shape)
         return [[token, prob] for token, prob in pairs]
 
     def logit_lens(prompt: str, model: str = attn.DECODER, k: int = 1) -> list[Any]:
         """Top-k tokens with probabilities for every [layer][position]."""
+        k = validate.bound("lens_k", k)
+        prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        rows = attn.logit_lens(prompt or "", model, int(k))
+        rows = attn.logit_lens(prompt, model, k)
         return [[[[t, p] for t, p in cell] for cell in row] for row in rows]
 
     api(next_token)
@@ -360,8 +368,10 @@ def _embeddings_section(settings: Settings) -> None:
 
     def similarity(texts: list[str], model: str = embeddings.SENTENCE_MODEL) -> list[list[float]]:
         """Cosine similarity matrix of the texts' sentence embeddings."""
+        texts = validate.texts(texts, "texts", max_items=embeddings.MAX_TEXTS)
+        model = validate.model_id(model)
         check_allowed(model, settings)
-        matrix = embeddings.similarity(list(texts or []), model)
+        matrix = embeddings.similarity(texts, model)
         return np.round(matrix, 5).tolist()
 
     api(similarity)

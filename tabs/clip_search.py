@@ -10,13 +10,13 @@ from typing import Any
 
 import gradio as gr
 
-from lab import catalog, clip
+from lab import catalog, clip, validate
 from lab.clip import view
 from lab.config import Settings
 from lab.errors import LabError
 from lab.images import max_pixels
 from tabs import access
-from tabs.common import api, model_choices, on
+from tabs.common import api, model_choices, on, slider
 
 INTRO = """
 ### Chapter 9 · Multimodal embeddings: CLIP
@@ -39,10 +39,15 @@ def _delete_gallery(gallery: Mine) -> None:
         gallery.delete()
 
 
+MAX_MATRIX_IMAGES = 24  # rows of the similarity matrix sent through the API
+
+
 def _file_path(value: Any, what: str) -> str:
     """The server-side path of a file sent with ``gradio_client.handle_file`` (Gradio checked it)."""
     if isinstance(value, dict) and isinstance(value.get("path"), str):
         return value["path"]
+    if value is None:
+        raise gr.Error(f"No image was sent: send {what} as a file, gradio_client.handle_file('picture.jpg').")
     raise gr.Error(f"Send {what} as a file: gradio_client.handle_file('picture.jpg').")
 
 
@@ -82,7 +87,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                     elem_id="clip-query",
                     scale=4,
                 )
-                k = gr.Slider(1, 24, value=8, step=1, label="Results", scale=1, elem_id="clip-k")
+                k = slider("clip_k", "Results", scale=1, elem_id="clip-k")
             search = gr.Button("Search", variant="primary", elem_id="clip-search")
         with gr.Tab("Image → image", id="clip-image"):
             gr.Markdown(
@@ -399,7 +404,11 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
         Returns the `k` best images, best first: rank, id (the file name) and cosine similarity.
         """
-        found = galleries.default_index(model_of(model, None)).search_text(query, int(k))
+        k, query = (
+            validate.bound("clip_k", k),
+            clip.check_query(validate.text(query, "query", required=False)),
+        )
+        found = galleries.default_index(model_of(validate.model_id(model), None)).search_text(query, k)
         return [{"rank": rank, "id": i, "cosine": s} for rank, (i, s) in enumerate(found, start=1)]
 
     def clip_zero_shot(
@@ -410,7 +419,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         Each label fills the `{}` of `template`; probabilities are the softmax of the model's logit scale
         times the cosine similarity of image and prompt.
         """
-        return clip.zero_shot(_file_path(image, "the image"), labels, model_of(model, None), template)
+        path = _file_path(image, "the image")
+        labels = validate.texts(labels, "labels", max_items=clip.MAX_LABELS)
+        template = validate.text(template, "template")
+        return clip.zero_shot(path, labels, model_of(validate.model_id(model), None), template)
 
     def clip_matrix(
         captions: list[str] | None = None,
@@ -421,12 +433,17 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
         Defaults: the book's puppy, cat and car images and their captions.
         """
+        captions = validate.texts(captions, "captions", max_items=clip.MAX_LABELS)
+        if images is not None and not isinstance(images, list):
+            raise gr.Error("Send the images as a list of files: [gradio_client.handle_file('a.jpg'), …].")
+        if images and len(images) > MAX_MATRIX_IMAGES:
+            raise gr.Error(f"{len(images)} images sent; the matrix takes at most {MAX_MATRIX_IMAGES}.")
         if images:
             sources = [(f"image {n}", _file_path(image, "each image")) for n, image in enumerate(images, 1)]
         else:
             sources = [(name, str(clip.BOOK_IMAGES / name)) for name in clip.BOOK_CAPTIONS]
         texts = list(captions or clip.BOOK_CAPTIONS.values())
-        values = clip.similarity_matrix(sources, texts, model_of(model, None))
+        values = clip.similarity_matrix(sources, texts, model_of(validate.model_id(model), None))
         return {"images": [name for name, _ in sources], "captions": texts, "matrix": values.tolist()}
 
     for endpoint in (clip_search, clip_zero_shot, clip_matrix):

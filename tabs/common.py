@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from lab import catalog
-from lab.config import Settings
+from lab import catalog, deadline
+from lab.config import Settings, request_seconds
 from lab.errors import LabError
+from lab.validate import BOUNDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ def _message(error: Exception, where: str) -> gr.Error:
         return gr.Error(html.escape(str(error), quote=False))
     log.error("unexpected error in %s", where, exc_info=error)
     return gr.Error(f"Internal error ({type(error).__name__}); the server log has the details.")
+
+
+def warn(message: str) -> None:
+    """A warning toast; escaped like every message, since it can name what a user typed or uploaded."""
+    gr.Warning(html.escape(message, quote=False))
 
 
 def user_errors(fn: F) -> F:
@@ -84,6 +90,62 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# A long job by design (fitting topics, topic representations) gets this many times the request limit.
+LONG_JOB = 5.0
+
+
+def time_limited(fn: F, factor: float = 1.0) -> F:
+    """Stop ``fn`` with :class:`lab.deadline.RequestTooLong` once it has run ``LAB_REQUEST_SECONDS``.
+
+    The limit starts when the handler starts (time waiting in the queue is not counted) and is checked
+    before every torch module runs (:mod:`lab.deadline`), so a model call unwinds at its next layer and the
+    GPU queue moves on. A generator runs each step under the limit; closing it closes the wrapped one.
+    """
+    if inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn):
+        return fn  # async handlers wait on jobs that have their own limits (fine-tune step caps)
+
+    def limit() -> deadline.Deadline | None:
+        seconds = request_seconds() * factor
+        return deadline.Deadline.after(seconds) if seconds else None
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            until = limit()
+            steps = fn(*args, **kwargs)
+            try:
+                while True:
+                    # Gradio may resume a generator on another thread: the limit is set around each step.
+                    with deadline.within(until):
+                        try:
+                            item = next(steps)
+                        except StopIteration:
+                            return
+                    yield item
+                    if until is not None:
+                        until.check()
+            finally:
+                steps.close()
+
+        return generator_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with deadline.within(limit()):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def slider(name: str, label: str | None = None, **options: Any) -> gr.Slider:
+    """A slider whose range is the API's: ``BOUNDS[name]`` (lab.validate) sets minimum, maximum and step."""
+    bound = BOUNDS[name]
+    options.setdefault("value", bound.default)
+    options.setdefault("step", bound.step)
+    return gr.Slider(bound.low, bound.high, label=label or bound.label, **options)
+
+
 class Table(gr.Dataframe):
     """A read-only ``gr.Dataframe`` that builds without importing pandas' Styler.
 
@@ -119,21 +181,27 @@ def on(
     outputs: Any = None,
     *,
     gpu: bool = False,
+    time_factor: float = 1.0,
     **options: Any,
 ) -> Any:
     """Wire one widget event the lab's one way: errors shown in the lab's words, kept out of the API,
-    on the GPU queue when ``gpu`` (one model call at a time) or unqueued for cheap CPU work.
+    on the GPU queue when ``gpu`` (one model call at a time, under the request time limit) or unqueued
+    for cheap CPU work.
 
     ``trigger`` is the bound event (``button.click``); ``inputs`` may be a set of components, in which
     case the handler receives one ``{component: value}`` dict (read a form by component, not position).
     Returns Gradio's dependency, so ``.then(...)`` and ``cancels=[...]`` work as usual.
     """
     settings = {**PRIVATE, **(GPU_EVENT if gpu else CPU_EVENT), **options}
+    if fn is not None and gpu:
+        fn = time_limited(fn, time_factor)
     return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
 
 
-def api(fn: Callable[..., Any], *, gpu: bool = True, **options: Any) -> None:
+def api(fn: Callable[..., Any], *, gpu: bool = True, time_factor: float = 1.0, **options: Any) -> None:
     """Publish ``fn`` as the web API endpoint ``/<fn.__name__>``: its signature and docstring are the
-    endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu``."""
+    endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu`` (with
+    the request time limit, :func:`time_limited`). ``fn`` checks its own arguments (:mod:`lab.validate`):
+    a web client can send any JSON, ``null`` and ``"ten"`` included."""
     settings = {**(GPU_EVENT if gpu else CPU_EVENT), **options}
-    gr.api(user_errors(fn), api_name=fn.__name__, **settings)
+    gr.api(user_errors(time_limited(fn, time_factor) if gpu else fn), api_name=fn.__name__, **settings)

@@ -12,12 +12,12 @@ from typing import Any
 import anyio
 import gradio as gr
 
-from lab import device, finetune
+from lab import device, finetune, validate
 from lab.config import Settings
 from lab.errors import LabError
 from lab.finetune import view
 from lab.sessions import owner_of
-from tabs.common import api, check_allowed, model_choices, on
+from tabs.common import api, check_allowed, model_choices, on, slider, warn
 
 INTRO = """
 ### Chapter 12 · Fine-tuning a chat model with QLoRA
@@ -177,7 +177,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     )
     with gr.Row():
         prompt = gr.Textbox(finetune.BOOK_PROMPT, label="Prompt", elem_id="ft-prompt", scale=4)
-        new_tokens = gr.Slider(8, 256, value=64, step=8, label="New tokens", scale=1)
+        new_tokens = slider("ft_new_tokens", "New tokens", scale=1)
         compare = gr.Button("Compare", elem_id="ft-compare", scale=1)
     with gr.Row():
         base_text = gr.Textbox(label="Base model", lines=6, elem_id="ft-base")
@@ -197,7 +197,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             check_allowed(model_id, settings)
             names = finetune.model_facts(model_id).target_choices
         except (LabError, gr.Error) as error:
-            gr.Warning(str(error)[:400])
+            warn(str(error)[:400])
             return gr.update()
         kept = [n for n in (chosen or []) if n in names]
         default = [n for n in finetune.BOOK_TARGET_MODULES if n in names] or names[:2]
@@ -248,8 +248,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         run_id: str | None, text: str, count: float, request: gr.Request
     ) -> Iterator[tuple[str, str]]:
         """Inputs: the finished run, prompt, new tokens. Outputs: base and fine-tuned answers, streamed."""
+        count = validate.bound("ft_new_tokens", count)
         adapter = finetune.run_folder(run_id or "", owner_of(request)) / "adapter"
-        yield from finetune.generate_pair_stream(text, None, adapter, int(count))
+        yield from finetune.generate_pair_stream(text, None, adapter, count)
 
     on(demo.load, method_line, None, method_note)
     on(demo.load, finetune.default_preset, None, preset_choice)
@@ -297,6 +298,9 @@ def _api(settings: Settings) -> None:
 
         Returns the job's status (job_id, status, position, method …); poll /finetune_status.
         """
+        preset, jsonl = validate.text(preset, "preset"), validate.text(jsonl, "jsonl", required=False)
+        if changes is not None and not isinstance(changes, dict):
+            raise gr.Error('changes must be an object of FineTuneConfig fields, e.g. {"seed": 1}.')
         cap = finetune.CLASSROOM_MAX_STEPS if settings.classroom else 0
         config = finetune.from_request(preset, changes, jsonl, step_cap=cap)
         check_allowed(config.base_model, settings)
@@ -304,11 +308,13 @@ def _api(settings: Settings) -> None:
 
     def finetune_status(job_id: str, log_lines: int = 20, request: gr.Request = None) -> dict[str, Any]:
         """A run's state: status, queue position, step / total, losses, eval losses, lr, ETA, log lines."""
-        return _public(finetune.owned_job(job_id, owner_of(request)), int(log_lines))
+        log_lines = validate.bound("log_lines", log_lines)
+        job = finetune.owned_job(validate.text(job_id, "job_id", max_chars=64), owner_of(request))
+        return _public(job, log_lines)
 
     def finetune_cancel(job_id: str, request: gr.Request = None) -> dict[str, Any]:
         """Cancel a queued or running run; returns its state once it has stopped (within seconds)."""
-        job = finetune.owned_job(job_id, owner_of(request))
+        job = finetune.owned_job(validate.text(job_id, "job_id", max_chars=64), owner_of(request))
         job.cancel_and_wait()
         return _public(job, 5)
 
@@ -319,6 +325,9 @@ def _api(settings: Settings) -> None:
         request: gr.Request = None,
     ) -> list[str]:
         """[base model's answer, fine-tuned answer] to the prompt, greedy, for a finished run."""
+        max_new_tokens = validate.bound("ft_new_tokens", max_new_tokens)
+        prompt = validate.text(prompt, "prompt", required=False)
+        job_id = validate.text(job_id, "job_id", max_chars=64, required=False)
         adapter = finetune.run_folder(job_id, owner_of(request)) / "adapter"
         return list(finetune.generate_pair(prompt, None, adapter, max_new_tokens))
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import catalog, render, tokens
+from lab import catalog, render, tokens, validate
 from lab.config import Settings
 from tabs.common import CPU_EVENT, check_allowed, model_choices, user_errors
 
@@ -22,6 +22,7 @@ for its id and, for byte pieces, the bytes and the character they belong to. Wat
 capital letters, the emoji and 鸟, code keywords, runs of spaces and tabs, newlines and digits.
 """
 
+MAX_API_TOKENIZERS = 20  # tokenizers one /tokenize call may name
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
 
 URL_SYNC_JS = """
@@ -268,9 +269,11 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         Returns one record per tokenizer: name, tokens (each id decoded alone), ids, vocab_size, method,
         special_tokens and error (why it is unavailable, or null).
         """
-        for name in tokenizers or []:
+        text = validate.text(text, "text", max_chars=settings.max_text_chars, required=False)
+        tokenizers = validate.texts(tokenizers, "tokenizers", max_items=MAX_API_TOKENIZERS, max_chars=200)
+        for name in tokenizers:
             check_allowed(name, settings)
-        results = tokens.compare(text or "", tokenizers or None, max_chars=settings.max_text_chars)
+        results = tokens.compare(text, tokenizers or None, max_chars=settings.max_text_chars)
         return [
             {
                 "name": r.name,

@@ -16,7 +16,7 @@ from lab import topics
 from lab.config import Settings
 from lab.topics import view
 from tabs import access
-from tabs.common import Table, api, check_allowed, model_choices, on
+from tabs.common import LONG_JOB, Table, api, check_allowed, model_choices, on
 
 INTRO = """
 ### Chapter 5 · Topic modelling: embed → reduce → cluster → describe
@@ -76,7 +76,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     _wire_maps(ui)
     endpoints = topics.TopicAPI(size=3)  # the last 3 runs, shared by every API caller
     for endpoint in (endpoints.topics_fit, endpoints.topics_search, endpoints.topics_representations):
-        api(endpoint, gpu=True)
+        api(endpoint, gpu=True, time_factor=LONG_JOB)
 
 
 def _session(session: topics.TopicSession | None) -> topics.TopicSession:
@@ -276,7 +276,7 @@ def _representations_tab(state: gr.State, settings: Settings) -> None:
         )
 
     inputs = {state, kinds, diversity, generator, generation_topics, prompt}
-    on(run_button.click, compare, inputs, table, gpu=True)
+    on(run_button.click, compare, inputs, table, gpu=True, time_factor=LONG_JOB)
 
 
 # -- wiring ------------------------------------------------------------------------------------------------
@@ -348,7 +348,12 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
 
     outputs = [ui.state, ui.summary, ui.timings, ui.agreement, ui.table, ui.topic, ui.downloads]
     fitted = on(
-        ui.fit.click, fit, {ui.state, *ui.form.values()}, [*outputs, ui.datamap, ui.map_status], gpu=True
+        ui.fit.click,
+        fit,
+        {ui.state, *ui.form.values()},
+        [*outputs, ui.datamap, ui.map_status],
+        gpu=True,
+        time_factor=LONG_JOB,
     )
     figures = [ui.documents_map, ui.barchart, ui.heatmap, ui.hierarchy]
     on(fitted.then, draw_plots, [ui.state, ui.hide_annotations], figures)

@@ -18,7 +18,7 @@ from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
 from tabs import access
-from tabs.common import model_choices, on
+from tabs.common import model_choices, on, slider, warn
 
 INTRO = """
 ### Chapter 9 · BLIP-2: chat about an image
@@ -185,22 +185,17 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     with gr.Accordion("Decoding: how each next token is chosen", open=False):
         with gr.Row():
             method = gr.Radio(list(vision_chat.METHODS), value="greedy", label="Method", elem_id="vc-method")
-            max_new_tokens = gr.Slider(
-                1,
-                200,
-                value=50,
-                step=1,
-                label="Max new tokens",
+            max_new_tokens = slider(
+                "vc_max_new_tokens",
+                "Max new tokens",
                 info="The book uses 30 to 100.",
                 elem_id="vc-max-new-tokens",
             )
-            repetition_penalty = gr.Slider(
-                1.0, 2.0, value=1.0, step=0.05, label="Repetition penalty", info="1 = none"
-            )
+            repetition_penalty = slider("vc_repetition_penalty", "Repetition penalty", info="1 = none")
         with gr.Row():
-            num_beams = gr.Slider(2, 8, value=3, step=1, label="Beams", visible=False)
-            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", visible=False)
-            top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p", visible=False)
+            num_beams = slider("vc_num_beams", "Beams", visible=False)
+            temperature = slider("vc_temperature", "Temperature", visible=False)
+            top_p = slider("vc_top_p", "Top-p", visible=False)
     with gr.Accordion("Under the hood: what the model receives", open=False):
         with gr.Row():
             hood_image = gr.Image(
@@ -250,7 +245,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         try:
             opened = vision_chat.open_for_model(path)
         except BadImage as error:
-            gr.Warning(str(error))
+            warn(str(error))
             return (*cleared, view.notes_markdown([str(error)]), None)
         return (
             *cleared,

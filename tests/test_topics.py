@@ -539,5 +539,6 @@ def test_api_fit_search_and_representations(client, wiki_run):
     assert len(table) == 3 and {"Original", "KeyBERTInspired", "MMR (diversity 0.3)"} <= set(table[0])
     with pytest.raises(Exception, match="hf download MaartenGr/arxiv_nlp"):
         client.predict("arxiv_nlp", api_name="/topics_fit")
-    with pytest.raises(Exception, match="fewer than min_cluster_size"):
+    # The slider's bound comes first: the API takes no more than the page can send.
+    with pytest.raises(Exception, match="min_cluster_size must be a whole number between 2 and 500"):
         client.predict("wikipedia", 15, 20_000, api_name="/topics_fit")

@@ -73,7 +73,8 @@ def facts_markdown(model: ClipModel) -> str:
     """Markdown: the model's sizes, and what its logit scale does to a cosine gap."""
     size = model.image_size
     return (
-        f"**{model.title}** from {model.source} · on {model.device} in {model.dtype}  \n"
+        f"**{html.escape(model.title)}** from {html.escape(str(model.source))} · on {model.device} in "
+        f"{model.dtype}  \n"
         f"Embeddings have **{model.embed_dim}** dimensions; images enter at **{size}×{size}** pixels; "
         f"texts at most **{model.context_length}** tokens.  \n"
         f"Logit scale **{model.logit_scale:.1f}**: a probability is softmax(logit scale × cosine), so a "
@@ -159,7 +160,7 @@ def results_view(
 
 def bullets(lines: list[str], limit: int = 12) -> str:
     """A markdown list of at most ``limit`` lines, then how many more there were."""
-    shown = [f"- {line}" for line in lines[:limit]]
+    shown = [f"- {html.escape(line, quote=False)}" for line in lines[:limit]]  # file names, as uploaded
     if len(lines) > limit:
         shown.append(f"- … and {len(lines) - limit} more")
     return "\n".join(shown)

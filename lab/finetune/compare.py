@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import models
+from lab import models, validate
 from lab.errors import InputError
 from lab.finetune.config import model_and_path
 from lab.finetune.data import chat_template, encode_text, render_chat
@@ -92,6 +92,13 @@ def generate_pair_stream(
         raise InputError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json).")
     model_id, path = model_and_path(_base_of(adapter_dir, base_model))
     tokenizer = models.tokenizer(model_id, path)
+    validate.check_tokens(
+        prompt,
+        lambda piece: len(tokenizer(piece, verbose=False)["input_ids"]),
+        validate.TOKEN_CAPS["ft_compare"],
+        what="The prompt",
+        where="the comparison",
+    )
     ids = _prompt_ids(tokenizer, model_id, prompt)
     base_text = ""
     for base_text in answer_stream(model_id, path, None, tokenizer, ids, count):

@@ -41,16 +41,22 @@ def duration(seconds: float | None) -> str:
 # -- before a run: the plan and the data ------------------------------------------------------------
 
 
+def _text(value: Any) -> str:
+    """A model id, file name or line of a user's data, made inert for Markdown (markup shows as written)."""
+    return html.escape(str(value), quote=False)
+
+
 def plan_summary(plan: Plan) -> str:
     """A plan as a Markdown paragraph: method, trainable share, data, steps, memory and time."""
     f = plan.facts
     lines = [
-        f"**{plan.method_title}** on `{plan.device}` · {f.model_id} ({f.parameters / 1e6:,.1f} M parameters)",
+        f"**{plan.method_title}** on `{plan.device}` · {_text(f.model_id)} "
+        f"({f.parameters / 1e6:,.1f} M parameters)",
         f"- trainable: **{plan.trainable:,}** parameters, {plan.trainable_percent:.2f} % of "
         f"{f.parameters + plan.trainable:,} "
-        f"(r={plan.config.r} on {', '.join(plan.config.target_modules)})",
+        f"(r={plan.config.r} on {_text(', '.join(plan.config.target_modules))})",
         f"- data: {plan.train_examples:,} training and {plan.eval_examples:,} held-out conversations "
-        f"({plan.source}); {plan.train_tokens:,} training tokens; {plan.truncated:,} longer than "
+        f"({_text(plan.source)}); {plan.train_tokens:,} training tokens; {plan.truncated:,} longer than "
         f"{plan.config.max_seq_length} tokens were truncated",
         f"- {plan.total_steps:,} optimizer steps of {plan.config.batch_size} × {plan.config.grad_accum} "
         f"conversations (≈{plan.tokens_per_step:,.0f} tokens per step)",
@@ -60,8 +66,8 @@ def plan_summary(plan: Plan) -> str:
         "the real pace)",
     ]
     if plan.problems:
-        lines.append(f"- skipped {len(plan.problems):,} line(s): " + "; ".join(plan.problems[:3]))
-    lines += [f"- {note}" for note in plan.notes]
+        lines.append(f"- skipped {len(plan.problems):,} line(s): " + _text("; ".join(plan.problems[:3])))
+    lines += [f"- {_text(note)}" for note in plan.notes]
     return "\n".join(lines)
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lab import validate
+from lab.errors import InputError
+from lab.topics.errors import TopicInputError
 from lab.topics.representations import compare_representations
 from lab.topics.results import search
 from lab.topics.runs import RunStore
@@ -40,7 +43,7 @@ class TopicAPI:
         times (seconds; cached stages 0), and agreement with the corpus's labels (NMI/ARI over all
         documents and over non-outliers) where it has labels."""
         settings = _settings(n_neighbors, min_cluster_size, min_samples, nr_topics, stop_words)
-        run, data = self.runs.get(corpus, settings)
+        run, data = self.runs.get(_corpus(corpus), settings)
         return fit_report(run, data)
 
     def topics_search(
@@ -56,9 +59,11 @@ class TopicAPI:
     ) -> list[dict[str, Any]]:
         """BERTopic's find_topics(query): the topics closest to the query, best first, with cosine
         similarity, for the model topics_fit fits with the same parameters."""
+        top_n = _checked(validate.bound, "top_n", top_n)
+        query = _checked(validate.text, query, "query", required=False)
         settings = _settings(n_neighbors, min_cluster_size, min_samples, nr_topics, stop_words)
-        run, _ = self.runs.get(corpus, settings)
-        hits = search(run, query, int(top_n))
+        run, _ = self.runs.get(_corpus(corpus), settings)
+        hits = search(run, query, top_n)
         return [{"topic": t, "similarity": s, "name": name} for t, s, name in hits]
 
     def topics_representations(
@@ -75,17 +80,32 @@ class TopicAPI:
     ) -> list[dict[str, Any]]:
         """The book's representation table: per topic the c-TF-IDF words ("Original") and the words of
         each of kinds ("keybert", "mmr", "generation"), for the first max_topics topics."""
+        diversity = _checked(validate.bound, "diversity", diversity)
+        max_topics = _checked(validate.bound, "max_topics", max_topics)
+        kinds = _checked(validate.texts, kinds, "kinds", max_items=3, max_chars=20)
         settings = _settings(n_neighbors, min_cluster_size, min_samples, nr_topics, stop_words)
-        run, _ = self.runs.get(corpus, settings)
+        run, _ = self.runs.get(_corpus(corpus), settings)
         table = compare_representations(
             run,
             run.docs,
             kinds=tuple(kinds or ("keybert", "mmr")),
-            diversity=float(diversity),
-            max_topics=int(max_topics),
-            generation_topics=int(max_topics),
+            diversity=diversity,
+            max_topics=max_topics,
+            generation_topics=max_topics,
         )
         return table.to_dict(orient="records")
+
+
+def _checked(check: Any, *args: Any, **kwargs: Any) -> Any:
+    """A :mod:`lab.validate` check whose refusal is the topic feature's error."""
+    try:
+        return check(*args, **kwargs)
+    except InputError as error:
+        raise TopicInputError(str(error)) from None
+
+
+def _corpus(name: Any) -> str:
+    return _checked(validate.text, name, "corpus", max_chars=40)
 
 
 def _settings(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab import catalog, models
+from lab import catalog, models, validate
 from lab.forward import forward
 from lab.topics.errors import TopicInputError
 from lab.topics.results import TopicRun
@@ -148,6 +148,19 @@ def _check_request(kinds: Sequence[str], diversity: float, prompt: str) -> None:
         raise TopicInputError("The prompt needs [DOCUMENTS] and/or [KEYWORDS], where BERTopic fills them in.")
 
 
+def _check_prompt_tokens(prompt: str, model_id: str) -> None:
+    """The labelling prompt (before BERTopic fills in 4 documents of 50 words) within its token cap."""
+    tokenizer = models.tokenizer(model_id)
+    validate.check_tokens(
+        prompt,
+        lambda piece: len(tokenizer(piece, verbose=False)["input_ids"]),
+        validate.TOKEN_CAPS["topic_prompt"],
+        what="The labelling prompt",
+        where="topic labelling",
+        error=TopicInputError,
+    )
+
+
 def compare_representations(
     run: TopicRun,
     docs: Sequence[str] | None = None,
@@ -202,6 +215,7 @@ def compare_representations(
             )
         else:
             model_id = generator or default_generator()
+            _check_prompt_tokens(prompt, model_id)
             labelled = shown[:generation_topics]
             subset = {t: base[t] for t in labelled}
             sub_frame = frame[frame.Topic.isin(labelled)]

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lab import validate
 from lab.topics.errors import TopicInputError
 
 
@@ -77,8 +78,21 @@ def search(run: TopicRun, query: str, top_n: int = 5) -> list[tuple[int, float, 
     query = (query or "").strip()
     if not query:
         raise TopicInputError("Type something to search for, e.g. 'football' or 'topic modeling'.")
+    cap = validate.TOKEN_CAPS["topic_query"]
+    validate.check_tokens(
+        query, _token_counter(run), cap, what="The query", where="topic search", error=TopicInputError
+    )
     found, similarity = run.model.find_topics(query, top_n=min(int(top_n), len(run.info)))
     return [(int(t), float(s), run.topic_name(int(t))) for t, s in zip(found, similarity)]
+
+
+def _token_counter(run: TopicRun) -> Any:
+    """Counts tokens as the run's sentence encoder does (its tokenizer), else words (a stand-in backend)."""
+    backend = getattr(run.model, "embedding_model", None)
+    tokenizer = getattr(getattr(backend, "embedding_model", None), "tokenizer", None)
+    if tokenizer is None:
+        return lambda text: len(text.split())
+    return lambda text: len(tokenizer(text, verbose=False)["input_ids"])
 
 
 def agreement(topics: Sequence[int], labels: Sequence[str] | None) -> dict[str, Any] | None:

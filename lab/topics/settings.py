@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lab import catalog
+from lab import catalog, validate
+from lab.errors import InputError
 from lab.topics.errors import TopicInputError
 
 MINILM = catalog.MINILM
@@ -153,21 +154,24 @@ class TopicSettings:
         """
         umap, hdbscan = {}, {}
         if values.get("n_neighbors") is not None:
-            umap["n_neighbors"] = _whole(values["n_neighbors"], "n_neighbors")
+            umap["n_neighbors"] = _bounded("n_neighbors", values["n_neighbors"])
         if values.get("min_cluster_size") is not None:
-            hdbscan["min_cluster_size"] = _whole(values["min_cluster_size"], "min_cluster_size")
+            hdbscan["min_cluster_size"] = _bounded("min_cluster_size", values["min_cluster_size"])
         if "min_samples" in values:
-            hdbscan["min_samples"] = _optional_whole(values["min_samples"], "min_samples")
+            hdbscan["min_samples"] = _bounded("min_samples", values["min_samples"]) or None
         outliers = values.get("outliers") or None
+        embedding_model = values.get("embedding_model") or None
+        if embedding_model is not None:
+            embedding_model = validate.model_id(embedding_model, "embedding_model")
         return cls(
-            embedding_model=values.get("embedding_model") or None,
+            embedding_model=embedding_model,
             umap_params=umap,
             hdbscan_params=hdbscan,
-            nr_topics=_optional_whole(values.get("nr_topics"), "nr_topics"),
+            nr_topics=_bounded("nr_topics", values.get("nr_topics")) or None,
             outliers=None if outliers == "keep" else outliers,
             clustering=values.get("clustering") or "hdbscan",
-            n_clusters=_whole(values.get("n_clusters", 20), "n_clusters"),
-            stop_words=bool(values.get("stop_words", False)),
+            n_clusters=_bounded("n_clusters", values.get("n_clusters", 20)),
+            stop_words=_flag(values.get("stop_words", False)),
         )
 
 
@@ -192,19 +196,16 @@ def frozen_params(params: dict[str, Any]) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
 
-def _whole(value: Any, name: str) -> int:
+def _bounded(name: str, value: Any) -> Any:
+    """A form or API value within the slider's bounds (lab.validate.BOUNDS); "" is "not set"."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TopicInputError(f"{name} must be a whole number, not {value!r}.") from None
-    if not number.is_integer():
-        raise TopicInputError(f"{name} must be a whole number, not {value!r}.")
-    return int(number)
+        return validate.bound(name, None if value == "" else value)
+    except InputError as error:
+        raise TopicInputError(str(error)) from None
 
 
-def _optional_whole(value: Any, name: str) -> int | None:
-    """A whole number, or None for "not set" (None, empty, 0 or less)."""
-    if value is None or value == "":
-        return None
-    number = _whole(value, name)
-    return number if number > 0 else None
+def _flag(value: Any) -> bool:
+    try:
+        return validate.flag(value, "stop_words")
+    except InputError as error:
+        raise TopicInputError(str(error)) from None

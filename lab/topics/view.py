@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ def timings_markdown(run: TopicRun) -> str:
     return "\n".join(lines)
 
 
+def _text(value: Any) -> str:
+    """Text from a document, a file or a form, made inert for Markdown (its markup shows as written)."""
+    return html.escape(str(value), quote=False)
+
+
 def summary_markdown(run: TopicRun, corpus: Corpus) -> str:
     """Topics, outliers and settings in one paragraph; the corpus's source; the notes of the way."""
     params = run.params
@@ -53,12 +59,12 @@ def summary_markdown(run: TopicRun, corpus: Corpus) -> str:
     )
     paragraphs = [
         f"**{run.n_topics} topics** in {len(run.topics):,} documents; "
-        f"**{run.outlier_share:.0%} outliers** (topic -1). Embeddings: `{params['embedding_model']}`; "
+        f"**{run.outlier_share:.0%} outliers** (topic -1). Embeddings: `{_text(params['embedding_model'])}`; "
         f"UMAP n_neighbors={params['umap']['n_neighbors']}, {clustering}"
     ]
     if corpus.source:
-        paragraphs.append(f"<small>Corpus: {corpus.source}</small>")
-    notes = [f"- {note}" for note in [*corpus.notes, *run.notes]]
+        paragraphs.append(f"<small>Corpus: {_text(corpus.source)}</small>")
+    notes = [f"- {_text(note)}" for note in [*corpus.notes, *run.notes]]
     if notes:
         paragraphs.append("\n".join(notes))
     return "\n\n".join(paragraphs)
@@ -95,8 +101,8 @@ def detail_markdown(run: TopicRun, topic: int) -> str:
     count = int(run.info.loc[run.info.Topic == topic, "Count"].iloc[0])
     lines = [f"**Topic {topic}** · {count:,} documents · representative documents (c-TF-IDF):"]
     for title, text in representative_docs(run, topic):
-        head = f"**{title}**: " if title else ""
-        lines.append(f"- {head}{short_label(text, 320)}")
+        head = f"**{_text(title)}**: " if title else ""
+        lines.append(f"- {head}{_text(short_label(text, 320))}")
     return "\n".join(lines)
 
 
@@ -145,9 +151,9 @@ def figure_or_message(draw: Callable[[TopicRun], Any], run: TopicRun) -> Any:
 def upload_status(corpus: Corpus | None = None, columns: Sequence[str] | None = None) -> str:
     """What an uploaded file holds: its documents (a text file) or its columns (a CSV file)."""
     if columns is not None:
-        return f"Columns: {', '.join(columns)}. Choose which holds the text."
+        return f"Columns: {_text(', '.join(columns))}. Choose which holds the text."
     if corpus is not None:
-        return f"{len(corpus):,} documents (one per line). {' '.join(corpus.notes)}"
+        return f"{len(corpus):,} documents (one per line). {_text(' '.join(corpus.notes))}"
     return ""
 
 
@@ -155,7 +161,7 @@ def map_status(page: str, path: Path, seconds: float) -> str:
     """How the interactive map was built, and where to download it."""
     return (
         f"Built in {seconds:.1f} s ({len(page) / 1e6:.1f} MB, self-contained: download "
-        f"`{path.name}` under Downloads to open it in any browser, offline)."
+        f"`{_text(path.name)}` under Downloads to open it in any browser, offline)."
     )
 
 
