@@ -77,12 +77,13 @@ def _encode(model: models.ModelRef, text: str, cap: int) -> tuple[Any, list[str]
     """Token ids (1, T) and each token decoded on its own, checking the cap first (a huge text is refused
     by its characters, before it is tokenized)."""
     tokenizer = models.tokenizer(model)
-
-    def count(piece: str) -> int:
-        return len(tokenizer(piece, verbose=False)["input_ids"])
-
     validate.check_tokens(
-        text, count, cap, what=f"The text (for {model.id})", where="this view", error=TooManyTokens
+        text,
+        validate.token_counter(tokenizer),
+        cap,
+        what=f"The text (for {model.id})",
+        where="this view",
+        error=TooManyTokens,
     )
     ids = tokenizer(text, return_tensors="pt", verbose=False)["input_ids"]
     return ids, [tokenizer.decode([i]) for i in ids[0].tolist()]

@@ -89,10 +89,7 @@ def project(vectors: np.ndarray, method: Literal["pca", "umap"] = "pca") -> np.n
 
 def _check_lengths(texts: list[str], tokenizer: Any) -> None:
     """Refuse a text longer than :data:`MAX_TEXT_TOKENS` (by its characters first, then its tokens)."""
-
-    def count(piece: str) -> int:
-        return len(tokenizer(piece, verbose=False)["input_ids"])
-
+    count = validate.token_counter(tokenizer)
     for number, text in enumerate(texts, start=1):
         validate.check_tokens(text, count, MAX_TEXT_TOKENS, what=f"Text {number}", where="an embedding")
 

@@ -198,6 +198,15 @@ def check_tokens(
         )
 
 
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """``check_tokens``'s ``count`` for a Hugging Face tokenizer: a text's length in its tokens."""
+
+    def count(piece: str) -> int:
+        return len(tokenizer(piece, verbose=False)["input_ids"])
+
+    return count
+
+
 def _as_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None

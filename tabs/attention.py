@@ -18,7 +18,7 @@ from lab import attention_view as view
 from lab import embeddings, validate
 from lab.config import Settings
 from tabs import access
-from tabs.common import api, check_allowed, model_choices, on, slider
+from tabs.common import api, check_allowed, explained, model_choices, on, slider
 
 INTRO = """
 ### Chapters 2–3 · Looking inside a language model
@@ -182,12 +182,12 @@ def _forward_section(settings: Settings) -> None:
         structure_run = gr.Button("Show the structure", elem_id="fwd-structure-run")
         summary = gr.Markdown(elem_id="fwd-structure-summary")
         tree = gr.Code(language=None, label="print(model), with parameter counts", elem_id="fwd-tree")
-    with gr.Accordion("The KV cache: generation with and without it", open=False):
-        gr.Markdown(
-            "Without the cache, every new token recomputes keys and values for the whole text; with "
-            "it, only for the new token. The book: 100 tokens in 4.5–6.7 s with the cache, 21.8 s "
-            "without, on a T4 with Phi-3."
-        )
+    with explained(
+        "The KV cache: generation with and without it",
+        "Without the cache, every new token recomputes keys and values for the whole text; with "
+        "it, only for the new token. The book: 100 tokens in 4.5–6.7 s with the cache, 21.8 s "
+        "without, on a T4 with Phi-3.",
+    ):
         with gr.Row():
             new_tokens = slider("kv_new_tokens", "New tokens")
             kv_run = gr.Button("Generate twice", elem_id="fwd-kv-run")
@@ -305,12 +305,12 @@ def _embeddings_section(settings: Settings) -> None:
             probe = gr.Textbox("king", label="Nearest neighbours of", elem_id="emb-probe")
             probe_run = gr.Button("Find neighbours", elem_id="emb-probe-run")
         neighbours_table = gr.HTML(elem_id="emb-neighbours")
-    with gr.Accordion("Static versus contextual embeddings", open=False):
-        gr.Markdown(
-            "A model starts from one **static** vector per vocabulary token, the same in every "
-            "sentence; its layers turn it into a **contextual** vector that depends on the words "
-            "around it. Same word, different meanings: compare the two similarity matrices."
-        )
+    with explained(
+        "Static versus contextual embeddings",
+        "A model starts from one **static** vector per vocabulary token, the same in every "
+        "sentence; its layers turn it into a **contextual** vector that depends on the words "
+        "around it. Same word, different meanings: compare the two similarity matrices.",
+    ):
         with gr.Row():
             word = gr.Textbox("bank", label="Word", elem_id="emb-word")
             word_model = _model_menu(embeddings.TOKEN_MODELS, embeddings.SENTENCE_MODEL, settings)

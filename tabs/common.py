@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import inspect
@@ -205,3 +206,11 @@ def api(fn: Callable[..., Any], *, gpu: bool = True, time_factor: float = 1.0, *
     a web client can send any JSON, ``null`` and ``"ten"`` included."""
     settings = {**(GPU_EVENT if gpu else CPU_EVENT), **options}
     gr.api(user_errors(time_limited(fn, time_factor) if gpu else fn), api_name=fn.__name__, **settings)
+
+
+@contextlib.contextmanager
+def explained(title: str, explanation: str, *, open: bool = False) -> Iterator[gr.Accordion]:
+    """A folded section that opens on its explanation (Markdown), then holds the widgets built inside."""
+    with gr.Accordion(title, open=open) as section:
+        gr.Markdown(explanation)
+        yield section

@@ -11,7 +11,7 @@ import gradio as gr
 
 from lab import catalog, render, tokens, validate
 from lab.config import Settings
-from tabs.common import CPU_EVENT, check_allowed, model_choices, user_errors
+from tabs.common import CPU_EVENT, check_allowed, explained, model_choices, user_errors
 
 INTRO = """
 ### Chapter 2 · Tokens
@@ -114,11 +114,11 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             compare_btn = gr.Button("Compare boundaries", elem_id="tok-compare")
         boundary_html = gr.HTML(elem_id="token-boundaries")
 
-    with gr.Accordion("Chat templates: what a chat model really reads", open=False):
-        gr.Markdown(
-            "A chat model sees one long string: the template wraps each turn in special tokens "
-            "(outlined in red). Edit the conversation (JSON list of role/content messages)."
-        )
+    with explained(
+        "Chat templates: what a chat model really reads",
+        "A chat model sees one long string: the template wraps each turn in special tokens "
+        "(outlined in red). Edit the conversation (JSON list of role/content messages).",
+    ):
         with gr.Row():
             chat_names = gr.CheckboxGroup(
                 choices=model_choices(

@@ -94,7 +94,7 @@ def generate_pair_stream(
     tokenizer = models.tokenizer(model_id, path)
     validate.check_tokens(
         prompt,
-        lambda piece: len(tokenizer(piece, verbose=False)["input_ids"]),
+        validate.token_counter(tokenizer),
         validate.TOKEN_CAPS["ft_compare"],
         what="The prompt",
         where="the comparison",

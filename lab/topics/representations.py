@@ -153,7 +153,7 @@ def _check_prompt_tokens(prompt: str, model_id: str) -> None:
     tokenizer = models.tokenizer(model_id)
     validate.check_tokens(
         prompt,
-        lambda piece: len(tokenizer(piece, verbose=False)["input_ids"]),
+        validate.token_counter(tokenizer),
         validate.TOKEN_CAPS["topic_prompt"],
         what="The labelling prompt",
         where="topic labelling",

@@ -92,7 +92,7 @@ def _token_counter(run: TopicRun) -> Any:
     tokenizer = getattr(getattr(backend, "embedding_model", None), "tokenizer", None)
     if tokenizer is None:
         return lambda text: len(text.split())
-    return lambda text: len(tokenizer(text, verbose=False)["input_ids"])
+    return validate.token_counter(tokenizer)
 
 
 def agreement(topics: Sequence[int], labels: Sequence[str] | None) -> dict[str, Any] | None:
