@@ -128,6 +128,9 @@ def _install_hook() -> None:
         return
     with _hook_lock:
         if _hook is None:
-            from torch.nn.modules.module import register_module_forward_pre_hook
+            # The package first, never a submodule: a thread that imports ``torch.nn.modules.module`` holds
+            # that module's import lock while it waits for ``torch``, and a page-load event importing
+            # ``torch`` at the same moment then gets a half-initialised module (a cross-thread cycle).
+            import torch
 
-            _hook = register_module_forward_pre_hook(_before_module)
+            _hook = torch.nn.modules.module.register_module_forward_pre_hook(_before_module)
