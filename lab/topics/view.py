@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from lab.topics.collapse import Collapse, Fix
 from lab.topics.corpora import Corpus
 from lab.topics.errors import TopicInputError
 from lab.topics.plots import topic_labels
@@ -38,6 +39,8 @@ def timings_markdown(run: TopicRun) -> str:
         if key in run.timings:
             how = "cached" if run.cached.get(key) else "ran"
             lines.append(f"| {name} | {run.timings[key]:.2f} | {how} |")
+        elif key == "umap_2d":
+            lines.append(f"| {name} | | when a map is first drawn |")
     lines.append(f"| **total** | **{run.timings['total']:.2f}** | |")
     return "\n".join(lines)
 
@@ -62,6 +65,27 @@ def summary_markdown(run: TopicRun, corpus: Corpus) -> str:
     if notes:
         paragraphs.append("\n".join(notes))
     return "\n\n".join(paragraphs)
+
+
+def collapse_markdown(collapse: Collapse | None, fix: Fix | None) -> str:
+    """A collapse in plain words, and the setting that undoes it (the button below offers it)."""
+    if collapse is None:
+        return ""
+    if fix is None:
+        advice = (
+            "None of the nearby settings tried (min_cluster_size a little up or down, leaf selection) "
+            "gives more topics here: try a smaller min_cluster_size, a larger n_neighbors, or k-means."
+        )
+    else:
+        advice = (
+            f"**{_setting_words(fix.changed)}** gives {fix.n_topics} topics with {fix.outlier_share:.0%} "
+            "outliers on the same UMAP (one click below: nothing but the clustering and c-TF-IDF run again)."
+        )
+    return f"⚠️ **The topics collapsed.** {collapse.explanation()}\n\n{advice}"
+
+
+def _setting_words(changed: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in changed.items())
 
 
 def agreement_markdown(result: dict[str, Any] | None) -> str:
