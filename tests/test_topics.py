@@ -162,6 +162,8 @@ def test_a_root_split_is_explained_and_leaf_selection_undoes_it(isolated):
     fixed = topics.fit(data["docs"], hdbscan_params=fix.hdbscan_params, **kwargs)
     assert fixed.cached["umap"] and fixed.cached["clustering"] and fixed.n_topics == fix.n_topics
     assert topics.detect_collapse(fixed, previous=run) is None  # more topics is no collapse
+    report = topics.view.fit_report(run, topics.Corpus("groups", data["docs"]))  # what the web API says
+    assert report["collapse"] == words
     note = topics.view.collapse_markdown(collapse, fix)
     assert "The topics collapsed" in note and "cluster_selection_method='leaf'" in note
 
@@ -652,6 +654,7 @@ def test_api_fit_search_and_representations(client, wiki_run):
     assert {"Topic", "Count", "Name", "Representation"} <= set(fitted["topics"][0])
     assert [row["Count"] for row in fitted["topics"]] == run.info["Count"].tolist()
     assert fitted["agreement"] == topics.agreement(run.topics, corpus.labels)
+    assert (fitted["collapse"] is None) == (topics.detect_collapse(run) is None)
     found = client.predict("football", 3, api_name="/topics_search")
     assert len(found) == 3 and found[0]["similarity"] >= found[1]["similarity"]
     table = client.predict(["keybert", "mmr"], 0.3, 3, api_name="/topics_representations")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from lab.topics.collapse import Collapse, Fix
+from lab.topics.collapse import Collapse, Fix, detect_collapse
 from lab.topics.corpora import Corpus
 from lab.topics.errors import TopicInputError
 from lab.topics.plots import topic_labels
@@ -137,7 +137,9 @@ def first_topic(run: TopicRun) -> int:
 
 
 def fit_report(run: TopicRun, corpus: Corpus) -> dict[str, Any]:
-    """A run as the web API returns it: topic table rows, counts, stage times, agreement and notes."""
+    """A run as the web API returns it: topic table rows, counts, stage times, agreement, notes, and what
+    HDBSCAN did if its topics collapsed (:func:`lab.topics.detect_collapse`; None if they did not)."""
+    collapse = detect_collapse(run)
     return {
         "topics": topic_table(run).to_dict(orient="records"),
         "n_topics": run.n_topics,
@@ -146,6 +148,7 @@ def fit_report(run: TopicRun, corpus: Corpus) -> dict[str, Any]:
         "cached": run.cached,
         "agreement": agreement(run.topics, corpus.labels),
         "notes": [*corpus.notes, *run.notes],
+        "collapse": None if collapse is None else collapse.explanation(),
     }
 
 
