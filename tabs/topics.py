@@ -384,7 +384,7 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
     fit_outputs = [*outputs, ui.downloads, ui.datamap, ui.map_status]
     fitted = on(ui.fit.click, fit, inputs, fit_outputs, gpu=True)
     form = [ui.form["min_cluster_size"], ui.form["cluster_selection_method"]]
-    refitted = on(on(ui.fix.click, apply_fix, ui.state, form).then, fit, inputs, fit_outputs, gpu=True)
+    refitted = on(on(ui.fix.click, apply_fix, ui.state, form).success, fit, inputs, fit_outputs, gpu=True)
     for done in (fitted, refitted):
         # The figures follow the table; the documents map lays the documents out in 2-d the first time.
         on(done.then, draw_figures, ui.state, [ui.barchart, ui.heatmap, ui.hierarchy])

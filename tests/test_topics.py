@@ -526,6 +526,34 @@ def test_run_store_fits_once_per_corpus_and_settings(monkeypatch, themes):
     assert len(fitted) == 4
 
 
+def test_the_tab_offers_the_fix_one_click_away(isolated):
+    """The fix button sets min_cluster_size and cluster_selection_method to the fix, then fits again."""
+    import gradio as gr
+
+    from tabs import topics as topics_tab
+    from tests.helpers import local_settings
+
+    with gr.Blocks() as demo:
+        topics_tab.build(demo, local_settings())
+    by_id = {block._id: block for block in demo.blocks.values()}
+    elem = {getattr(block, "elem_id", None): block._id for block in demo.blocks.values()}
+    button = elem["topics-collapse-fix"]
+    apply = next(fn for fn in demo.fns.values() if (button, "click") in fn.targets)
+    outputs = [by_id[o._id].elem_id for o in apply.outputs]
+    assert outputs == ["topics-min-cluster-size", "topics-selection"]
+    refit = next(fn for fn in demo.fns.values() if fn.trigger_after == apply._id)
+    assert elem["topics-summary"] in [o._id for o in refit.outputs] and refit.trigger_only_on_success
+
+    data = nested_groups(spread=2.0, noise=0.3)
+    kwargs = {"embeddings": data["embeddings"], "embedding_model": TINY, "reduction": "pca", "seed": 21}
+    run = topics.fit(data["docs"], hdbscan_params={"min_cluster_size": 30}, **kwargs)
+    collapse, fix = topics.diagnose(run)
+    session = topics.TopicSession.start(run, topics.Corpus("groups", data["docs"]), fix=fix)
+    size, selection = apply.fn(session)
+    assert size["value"] == 30 and selection["value"] == "leaf"
+    session.close()
+
+
 # -- the real corpus and models (slow) ---------------------------------------------------------------------
 
 
