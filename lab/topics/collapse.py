@@ -47,6 +47,11 @@ class Collapse:
     def outliers_jumped(self) -> bool:
         return self.before_outliers is not None and self.outlier_share - self.before_outliers > OUTLIER_JUMP
 
+    @property
+    def largest_words(self) -> str:
+        """The largest topic's share in words: "47%", or "99.6%" where rounding would say "100%"."""
+        return f"{self.largest_share:.1%}" if 0.995 <= self.largest_share < 1 else f"{self.largest_share:.0%}"
+
     def explanation(self) -> str:
         """What happened and why, in plain words (Markdown)."""
         if self.before_topics is not None:
@@ -68,14 +73,14 @@ class Collapse:
                 f"Its excess-of-mass selection (cluster_selection_method='eom', the book's) kept {where}: "
                 "a cluster is kept instead of the smaller clusters inside it when, as a whole, it holds its "
                 f"documents over a wider range of density than they do together. The largest topic now holds "
-                f"{self.largest_share:.0%} of the documents. Moving min_cluster_size a little (or a UMAP "
+                f"{self.largest_words} of the documents. Moving min_cluster_size a little (or a UMAP "
                 "layout that differs slightly, as it does between machines) can tip this choice either way."
             )
         else:
             why = (
                 f"With min_cluster_size={self.min_cluster_size}, the documents of every group smaller than "
                 "that (and not dense enough to join a larger one) are outliers; the largest topic holds "
-                f"{self.largest_share:.0%} of the documents."
+                f"{self.largest_words} of the documents."
             )
         return f"{change} {why}"
 
