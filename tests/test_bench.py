@@ -111,7 +111,7 @@ def test_the_topics_and_finetune_tables_read_their_measures():
             "refit_fix": "Refit with min_cluster_size=45 (36 topics, 30% outliers)",
             "new_corpus": {
                 "documents": 4_000,
-                "lab_fit_s": [22.0, 24.0],
+                "lab_fit_s": [23.0, 24.0],
                 "bertopic_fit_s": [20.0, 20.0],
                 "lab_topics": 6,
                 "bertopic_topics": 6,
