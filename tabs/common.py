@@ -154,7 +154,13 @@ class Table(gr.Dataframe):
     ``pandas.io.formats.style`` (and through it ``matplotlib.pyplot``): most of a second added to the
     app's start for tables that are empty until a user fits something. An empty table is made here;
     every other value goes through Gradio's own ``postprocess``.
+
+    ``is_template`` tells Gradio to draw it with the Dataframe's own frontend (as its ``ClearButton`` does
+    for ``Button``). Without it Gradio takes any subclass for a custom component, asks the server for a
+    ``table`` frontend that does not exist (404), and the page stays under its loading overlay for good.
     """
+
+    is_template = True
 
     def postprocess(self, value: Any) -> Any:
         if value is None:

@@ -79,6 +79,17 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         api(endpoint, gpu=True, time_factor=LONG_JOB)
 
 
+def _draw_map(
+    session: topics.TopicSession | None, hide: bool, progress: gr.Progress = gr.Progress(track_tqdm=True)
+) -> Any:
+    """Inputs: session, hide annotations. Outputs: the documents map (its 2-d layout computed the first
+    time, with a progress bar)."""
+    if session is None:
+        return None
+    session.run.layout(progress=lambda fraction, text: progress(fraction, desc=text))
+    return topics.documents_map(session.run, hide_annotations=bool(hide))
+
+
 def _session(session: topics.TopicSession | None) -> topics.TopicSession:
     if session is None:
         raise gr.Error("Fit the topics first.")
@@ -144,6 +155,12 @@ def _pipeline_form() -> dict[str, Any]:
             0, 100, value=0, step=1, label="min_samples (0: same as min_cluster_size)",
             elem_id="topics-min-samples",
         )  # fmt: skip
+        form["cluster_selection_method"] = gr.Radio(
+            [("eom: the most stable clusters (the book's)", "eom"), ("leaf: the finest clusters", "leaf")],
+            value="eom",
+            label="cluster_selection_method",
+            elem_id="topics-selection",
+        )
         form["n_clusters"] = gr.Slider(2, 100, value=20, step=1, label="k-means: number of topics")
     with gr.Accordion("Topics", open=False):
         form["nr_topics"] = gr.Slider(
@@ -164,6 +181,8 @@ def _pipeline_form() -> dict[str, Any]:
 def _results_panel(ui: SimpleNamespace) -> None:
     """Summary, stage times, agreement, the topic table, one topic's words and documents, and search."""
     ui.summary = gr.Markdown("Press **Fit topics**.", elem_id="topics-summary")
+    ui.collapse = gr.Markdown(elem_id="topics-collapse")
+    ui.fix = gr.Button("Refit", visible=False, variant="primary", elem_id="topics-collapse-fix")
     with gr.Row():
         ui.timings = gr.Markdown(elem_id="topics-timings")
         ui.agreement = gr.Markdown(elem_id="topics-agreement")
@@ -316,17 +335,23 @@ def _wire_upload(ui: SimpleNamespace) -> None:
 def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
     def fit(values: dict[Any, Any], progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Inputs: session and the corpus and pipeline form (read by name). Outputs: session, summary,
-        timings, agreement, topic table, topic picker, downloads, and the (cleared) interactive map."""
+        collapse note and its fix button, timings, agreement, topic table, topic picker, downloads, and
+        the (cleared) interactive map and its status."""
         form = {name: values[component] for name, component in ui.form.items()}
         progress(0.0, desc="Loading the corpus")
         corpus = topics.corpus_from_form(form)
         choice = topics.TopicSettings.from_form(form)
         check_allowed(choice.embedding_model or corpus.embedding_model, settings)
-        run = topics.fit_corpus(corpus, choice, progress=lambda fraction, text: progress(fraction, desc=text))
-        session = topics.TopicSession.start(run, corpus, values[ui.state])
+        say = lambda fraction, text: progress(fraction, desc=text)  # noqa: E731
+        run = topics.fit_corpus(corpus, choice, progress=say)
+        previous = values[ui.state]
+        collapse, fix = topics.diagnose(run, previous.run if previous else None, progress=say)
+        session = topics.TopicSession.start(run, corpus, previous, fix=fix)
         return (
             session,
             view.summary_markdown(run, corpus),
+            view.collapse_markdown(collapse, fix),
+            gr.update(visible=fix is not None, value=fix.label() if fix else "Refit"),
             view.timings_markdown(run),
             view.agreement_markdown(topics.agreement(run.topics, corpus.labels)),
             view.topic_rows(run, corpus.labels),
@@ -336,28 +361,37 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
             "",
         )
 
-    def draw_plots(session: topics.TopicSession | None, hide: bool) -> tuple[Any, ...]:
-        """Inputs: session, hide annotations. Outputs: documents map, bar chart, heatmap, hierarchy."""
-        if session is None:
-            return None, None, None, None
-        topic_figures = (topics.barchart, topics.heatmap, topics.hierarchy)
+    def apply_fix(session: topics.TopicSession | None) -> tuple[Any, Any]:
+        """Inputs: session. Outputs: min_cluster_size and cluster_selection_method, set to the fix."""
+        fix = _session(session).fix
+        if fix is None:
+            return gr.update(), gr.update()
         return (
-            topics.documents_map(session.run, hide_annotations=bool(hide)),
-            *(view.figure_or_message(draw, session.run) for draw in topic_figures),
+            gr.update(value=fix.hdbscan_params["min_cluster_size"]),
+            gr.update(value=fix.hdbscan_params["cluster_selection_method"]),
         )
 
-    outputs = [ui.state, ui.summary, ui.timings, ui.agreement, ui.table, ui.topic, ui.downloads]
-    fitted = on(
-        ui.fit.click,
-        fit,
-        {ui.state, *ui.form.values()},
-        [*outputs, ui.datamap, ui.map_status],
-        gpu=True,
-        time_factor=LONG_JOB,
-    )
-    figures = [ui.documents_map, ui.barchart, ui.heatmap, ui.hierarchy]
-    on(fitted.then, draw_plots, [ui.state, ui.hide_annotations], figures)
-    on(ui.cancel.click, None, cancels=[fitted])
+    def draw_figures(session: topics.TopicSession | None) -> tuple[Any, ...]:
+        """Inputs: session. Outputs: bar chart, heatmap, hierarchy."""
+        if session is None:
+            return None, None, None
+        return tuple(
+            view.figure_or_message(draw, session.run)
+            for draw in (topics.barchart, topics.heatmap, topics.hierarchy)
+        )
+
+    outputs = [ui.state, ui.summary, ui.collapse, ui.fix, ui.timings, ui.agreement, ui.table, ui.topic]
+    inputs = {ui.state, *ui.form.values()}
+    fit_outputs = [*outputs, ui.downloads, ui.datamap, ui.map_status]
+    fitted = on(ui.fit.click, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
+    form = [ui.form["min_cluster_size"], ui.form["cluster_selection_method"]]
+    fixed = on(ui.fix.click, apply_fix, ui.state, form)
+    refitted = on(fixed.success, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
+    for done in (fitted, refitted):
+        # The figures follow the table; the documents map lays the documents out in 2-d the first time.
+        on(done.then, draw_figures, ui.state, [ui.barchart, ui.heatmap, ui.hierarchy])
+        on(done.then, _draw_map, [ui.state, ui.hide_annotations], ui.documents_map)
+    on(ui.cancel.click, None, cancels=[fitted, refitted])
 
 
 def _wire_results(ui: SimpleNamespace) -> None:
@@ -380,15 +414,11 @@ def _wire_results(ui: SimpleNamespace) -> None:
         """Inputs: session, query. Outputs: the closest topics."""
         return view.search_table(topics.search(_session(session).run, text, 5))
 
-    def draw_map(session: topics.TopicSession | None, hide: bool) -> Any:
-        """Inputs: session, hide annotations. Outputs: the documents map."""
-        return None if session is None else topics.documents_map(session.run, hide_annotations=bool(hide))
-
     on(ui.topic.change, show_topic, [ui.state, ui.topic], [ui.words, ui.detail])
     on(ui.table.select, pick_row, ui.state, ui.topic)
     for trigger in (ui.search.click, ui.query.submit):
         on(trigger, search, [ui.state, ui.query], ui.found, gpu=True)
-    on(ui.hide_annotations.change, draw_map, [ui.state, ui.hide_annotations], ui.documents_map)
+    on(ui.hide_annotations.change, _draw_map, [ui.state, ui.hide_annotations], ui.documents_map)
 
 
 def _wire_maps(ui: SimpleNamespace) -> None:
@@ -396,8 +426,10 @@ def _wire_maps(ui: SimpleNamespace) -> None:
         """Inputs: session. Outputs: datamapplot's static figure."""
         import matplotlib.pyplot as plt
 
-        progress(0.1, desc="datamapplot: placing labels")
-        figure = topics.datamap_static(_session(session).run)
+        run = _session(session).run
+        run.layout(progress=lambda fraction, text: progress(fraction, desc=text))
+        progress(0.5, desc="datamapplot: placing labels")
+        figure = topics.datamap_static(run)
         plt.close(figure)  # Gradio renders it after this returns; pyplot need not keep it
         return figure
 
@@ -406,7 +438,8 @@ def _wire_maps(ui: SimpleNamespace) -> None:
     ) -> tuple[str, str, list[str]]:
         """Inputs: session, medoids and outlines. Outputs: the interactive map, its status, downloads."""
         session = _session(session)
-        progress(0.1, desc="datamapplot: building the interactive map")
+        session.run.layout(progress=lambda fraction, text: progress(fraction, desc=text))
+        progress(0.5, desc="datamapplot: building the interactive map")
         started = time.perf_counter()
         page, path = session.interactive_map(extras=bool(extras))
         status = view.map_status(page, path, time.perf_counter() - started)

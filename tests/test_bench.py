@@ -105,11 +105,29 @@ def test_the_topics_and_finetune_tables_read_their_measures():
             "n_topics": 60,
             "outlier_share": 0.3,
             "agreement": {"nmi_non_outliers": 0.6, "nmi_all": 0.5, "ari_non_outliers": 0.4, "ari_all": 0.3},
+            "refit_topics": 2,
+            "refit_outlier_share": 0.1,
+            "refit_collapse": "HDBSCAN found only 2 topics.",
+            "refit_fix": "Refit with min_cluster_size=45 (36 topics, 30% outliers)",
+            "new_corpus": {
+                "documents": 4_000,
+                "lab_fit_s": [23.0, 24.0],
+                "bertopic_fit_s": [20.0, 20.0],
+                "lab_topics": 6,
+                "bertopic_topics": 6,
+                "same_topics_as_bertopic": True,
+            },
         }
     )
     refit = next(row for row in topics_section.rows if row.name.startswith("refit"))
     assert refit.ratio == 30.0 and refit.met and "reuses umap, map" in refit.note
-    assert "| topics | 60 |" in report.table({"topics": topics_section})  # a count, not 60.0
+    table = report.table({"topics": topics_section})
+    assert "| topics (this machine's UMAP layout: reported, not tested) | 60 |" in table  # a count, not 60.0
+    new = next(row for row in topics_section.rows if row.name.startswith("fit a new corpus"))
+    assert new.ratio == pytest.approx(20 / 23) and not new.met  # 1.15× BERTopic's time: over 1.1×
+    assert "lab ≤ 1.1× baseline" in new.target_text() and "same topics as BERTopic: yes" in new.note
+    collapsed = next(row for row in topics_section.rows if row.name.startswith("topics after"))
+    assert collapsed.lab == 2 and "COLLAPSED" in collapsed.note and "min_cluster_size=45" in collapsed.note
     nmi = next(row for row in topics_section.rows if row.name.startswith("NMI"))
     assert nmi.better == "higher" and nmi.met
     skipped = finetune.section(

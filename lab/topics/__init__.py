@@ -15,11 +15,14 @@
 :func:`fit` is BERTopic with the book's defaults (UMAP 5-d, cosine, min_dist 0; HDBSCAN min_cluster_size
 50, euclidean, eom), but each stage is computed once for its inputs: embeddings are kept on disk by model
 and corpus hash, UMAP in memory by its parameters, so changing an HDBSCAN parameter re-runs only the
-clustering and c-TF-IDF. :data:`STAGE_RUNS` counts the stages actually computed.
+clustering and c-TF-IDF. The 2-d layout for the maps is computed when a map first asks for it
+(``run.layout()``), so a fit costs what BERTopic's does. :data:`STAGE_RUNS` counts the stages actually
+computed.
 
 The modules, in the order of the pipeline: ``settings`` (what :func:`fit` takes), ``corpora`` and
 ``uploads`` (documents in), ``embedding`` and ``stages`` (the cached stages), ``pipeline`` (:func:`fit`),
-``results`` (:class:`TopicRun` and what to ask of it), ``representations`` (the book's comparison table),
+``results`` (:class:`TopicRun` and what to ask of it), ``collapse`` (when HDBSCAN's topics collapse: why,
+and the setting that undoes it), ``representations`` (the book's comparison table),
 ``plots`` and ``datamap`` (pictures), ``runs`` (runs kept for sessions and API callers), ``view``
 (what the tab shows) and ``api`` (the tab's web API as plain functions).
 """
@@ -27,6 +30,7 @@ The modules, in the order of the pipeline: ``settings`` (what :func:`fit` takes)
 from __future__ import annotations
 
 from lab.topics.api import TopicAPI
+from lab.topics.collapse import Collapse, Fix, detect_collapse, diagnose, find_fix
 from lab.topics.corpora import (
     ARXIV_DATASET,
     CORPORA,
@@ -175,6 +179,12 @@ __all__ = [
     "short_label",
     "topic_table",
     "topic_words",
+    # collapse
+    "Collapse",
+    "Fix",
+    "detect_collapse",
+    "diagnose",
+    "find_fix",
     # representations
     "BOOK_PROMPT",
     "REPRESENTATIONS",

@@ -95,7 +95,7 @@ def fit(
         topics=topic_ids,
         info=model.get_topic_info(),
         model=model,
-        reduced_2d=reduced.plot,
+        reduction=reduced,
         timings=log.timings,
         cached=log.cached,
         docs=docs,
@@ -150,7 +150,7 @@ def _embed(docs: list[str], given: np.ndarray | None, settings: TopicSettings, l
 
 
 def _reduce(vectors: np.ndarray, settings: TopicSettings, log: _Log) -> Reduced:
-    """2. UMAP: 5-d for clustering, 2-d for maps."""
+    """2. UMAP: 5-d for clustering (the 2-d layout for maps waits until a map asks for it)."""
     log.say(0.3, "UMAP: reducing the embeddings")
     reduced, hit = reduce(
         vectors,
@@ -159,8 +159,9 @@ def _reduce(vectors: np.ndarray, settings: TopicSettings, log: _Log) -> Reduced:
         seed=settings.seed,
         progress=lambda f, t: log.say(0.3 + 0.4 * f, t),
     )
-    for stage in ("umap", "umap_2d"):
-        log.record(stage, reduced.seconds[stage], hit)
+    log.record("umap", reduced.seconds["umap"], hit)
+    if reduced.layout_ready:  # an earlier run's map laid these out already
+        log.record("umap_2d", 0.0, True)
     return reduced
 
 

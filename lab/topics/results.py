@@ -14,6 +14,8 @@ import pandas as pd
 
 from lab import validate
 from lab.topics.errors import TopicInputError
+from lab.topics.settings import Progress
+from lab.topics.stages import Reduced
 
 
 @dataclass
@@ -21,13 +23,14 @@ class TopicRun:
     """A fitted topic model and everything the tab shows about it.
 
     ``topics`` is one topic id per document (-1: outlier); ``info`` is ``get_topic_info()``; ``reduced_2d``
-    the 2-d map coordinates; ``timings`` seconds per stage (0 for a cached stage, listed in ``cached``).
+    the 2-d map coordinates (computed when first asked for: :meth:`layout`); ``timings`` seconds per stage
+    (0 for a cached stage, listed in ``cached``).
     """
 
     topics: list[int]
     info: pd.DataFrame
     model: Any  # bertopic.BERTopic
-    reduced_2d: np.ndarray  # (n, 2)
+    reduction: Reduced  # the reduced embeddings, and their 2-d layout once a map asks for it
     timings: dict[str, float]
     cached: dict[str, bool]
     docs: list[str]
@@ -45,6 +48,26 @@ class TopicRun:
     @property
     def outlier_share(self) -> float:
         return sum(t == -1 for t in self.topics) / max(len(self.topics), 1)
+
+    @property
+    def reduced_2d(self) -> np.ndarray:
+        """The 2-d map coordinates ``(n, 2)``; the first call computes them (:meth:`layout`)."""
+        return self.layout()
+
+    @property
+    def layout_ready(self) -> bool:
+        """Whether the 2-d map coordinates exist yet (maps cost a 2-d UMAP the first time otherwise)."""
+        return self.reduction.layout_ready
+
+    def layout(self, progress: Progress | None = None) -> np.ndarray:
+        """The 2-d map coordinates ``(n, 2)``: a 2-d UMAP from the clustering run's neighbours, computed
+        the first time a map asks (and kept with the reduction, for every run that shares it); its
+        seconds are added to ``timings["umap_2d"]``."""
+        plot, was_ready = self.reduction.layout(progress)
+        if "umap_2d" not in self.cached:
+            self.cached["umap_2d"] = was_ready
+            self.timings["umap_2d"] = 0.0 if was_ready else self.reduction.seconds["umap_2d"]
+        return plot
 
     def topic_name(self, topic: int) -> str:
         names = dict(zip(self.info["Topic"], self.info["Name"]))

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.topics.collapse import Fix
 from lab.topics.corpora import Corpus, load_corpus
 from lab.topics.datamap import interactive_map, save_interactive_map
 from lab.topics.pipeline import fit_corpus
@@ -27,11 +28,15 @@ class TopicSession:
     run: TopicRun
     corpus: Corpus
     folder: Path
+    fix: Fix | None = None  # a setting that undoes a collapse of the run's topics, if they collapsed
 
     @classmethod
-    def start(cls, run: TopicRun, corpus: Corpus, previous: TopicSession | None = None) -> TopicSession:
+    def start(
+        cls, run: TopicRun, corpus: Corpus, previous: TopicSession | None = None, fix: Fix | None = None
+    ) -> TopicSession:
         """A session for a new run, in the previous session's folder if it still exists; the tables are
-        written there at once, and the previous run's map (of the old topics) is removed."""
+        written there at once, and the previous run's map (of the old topics) is removed. ``fix``: the
+        setting that undoes a collapse of the run's topics (:func:`lab.topics.find_fix`)."""
         if previous is not None and previous.folder.is_dir():
             folder = previous.folder
         else:
@@ -40,7 +45,7 @@ class TopicSession:
         (folder / MAP_FILE).unlink(missing_ok=True)
         export_topic_table(run, folder / "topics.csv")
         export_document_topics(run, folder / "document_topics.csv", corpus.labels)
-        return cls(run, corpus, folder)
+        return cls(run, corpus, folder, fix)
 
     def interactive_map(self, *, extras: bool = False) -> tuple[str, Path]:
         """The run's interactive map (:func:`lab.topics.interactive_map`, titled by the corpus, with its

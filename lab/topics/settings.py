@@ -37,6 +37,7 @@ MIN_DOCS = 10
 OUTLIER_STRATEGIES = ("c-tf-idf", "embeddings", "distributions")
 REDUCTIONS = ("umap", "pca")
 CLUSTERINGS = ("hdbscan", "kmeans")
+SELECTIONS = ("eom", "leaf")  # HDBSCAN's cluster_selection_method
 
 Progress = Callable[[float, str], Any]
 
@@ -148,9 +149,9 @@ class TopicSettings:
         """Settings from plain form values, as the tab's widgets and the web API give them.
 
         Keys (all optional): ``embedding_model``, ``n_neighbors``, ``clustering``, ``min_cluster_size``,
-        ``min_samples``, ``n_clusters``, ``nr_topics``, ``outliers``, ``stop_words``. Numbers may come as
-        floats (sliders); a 0 or empty ``min_samples`` or ``nr_topics`` means "not set", and the outlier
-        choice ``"keep"`` means none are reassigned.
+        ``min_samples``, ``cluster_selection_method``, ``n_clusters``, ``nr_topics``, ``outliers``,
+        ``stop_words``. Numbers may come as floats (sliders); a 0 or empty ``min_samples`` or ``nr_topics``
+        means "not set", and the outlier choice ``"keep"`` means none are reassigned.
         """
         umap, hdbscan = {}, {}
         if values.get("n_neighbors") is not None:
@@ -159,6 +160,8 @@ class TopicSettings:
             hdbscan["min_cluster_size"] = _bounded("min_cluster_size", values["min_cluster_size"])
         if "min_samples" in values:
             hdbscan["min_samples"] = _bounded("min_samples", values["min_samples"]) or None
+        if values.get("cluster_selection_method"):
+            hdbscan["cluster_selection_method"] = values["cluster_selection_method"]
         outliers = values.get("outliers") or None
         embedding_model = values.get("embedding_model") or None
         if embedding_model is not None:
@@ -185,6 +188,11 @@ def _check_hdbscan(params: dict[str, Any], n: int) -> None:
             f"Only {n:,} documents, fewer than min_cluster_size={size}: HDBSCAN cannot form a single "
             f"topic. Set min_cluster_size to {suggestion} or less, or choose k-means clustering, which "
             "makes the number of topics you ask for."
+        )
+    if params.get("cluster_selection_method") not in SELECTIONS:
+        raise TopicInputError(
+            f"Unknown cluster_selection_method {params.get('cluster_selection_method')!r}: use 'eom' "
+            "(excess of mass, the book's) or 'leaf' (the finest clusters)."
         )
     samples = params.get("min_samples")
     if samples is not None and (not isinstance(samples, int) or not 1 <= samples <= n):

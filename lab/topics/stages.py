@@ -12,7 +12,7 @@ import hashlib
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -73,12 +73,50 @@ def _fingerprint(array: np.ndarray) -> str:
 
 @dataclass
 class Reduced:
-    """Embeddings reduced for clustering (``n_components``-d) and for plots (2-d)."""
+    """Embeddings reduced for clustering (``n_components``-d), and their 2-d layout for maps, computed
+    only when a map first asks for it (:meth:`layout`): a fit needs no more than BERTopic's own."""
 
     clustering: np.ndarray  # (n, n_components)
-    plot: np.ndarray  # (n, 2)
     estimator: Any  # the fitted reducer, for new documents
     seconds: dict[str, float]
+    source: np.ndarray = field(repr=False)  # (n, dim) the embeddings reduced
+    params: dict[str, Any] = field(default_factory=dict)
+    method: str = "umap"
+    seed: int = 42
+    _plot: np.ndarray | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def layout_ready(self) -> bool:
+        """Whether the 2-d layout has been computed (it is kept once it has)."""
+        return self._plot is not None
+
+    @property
+    def plot(self) -> np.ndarray:
+        """The 2-d layout ``(n, 2)``, computed on first use (:meth:`layout`)."""
+        return self.layout()[0]
+
+    def layout(self, progress: Progress | None = None) -> tuple[np.ndarray, bool]:
+        """The 2-d layout for maps, and whether it was computed before this call.
+
+        UMAP lays the documents out in 2-d from the neighbours the clustering run found (only the layout is
+        optimised again); PCA keeps its first two components. Computed once, whoever asks first (several
+        sessions may share this result: the others wait for it)."""
+        with self._lock:
+            if self._plot is not None:
+                return self._plot, True
+            say = progress or (lambda fraction, text: None)
+            started = time.perf_counter()
+            STAGE_RUNS["umap_2d"] += 1
+            if self.method == "pca":
+                low = self.clustering
+                plot = low[:, :2] if low.shape[1] >= 2 else np.pad(low, ((0, 0), (0, 2 - low.shape[1])))
+            else:
+                say(0.0, f"UMAP: laying out {len(self.source):,} documents in 2-d for the maps (once)")
+                plot = _umap_layout(self.source, self.params, self.seed, self.estimator)
+            self._plot = np.asarray(plot, np.float32)  # (n, 2)
+            self.seconds["umap_2d"] = time.perf_counter() - started
+            return self._plot, False
 
 
 def reduce(
@@ -89,11 +127,11 @@ def reduce(
     seed: int = 42,
     progress: Progress | None = None,
 ) -> tuple[Reduced, bool]:
-    """Reduce embeddings to ``n_components`` dimensions for clustering and to 2 for plots.
+    """Reduce embeddings to ``n_components`` dimensions for clustering (the 2-d layout for plots follows
+    when asked for: :meth:`Reduced.layout`).
 
-    UMAP runs with the book's parameters (``params`` overrides them); the 2-d map reuses the nearest
-    neighbours found for the clustering run, so only the layout is computed twice. ``method="pca"``
-    swaps in PCA (fast, for tests and small experiments). Returns the result and whether it was cached.
+    UMAP runs with the book's parameters (``params`` overrides them); ``method="pca"`` swaps in PCA (fast,
+    for tests and small experiments). Returns the result and whether it was cached.
     """
     if method not in ("umap", "pca"):
         raise TopicInputError(f"Unknown reduction {method!r}: use 'umap' or 'pca'.")
@@ -102,54 +140,50 @@ def reduce(
     if hit is not None:
         return hit, True
     reducer = _pca if method == "pca" else _umap
-    result = reducer(embeddings, params, seed, progress or (lambda fraction, text: None))
+    low, estimator, seconds = reducer(embeddings, params, seed, progress or (lambda fraction, text: None))
+    result = Reduced(
+        np.asarray(low, np.float32), estimator, {"umap": seconds}, embeddings, dict(params), method, seed
+    )
     _REDUCED.put(key, result)
     return result, False
 
 
-def _pca(embeddings: np.ndarray, params: dict[str, Any], seed: int, say: Progress) -> Reduced:
+def _pca(embeddings: np.ndarray, params: dict[str, Any], seed: int, say: Progress) -> tuple[Any, Any, float]:
     from sklearn.decomposition import PCA
 
-    seconds: dict[str, float] = {}
     started = time.perf_counter()
     STAGE_RUNS["umap"] += 1
     estimator = PCA(n_components=params["n_components"], random_state=seed).fit(embeddings)
     low = estimator.transform(embeddings)  # (n, n_components)
-    seconds["umap"] = time.perf_counter() - started
-    started = time.perf_counter()
-    STAGE_RUNS["umap_2d"] += 1
-    plot = low[:, :2] if low.shape[1] >= 2 else np.pad(low, ((0, 0), (0, 2 - low.shape[1])))  # (n, 2)
-    seconds["umap_2d"] = time.perf_counter() - started
-    return Reduced(np.asarray(low, np.float32), np.asarray(plot, np.float32), estimator, seconds)
+    return low, estimator, time.perf_counter() - started
 
 
-def _umap(embeddings: np.ndarray, params: dict[str, Any], seed: int, say: Progress) -> Reduced:
+def _umap(embeddings: np.ndarray, params: dict[str, Any], seed: int, say: Progress) -> tuple[Any, Any, float]:
     from umap import UMAP
 
-    seconds: dict[str, float] = {}
     say(0.0, f"UMAP to {params['n_components']} dimensions for clustering (the first run compiles)")
     started = time.perf_counter()
     STAGE_RUNS["umap"] += 1
     estimator = UMAP(**params, random_state=seed)
     low = estimator.fit_transform(embeddings)  # (n, n_components)
-    seconds["umap"] = time.perf_counter() - started
+    return low, estimator, time.perf_counter() - started
 
-    say(0.5, "UMAP to 2 dimensions for the maps")
-    started = time.perf_counter()
-    STAGE_RUNS["umap_2d"] += 1
+
+def _umap_layout(embeddings: np.ndarray, params: dict[str, Any], seed: int, fitted: Any) -> np.ndarray:
+    """UMAP to 2-d with the clustering run's parameters, reusing its nearest neighbours where it has them."""
+    from umap import UMAP
+
     plot_params = {**params, "n_components": 2}
-    knn = getattr(estimator, "_knn_indices", None)
+    knn = getattr(fitted, "_knn_indices", None)
     if knn is not None and embeddings.shape[0] >= 4096:  # below 4096 UMAP computes exact distances, no graph
         # Same neighbours, same graph: only the 2-d layout is optimised again (UMAP modifies them in place).
         # Private attributes of umap-learn 0.5's UMAP: its documented precomputed_knn takes exactly these.
         plot_params["precomputed_knn"] = (
-            estimator._knn_indices.copy(),
-            estimator._knn_dists.copy(),
-            estimator._knn_search_index,
+            fitted._knn_indices.copy(),
+            fitted._knn_dists.copy(),
+            fitted._knn_search_index,
         )
-    plot = UMAP(**plot_params, random_state=seed).fit_transform(embeddings)  # (n, 2)
-    seconds["umap_2d"] = time.perf_counter() - started
-    return Reduced(np.asarray(low, np.float32), np.asarray(plot, np.float32), estimator, seconds)
+    return UMAP(**plot_params, random_state=seed).fit_transform(embeddings)  # (n, 2)
 
 
 # -- clustering -------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from lab.topics.collapse import Collapse, Fix, detect_collapse
 from lab.topics.corpora import Corpus
 from lab.topics.errors import TopicInputError
 from lab.topics.plots import topic_labels
@@ -39,6 +40,8 @@ def timings_markdown(run: TopicRun) -> str:
         if key in run.timings:
             how = "cached" if run.cached.get(key) else "ran"
             lines.append(f"| {name} | {run.timings[key]:.2f} | {how} |")
+        elif key == "umap_2d":
+            lines.append(f"| {name} | | when a map is first drawn |")
     lines.append(f"| **total** | **{run.timings['total']:.2f}** | |")
     return "\n".join(lines)
 
@@ -68,6 +71,27 @@ def summary_markdown(run: TopicRun, corpus: Corpus) -> str:
     if notes:
         paragraphs.append("\n".join(notes))
     return "\n\n".join(paragraphs)
+
+
+def collapse_markdown(collapse: Collapse | None, fix: Fix | None) -> str:
+    """A collapse in plain words, and the setting that undoes it (the button below offers it)."""
+    if collapse is None:
+        return ""
+    if fix is None:
+        advice = (
+            "None of the nearby settings tried (min_cluster_size a little up or down, leaf selection) "
+            "gives more topics here: try a smaller min_cluster_size, a larger n_neighbors, or k-means."
+        )
+    else:
+        advice = (
+            f"**{_setting_words(fix.changed)}** gives {fix.n_topics} topics with {fix.outlier_share:.0%} "
+            "outliers on the same UMAP (one click below: nothing but the clustering and c-TF-IDF run again)."
+        )
+    return f"⚠️ **The topics collapsed.** {collapse.explanation()}\n\n{advice}"
+
+
+def _setting_words(changed: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in changed.items())
 
 
 def agreement_markdown(result: dict[str, Any] | None) -> str:
@@ -119,7 +143,9 @@ def first_topic(run: TopicRun) -> int:
 
 
 def fit_report(run: TopicRun, corpus: Corpus) -> dict[str, Any]:
-    """A run as the web API returns it: topic table rows, counts, stage times, agreement and notes."""
+    """A run as the web API returns it: topic table rows, counts, stage times, agreement, notes, and what
+    HDBSCAN did if its topics collapsed (:func:`lab.topics.detect_collapse`; None if they did not)."""
+    collapse = detect_collapse(run)
     return {
         "topics": topic_table(run).to_dict(orient="records"),
         "n_topics": run.n_topics,
@@ -128,6 +154,7 @@ def fit_report(run: TopicRun, corpus: Corpus) -> dict[str, Any]:
         "cached": run.cached,
         "agreement": agreement(run.topics, corpus.labels),
         "notes": [*corpus.notes, *run.notes],
+        "collapse": None if collapse is None else collapse.explanation(),
     }
 
 
