@@ -294,6 +294,31 @@ def write_llama_causal_lm(
     return folder
 
 
+def write_t5_seq2seq(path: str | Path) -> Path:
+    """Write a tiny random 1-layer T5 (``T5ForConditionalGeneration``) with a WordPiece tokenizer: Flan-T5's
+    encoder-decoder path (a prompt in, text out) without its 300 MB of weights."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = _folder(path)
+    tokenizer = build_tokenizer("wordpiece")
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=16,
+        d_ff=32,
+        d_kv=8,
+        num_layers=1,
+        num_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    with _seeded():
+        model = T5ForConditionalGeneration(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 # -- multimodal ----------------------------------------------------------------------------------
 
 

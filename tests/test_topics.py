@@ -414,24 +414,9 @@ def test_generated_labels_are_cleaned():
 
 def test_text_generation_with_a_tiny_random_seq2seq_model_plumbing_only(fast_run, model_dir):
     """Flan-T5's path (encoder-decoder) on a random 1-layer T5: a prompt goes in, a label column comes out."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
     folder = Path(model_dir) / "test--tiny-t5"
     if not folder.is_dir():
-        tokenizer = testing.build_tokenizer("wordpiece")
-        config = T5Config(
-            vocab_size=len(tokenizer),
-            d_model=16,
-            d_ff=32,
-            d_kv=8,
-            num_layers=1,
-            num_heads=2,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.sep_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id,
-        )
-        T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
+        testing.write_t5_seq2seq(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAB_MODEL_DIR", model_dir)
         is_seq2seq = topics.representations._is_seq2seq
