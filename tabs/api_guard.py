@@ -5,7 +5,8 @@ traceback in the server log, ``GET /gradio_api/call/<unknown>/<event>`` with a b
 ``/queue/join`` for a function index that does not exist with a 500 (``KeyError``). It also runs the page's
 private handlers when they are called by name (``/gradio_api/run/predict``). This ASGI middleware checks the
 name (or the index) first: a published endpoint passes; anything else gets ``404`` and a JSON body that
-says which names exist. The page itself joins the queue by function index, which passes unchanged.
+says which names exist. The page itself joins the queue by function index, and posts its examples to
+``/run/predict`` with a function index: a known index passes unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # /gradio_api/call/<name>, /call/v2/<name>, /run/<name>, /api/<name>, and the GET of a call's result.
-_NAMED = re.compile(r"^/gradio_api/(?:call/v2|call|run|api)/(?P<name>[^/]+)(?:/[^/]*)?/?$")
+_NAMED = re.compile(r"^/gradio_api/(?P<route>call/v2|call|run|api)/(?P<name>[^/]+)(?:/[^/]*)?/?$")
 _JOIN = "/gradio_api/queue/join"
 _MAX_JOIN_BODY = 64 * 2**20  # a join carries the inputs (text, not files: those are uploaded first)
 
@@ -37,6 +38,9 @@ class ApiNameGuard:
             if fn.api_name and getattr(fn, "api_visibility", "public") != "private"
         )
 
+    def _known_index(self, index: Any) -> bool:
+        return isinstance(index, int) and not isinstance(index, bool) and index in self.blocks.fns
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -49,12 +53,19 @@ class ApiNameGuard:
         if named is not None:
             name = named["name"]
             if name not in self.public_names():
+                if named["route"] in ("run", "api") and scope.get("method") == "POST":
+                    # The page itself posts to /run/predict with a function index in the body (examples
+                    # do): Gradio then ignores the name, so a known index passes.
+                    body = await _read_body(receive)
+                    if self._known_index(_fn_index(body)):
+                        await self.app(scope, _replay(body, receive), send)
+                        return
                 await _not_found(send, f"This server has no API endpoint /{name}.", self.public_names())
                 return
         elif path.rstrip("/") == _JOIN and scope.get("method") == "POST":
             body = await _read_body(receive)
             index = _fn_index(body)
-            if isinstance(index, int) and not isinstance(index, bool) and index not in self.blocks.fns:
+            if isinstance(index, int) and not isinstance(index, bool) and not self._known_index(index):
                 await _not_found(send, f"This server has no function {index!r}.", self.public_names())
                 return
             receive = _replay(body, receive)

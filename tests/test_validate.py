@@ -308,6 +308,14 @@ def test_unknown_api_names_get_a_404_not_a_500(lab_server):
         timeout=30,
     )
     assert joined.status_code == 404 and "no function 99999" in joined.json()["error"]
+    # the page posts its examples to /run/predict with a function index: a known index passes
+    import app
+
+    index = next(i for i, fn in app.demo.fns.items() if fn.api_name == "tokenize")
+    by_index = httpx.post(
+        base + "/gradio_api/run/predict", json={"data": ["hi", ["gpt2"]], "fn_index": index}, timeout=30
+    )
+    assert by_index.status_code == 200, by_index.text[:200]
     # a published name still works through the same routes
     called = httpx.post(base + "/gradio_api/call/tokenize", json={"data": ["hi", ["gpt2"]]}, timeout=30)
     assert called.status_code == 200 and "event_id" in called.json()
