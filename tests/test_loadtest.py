@@ -1,7 +1,8 @@
 """The classroom load harness (``bench/classroom``): its arithmetic, and one short real run.
 
-The real run launches the app as ``make loadtest`` does and sends 3 students for about 20 s: it checks what
-the harness reports (every endpoint, the counts, no errors, the files), never how fast anything was.
+The real run (marked ``load``, outside ``make test``: ``pytest -m load``) launches the app as
+``make loadtest`` does and sends 3 students for about 20 s: it checks what the harness reports (every
+endpoint, the counts, no errors, the files), never how fast anything was.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def test_summarize_counts_every_endpoint_its_errors_and_the_memory_milestones():
     assert both.splitlines()[2].startswith("| 2 | 15 | 1 |") and both.splitlines()[3].startswith("| 4 |")
 
 
-@pytest.mark.slow
+@pytest.mark.load  # minutes on 2 cores (the topic fit first): a bench run, outside `make test`
 @pytest.mark.timeout(1800)  # the warm-up's topic fit (UMAP on 10,033 documents) takes minutes on 2 busy cores
 def test_three_students_for_20_seconds_reach_every_endpoint_without_an_error(tmp_path: Path):
     command = [sys.executable, "-m", "bench", "classroom", "--students", "3", "--minutes", "0.34"]
