@@ -24,6 +24,7 @@ from tabs import (  # noqa: E402
     attention,
     clip_search,
     finetune,
+    instructor,
     system,
     tokenizers,
     topics,
@@ -58,16 +59,21 @@ TABS = [
 
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
-    """Assemble the lab's page: header, one tab per chapter demonstration, System panel."""
+    """Assemble the lab's page: header, the class's message, one tab per chapter demonstration (and the
+    instructor's, shown to instructors only), System panel."""
     settings = settings or Settings.from_env()
     # Files Gradio received or wrote (uploads, results) go once older than a session lives.
     delete_cache = (CACHE_SWEEP_S, int(settings.session_ttl_s))
     with gr.Blocks(title="LLM Lab", delete_cache=delete_cache) as demo:
         gr.Markdown(HEADER)
-        with gr.Tabs():
+        message_box = instructor.banner()
+        notices = {}
+        with gr.Tabs() as tabs:
             for title, tab_id, tab in TABS:
                 with gr.Tab(title, id=tab_id):
+                    notices[tab_id] = instructor.pause_notice(tab_id)
                     tab.build(demo, settings)
+            instructor.build(demo, settings, tabs, TABS, notices, message_box)
         system.build(demo)
         access.free_closed_sessions(demo, settings)
     return demo

@@ -9,6 +9,9 @@
 | `LAB_PRELOAD` | comma-separated model ids to load at start | none |
 | `LAB_CLASSROOM` | `1`: bind 0.0.0.0, require `LAB_AUTH`, catalog ids only | off |
 | `LAB_AUTH` | `user:password,user2:password2` | unset |
+| `LAB_INSTRUCTORS` | logins of `LAB_AUTH` who see the instructor panel (comma-separated) | none |
+| `LAB_QUOTA_GPU_SECONDS` | model seconds per student per session (instructors: unlimited; 0: unlimited) | 0 |
+| `LAB_QUOTA_FINETUNE_STEPS` | fine-tune steps per student per session (0: unlimited) | 0 |
 | `LAB_QUEUE_SIZE` | requests waiting at most in the queue | 64 |
 | `LAB_MAX_FILE_SIZE` | largest upload | `20mb` |
 | `LAB_MAX_TEXT_CHARS` | longest text the tokenizer tab accepts | 20000 |
@@ -83,6 +86,9 @@ class Settings:
     server_port: int = 7860
     classroom: bool = False
     auth: list[tuple[str, str]] = field(default_factory=list)
+    instructors: list[str] = field(default_factory=list)
+    quota_gpu_seconds: float = 0.0
+    quota_finetune_steps: int = 0
     queue_size: int = 64
     max_file_size: str = "20mb"
     max_text_chars: int = 20_000
@@ -109,6 +115,9 @@ class Settings:
             server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
             classroom=classroom,
             auth=auth,
+            instructors=[n.strip() for n in os.environ.get("LAB_INSTRUCTORS", "").split(",") if n.strip()],
+            quota_gpu_seconds=float(os.environ.get("LAB_QUOTA_GPU_SECONDS", "0")),
+            quota_finetune_steps=int(os.environ.get("LAB_QUOTA_FINETUNE_STEPS", "0")),
             queue_size=int(os.environ.get("LAB_QUEUE_SIZE", "64")),
             max_file_size=os.environ.get("LAB_MAX_FILE_SIZE", "20mb"),
             max_text_chars=int(os.environ.get("LAB_MAX_TEXT_CHARS", "20000")),
@@ -128,3 +137,11 @@ class Settings:
                 "LAB_CLASSROOM=1 serves the lab on every network interface, so it needs logins: "
                 "set LAB_AUTH=user:password[,user2:password2]"
             )
+        unknown = sorted(set(self.instructors) - {user for user, _ in self.auth})
+        if unknown:
+            raise ValueError(
+                f"LAB_INSTRUCTORS names {', '.join(unknown)}, who cannot log in: every instructor needs a "
+                "login in LAB_AUTH (user:password)"
+            )
+        if self.quota_gpu_seconds < 0 or self.quota_finetune_steps < 0:
+            raise ValueError("LAB_QUOTA_GPU_SECONDS and LAB_QUOTA_FINETUNE_STEPS are 0 (unlimited) or more")

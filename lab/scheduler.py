@@ -249,6 +249,11 @@ class Scheduler:
                 rows.append(Row(t.student, t.kind, "waiting", now - t.joined, ahead))
         return rows
 
+    def service_times(self) -> dict[str, float]:
+        """Each kind's recent service time in seconds (the moving average behind every estimate)."""
+        with self._lock:
+            return dict(self._service_s)
+
     def usage(self, student: str) -> float:
         """Model seconds ``student`` has used (a batch's time is shared between its members)."""
         with self._lock:
