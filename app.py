@@ -59,8 +59,8 @@ TABS = [
 
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
-    """Assemble the lab's page: header, the class's message, one tab per chapter demonstration (and the
-    instructor's, shown to instructors only), System panel."""
+    """Assemble the lab's page: header, the class's message, one tab per chapter demonstration, the
+    instructor panel (shown to instructors only), System panel."""
     settings = settings or Settings.from_env()
     # Files Gradio received or wrote (uploads, results) go once older than a session lives.
     delete_cache = (CACHE_SWEEP_S, int(settings.session_ttl_s))
@@ -73,7 +73,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                 with gr.Tab(title, id=tab_id):
                     notices[tab_id] = instructor.pause_notice(tab_id)
                     tab.build(demo, settings)
-            instructor.build(demo, settings, tabs, TABS, notices, message_box)
+        instructor.build(demo, settings, tabs, TABS, notices, message_box)
         system.build(demo)
         access.free_closed_sessions(demo, settings)
     return demo

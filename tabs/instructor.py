@@ -1,8 +1,8 @@
 """The instructor panel (``LAB_INSTRUCTORS`` only), and what every student's page hears from it.
 
-The panel is a tab built hidden and shown on page load to instructors' logins; every one of its events
+The panel is a section built hidden and shown on page load to instructors' logins; every one of its events
 checks the login again on the server (:meth:`lab.classroom.Classroom.require_instructor`), since a hidden
-tab's events can still be called by anyone who reads the page's config. Every page (the instructor's too)
+section's events can still be called by anyone who reads the page's config. Every page (the instructor's too)
 reports which tab it shows and polls the class's version with a cheap CPU timer: when a message, a pause
 or a resume is new to it, it shows the message (a toast and a banner), fills the prompt box the message
 names, and shows or hides each tab's pause notice. The state and rules are :mod:`lab.classroom`'s.
@@ -63,8 +63,8 @@ def build(
     notices: dict[str, gr.Markdown],
     message_box: gr.Markdown,
 ) -> None:
-    """Start the class from ``settings``, wire every page to it, and lay out the panel's tab (call inside
-    ``tabs``, after the other tabs)."""
+    """Start the class from ``settings``, wire every page to it, and lay out the panel (call after
+    ``tabs``)."""
     CLASSROOM.configure(
         settings.instructors,
         settings.quota_gpu_seconds,
@@ -209,10 +209,10 @@ def _active_jobs() -> list[tuple[str, str]]:
 
 
 def _panel(demo: gr.Blocks, pages: list[Page]) -> None:
-    with gr.Tab("Instructor", id="instructor", visible=False, elem_id="inst-tab") as tab:
+    with gr.Accordion("Instructor panel", open=True, visible=False, elem_id="inst-panel") as panel:
         gr.Markdown(
-            "### Instructor panel\nOnly the logins in `LAB_INSTRUCTORS` see this tab. Instructors are never "
-            "paused or limited by the quotas."
+            "Only the logins in `LAB_INSTRUCTORS` see this panel. Instructors are never paused or limited by "
+            "the quotas."
         )
         with gr.Row():
             class_box = gr.HTML(elem_id="inst-class")
@@ -261,9 +261,9 @@ def _panel(demo: gr.Blocks, pages: list[Page]) -> None:
         return class_html(), queue_html(viewer), jobs_html(viewer), gr.update(choices=choices, value=chosen)
 
     def opened(request: gr.Request) -> tuple[Any, ...]:
-        """Inputs: none. Outputs: the tab and its timer (shown to instructors), paused tabs, quotas, views."""
+        """Inputs: none. Outputs: the panel and its timer (instructors only), paused tabs, quotas, views."""
         if not CLASSROOM.is_instructor(owner_of(request)):
-            return tuple(gr.skip() for _ in range(6 + len(views)))  # a student's page: nothing to show
+            return tuple(gr.skip() for _ in range(5 + len(views)))  # a student's page: nothing to show
         quotas = CLASSROOM.quotas
         return (
             gr.update(visible=True),
@@ -303,7 +303,7 @@ def _panel(demo: gr.Blocks, pages: list[Page]) -> None:
         gr.Info(f"Run {job.id} of {public_name(job.owner or 'local')}: {job.status}.")
         return refresh(None, request)
 
-    on(demo.load, opened, None, [tab, timer, paused, gpu_quota, steps_quota, *views])
+    on(demo.load, opened, None, [panel, timer, paused, gpu_quota, steps_quota, *views])
     on(timer.tick, refresh, job_choice, views, show_progress="hidden")
     on(paused.input, pause, paused, None)
     on(set_quotas.click, quotas, [gpu_quota, steps_quota], None)
