@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 
 from lab import catalog, models
-from lab.clip.prepare import ImageSource, prepare_image
+from lab.batching import isolated
+from lab.clip.prepare import ImageSource, check_query, prepare_image
 from lab.errors import InputError
 from lab.forward import forward
 
@@ -156,6 +157,38 @@ def _forward_texts(clip: models.OpenClip, ids: torch.Tensor) -> np.ndarray:
 
     features = clip.net.encode_text(ids.to(clip.device))  # (n, D)
     return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class TextQuery:
+    """A search text checked for one CLIP: the *prepare* step of a text search.
+
+    Queries with the same :attr:`batch_key` (several students searching with one model) can share one
+    pass through the text tower (:func:`embed_queries`).
+    """
+
+    model: ClipModel
+    text: str
+
+    @classmethod
+    def prepare(cls, query: str, model: ClipModel) -> TextQuery:
+        """Raises :class:`~lab.errors.InputError` for an empty or absurdly long query."""
+        return cls(model, check_query(query))
+
+    @property
+    def batch_key(self) -> tuple[str, str]:
+        return ("clip_text", self.model.key)
+
+
+@isolated
+def embed_queries(queries: list[TextQuery]) -> list[np.ndarray]:
+    """One unit vector per query, through the text tower in one pass for all of them.
+
+    CLIP's tokenizer pads every text to the whole context (77 tokens) and the tower is causal, so a
+    query's vector is the same in a batch as alone.
+    """
+    vectors = queries[0].model.embed_texts([query.text for query in queries])  # (B, embed_dim)
+    return list(vectors)
 
 
 # -- under the hood: what the towers read ----------------------------------------------------------
