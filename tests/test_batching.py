@@ -77,8 +77,8 @@ def test_tiny_random_clip_text_queries_in_one_pass_equal_each_query_alone(tiny_c
         clip.TextQuery.prepare("   ", model)
 
 
-def test_an_item_that_breaks_the_forward_pass_fails_alone_and_the_others_are_answered():
-    good = [attention.prepare_prompt(p) for p in PROMPTS[:2]]
+def test_an_item_that_breaks_the_forward_pass_fails_alone_and_the_others_are_answered(tiny_llama):
+    good = [attention.prepare_prompt(p, "tiny/llama", tiny_llama) for p in PROMPTS[:2]]
     broken = Prompt(good[0].model, (10**7,))  # no such token: the embedding lookup raises
     results = attention.next_token_logits_batch([good[0], broken, good[1]])
     assert isinstance(results[1], IndexError)
@@ -105,9 +105,9 @@ def wait_until(condition: Callable[[], bool], seconds: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_students_waiting_together_share_one_batch_and_only_the_broken_item_fails():
+def test_students_waiting_together_share_one_batch_and_only_the_broken_item_fails(tiny_llama):
     scheduler = Scheduler()
-    good = [attention.prepare_prompt(p) for p in PROMPTS]
+    good = [attention.prepare_prompt(p, "tiny/llama", tiny_llama) for p in PROMPTS]
     items = [*good[:2], Prompt(good[0].model, (10**7,)), *good[2:]]
     results: dict[int, Any] = {}
 
