@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
@@ -231,7 +232,7 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
                             return
                         yield item
                 finally:
-                    steps.close()
+                    await _close(steps)
 
         generator_wrapper.__signature__ = signature  # type: ignore[attr-defined]
         return generator_wrapper  # type: ignore[return-value]
@@ -247,6 +248,20 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
 
 
 _DONE = object()  # what ``next`` returns for an exhausted generator, in :func:`queued`
+
+
+async def _close(steps: Iterator[Any]) -> None:
+    """Close a generator whose current step may still run in a worker thread (Stop cancels the await,
+    not the thread): retry until that step has reached its ``yield``. Each step is bounded by the request
+    time limit, and the model stays held until then, so nobody else's call overlaps it."""
+    while True:
+        try:
+            steps.close()
+            return
+        except ValueError as error:
+            if "already executing" not in str(error):
+                raise
+            await asyncio.sleep(0.05)
 
 
 # -- batching across students -----------------------------------------------------------------------
