@@ -223,6 +223,7 @@ class Classroom:
     ) -> None:
         self.instructors = frozenset(instructors)
         self.titles: dict[str, str] = {}  # tab name → the name the page shows
+        self.kinds: dict[str, str] = {}  # queue kinds without a tab in their name → their tab
         self.quotas = quotas or Quotas()
         self.gpu_usage = gpu_usage  # a student's model seconds so far (the model queue counts them)
         self.roster = Roster()
@@ -237,11 +238,14 @@ class Classroom:
         gpu_seconds: float,
         finetune_steps: int,
         titles: dict[str, str] | None = None,
+        kinds: dict[str, str] | None = None,
     ) -> None:
         """Start a class: these instructors and quotas, no tab paused (the app does this as it builds);
-        ``titles`` names the tabs in messages (``{"clip_search": "CLIP search"}``)."""
+        ``titles`` names the tabs in messages (``{"clip_search": "CLIP search"}``), ``kinds`` gives the tab
+        of queue kinds that do not name it (``{"next_token": "attention"}``)."""
         self.instructors = frozenset(instructors)
         self.titles = dict(titles or {})
+        self.kinds = dict(kinds or {})
         self.quotas.set(gpu_seconds, finetune_steps)
         self.set_paused(())
 
@@ -276,7 +280,7 @@ class Classroom:
         """May ``student`` queue a model request of ``kind``? (The model queue's ``admit`` hook.)"""
         if self.is_instructor(student):
             return
-        tab = tab_of(kind)
+        tab = self.kinds.get(kind) or tab_of(kind)
         if tab in self.pauses.paused():
             raise Paused(self.titles.get(tab, tab))
         self.quotas.check_gpu(self.gpu_usage(student))

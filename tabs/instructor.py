@@ -32,6 +32,13 @@ PROMPT_TARGETS = {
     "Inside the forward pass: prompt": "fwd-prompt",
     "Fine-tune: before/after prompt": "ft-prompt",
 }
+# The tab of each batched request kind (tabs.common.in_batch names them by feature, not by tab).
+BATCHED_KINDS = {
+    "attention": "attention",
+    "next_token": "attention",
+    "similarity": "attention",
+    "clip_text": "clip_search",
+}
 NOTICE = "⏸ **The instructor paused this tab for now.** Its models run again when they resume it."
 Page = tuple[str, str, ModuleType]  # (tab title, tab id, tab module), as app.TABS lists them
 
@@ -70,6 +77,7 @@ def build(
         settings.quota_gpu_seconds,
         settings.quota_finetune_steps,
         titles={tab_name(p): _short_title(p[0]) for p in pages},
+        kinds=BATCHED_KINDS,
     )
     SCHEDULER.admit = CLASSROOM.admit  # refuses paused tabs and spent quotas before a request waits
     finetune.RUNNER.admit = CLASSROOM.admit_finetune

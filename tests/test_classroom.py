@@ -38,6 +38,9 @@ def test_a_paused_tab_refuses_students_in_the_model_queue_until_resumed_but_not_
     assert scheduler.snapshot() == []  # refused before it waited
     with scheduler.turn(TEACHER, "attention · predict"):
         pass
+    classroom.kinds = {"next_token": "attention"}  # a batched kind named by its feature
+    with pytest.raises(Paused):
+        scheduler.join(ALICE, "next_token")
     with scheduler.turn(ALICE, "topics · fit"):  # other tabs run
         pass
     classroom.set_paused(())
