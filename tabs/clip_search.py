@@ -10,13 +10,14 @@ from typing import Any
 
 import gradio as gr
 
-from lab import catalog, clip, validate
+from lab import catalog, clip, export, snippets, validate
 from lab.clip import view
 from lab.config import Settings
 from lab.errors import LabError
 from lab.images import max_pixels
 from tabs import access
 from tabs.common import api, model_choices, on, slider
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 9 · Multimodal embeddings: CLIP
@@ -134,6 +135,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                     elem_id="clip-chart",
                 )
                 zs_table = gr.HTML(elem_id="clip-zs-table")
+                zs_panel = code_panel("clip-zs")
         with gr.Tab("Similarity matrix (the book)", id="clip-matrix"):
             with gr.Row():
                 matrix_images = gr.CheckboxGroup(
@@ -182,6 +184,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         elem_id="clip-results",
     )
     results_table = gr.HTML(elem_id="clip-results-table")
+    panel = code_panel("clip")
     with gr.Accordion("Under the hood: what CLIP reads", open=True), gr.Row():
         with gr.Column(scale=3):
             tokens_view = gr.HTML(label="CLIP's tokens of the query", elem_id="clip-tokens")
@@ -240,7 +243,11 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         index = galleries.index(state, model)
         scores = index.text_scores(query) if by == "text" else index.image_scores(query)
         items, table, state.results = view.results_view(index, scores, int(count), state.paths(), model)
-        return gr.Gallery(value=items, visible=True), table, view.facts_markdown(model), state
+        hits = index.top(scores, int(count))
+        own = len(state.uploads)
+        code = snippets.clip_search(chosen(choice, path), str(query), int(count), by=by, own_images=own)
+        files = export.clip_search_files(hits, str(query), model.name)
+        return gr.Gallery(value=items, visible=True), table, view.facts_markdown(model), state, code, files
 
     def searcher(by: str):
         """Search by the query box's text (``by="text"``) or by the uploaded query image."""
@@ -286,13 +293,23 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     def zero_shot(
         choice: str | None, path: str | None, image: str | None, labels_text: str, template_text: str
-    ) -> tuple[Any, str, str]:
-        """Inputs: model, folder, image, labels, template. Outputs: bar chart, table, model facts."""
+    ) -> tuple[Any, ...]:
+        """Inputs: model, folder, image, labels, template. Outputs: bar chart, table, model facts, code,
+        downloads."""
         if not image:
             raise gr.Error("Upload an image to classify.")
         model = model_of(choice, path)
         result = clip.classify(image, labels_text, model, template_text)
-        return view.zero_shot_frame(result), view.zero_shot_table(result), view.facts_markdown(model)
+        code = snippets.zero_shot(
+            chosen(choice, path), image, result.labels, clip.check_template(template_text)
+        )
+        return (
+            view.zero_shot_frame(result),
+            view.zero_shot_table(result),
+            view.facts_markdown(model),
+            code,
+            export.zero_shot_files(result, model.name),
+        )
 
     def matrix(
         choice: str | None,
@@ -369,7 +386,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     for trigger in (model_choice.change, folder.submit, folder.blur):
         on(trigger, show_status, model_inputs, status)
 
-    search_outputs = [results, results_table, facts, session]
+    search_outputs = [results, results_table, facts, session, *panel.outputs]
     for trigger in (search.click, query.submit):
         on(trigger, searcher("text"), [*model_inputs, query, k, session], search_outputs, gpu=True)
         on(trigger, show_tokens, [*model_inputs, query], tokens_view)
@@ -381,7 +398,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         picked = on(picture.select, clicked(in_results), [*model_inputs, k, session], outputs, gpu=True)
         on(picked.then, show_model_view, [*model_inputs, query_image], model_view)
     zs_inputs = [*model_inputs, zs_image, labels, template]
-    on(classify.click, zero_shot, zs_inputs, [chart, zs_table, facts], gpu=True)
+    on(classify.click, zero_shot, zs_inputs, [chart, zs_table, facts, *zs_panel.outputs], gpu=True)
     on(classify.click, show_model_view, [*model_inputs, zs_image], model_view)
     matrix_inputs = [*model_inputs, matrix_images, captions, session]
     on(matrix_button.click, matrix, matrix_inputs, [heat, facts], gpu=True)
