@@ -18,7 +18,7 @@ from lab import attention_view as view
 from lab import embeddings, export, snippets, validate
 from lab.config import Settings
 from tabs import access
-from tabs.common import api, check_allowed, explained, model_choices, on, slider
+from tabs.common import api, check_allowed, explained, in_batch, model_choices, on, slider
 from tabs.export import code_panel
 
 INTRO = """
@@ -62,6 +62,25 @@ def _model_menu(ids: list[str], value: str, settings: Settings, label: str = "Mo
 
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+# -- the forward steps, batched across students (prepare here, forward in the queue, present after) --
+
+
+def _attention(text: str, model_id: str) -> attn.AttentionResult:
+    prepared = attn.prepare_attention(text, model_id)
+    return in_batch("attention", prepared.batch_key, prepared, attn.attention_batch)
+
+
+def _next_token_logits(prompt: str, model_id: str) -> np.ndarray:
+    prepared = attn.prepare_prompt(prompt, model_id)
+    return in_batch("next_token", prepared.batch_key, prepared, attn.next_token_logits_batch)
+
+
+def _sentence_vectors(texts: list[str], model_id: str) -> np.ndarray:
+    """The texts' sentence embeddings; at least two texts (a similarity needs a pair)."""
+    prepared = embeddings.prepare_texts(texts, model_id, minimum=2)
+    return in_batch("similarity", prepared.batch_key, prepared, embeddings.embed_batch)
 
 
 # -- the tab ---------------------------------------------------------------------------------------
@@ -114,7 +133,7 @@ def _attention_section(settings: Settings) -> None:
         """Inputs: model, text. Outputs: the result (state), layer slider, head view, model view, one head,
         code, downloads."""
         check_allowed(model_id, settings)
-        result = attn.attention(text or "", model_id)
+        result = _attention(text or "", model_id)
         result.weights = result.weights.astype(np.float16)  # per-user state: half the memory
         slider = gr.update(maximum=result.layers - 1, value=0)
         return (
@@ -147,7 +166,7 @@ def _attention_section(settings: Settings) -> None:
 
     outputs = [state, layer, head_view, grid, single, *panel.outputs]
     for trigger in (run.click, text.submit):
-        on(trigger, compute, [model, text], outputs, gpu=True)
+        on(trigger, compute, [model, text], outputs, gpu=True, batched=True)
     on(layer.release, change_layer, [state, layer], head_view)
     on(grid.select, open_cell, [state], [layer, head_view, single])
 
@@ -155,11 +174,11 @@ def _attention_section(settings: Settings) -> None:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
         text, model = validate.text(text, "text", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        result = attn.attention(text, model)
+        result = _attention(text, model)
         weights = np.round(result.weights, 4).tolist()
         return {"model": result.model, "tokens": result.tokens, "causal": result.causal, "weights": weights}
 
-    api(attention)
+    api(attention, batched=True)
 
 
 def _forward_section(settings: Settings) -> None:
@@ -206,7 +225,7 @@ def _forward_section(settings: Settings) -> None:
         """Inputs: model, prompt, k, temperature, top-p. Outputs: (model, prompt, logits) state, the bar
         chart, code, downloads."""
         check_allowed(model_id, settings)
-        values = attn.next_token_logits(prompt or "", model_id)
+        values = _next_token_logits(prompt or "", model_id)
         return (
             (model_id, prompt or "", values),
             *shown(model_id, prompt or "", values, k, temperature, top_p),
@@ -266,7 +285,7 @@ def _forward_section(settings: Settings) -> None:
 
     inputs = [model, prompt, k, temperature, top_p]
     for trigger in (run.click, prompt.submit):
-        on(trigger, predict, inputs, [logits, chart, *panel.outputs], gpu=True)
+        on(trigger, predict, inputs, [logits, chart, *panel.outputs], gpu=True, batched=True)
     for knob in (k, temperature, top_p):
         on(knob.release, reshape, [logits, k, temperature, top_p], [chart, *panel.outputs])
     on(lens_run.click, run_lens, [model, prompt], [lens, *lens_panel.outputs], gpu=True)
@@ -281,8 +300,8 @@ def _forward_section(settings: Settings) -> None:
         shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
         prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        pairs = attn.next_token(prompt, model, **shape)
-        return [[token, prob] for token, prob in pairs]
+        result = attn.distribution(_next_token_logits(prompt, model), model, **shape)
+        return [[token, prob] for token, prob in attn.ranked(result)]
 
     def logit_lens(prompt: str, model: str = attn.DECODER, k: int = 1) -> list[Any]:
         """Top-k tokens with probabilities for every [layer][position]."""
@@ -292,7 +311,7 @@ def _forward_section(settings: Settings) -> None:
         rows = attn.logit_lens(prompt, model, k)
         return [[[[t, p] for t, p in cell] for cell in row] for row in rows]
 
-    api(next_token)
+    api(next_token, batched=True)
     api(logit_lens)
 
 
@@ -348,8 +367,9 @@ def _embeddings_section(settings: Settings) -> None:
         downloads."""
         check_allowed(model_id, settings)
         lines = _lines(text)
-        matrix = embeddings.similarity(lines, model_id)
-        described = view.vector_description(lines[0], embeddings.describe(lines[0], model_id))
+        vectors = _sentence_vectors(lines, model_id)
+        described = view.vector_description(lines[0], embeddings.TextVector.of(vectors[0]))
+        matrix = embeddings.cosine(vectors)
         figure = view.matrix_heatmap(matrix, lines, f"Cosine similarity · {model_id}")
         code = snippets.similarity(lines, model_id)
         return figure, described, code, export.similarity_files(lines, matrix, figure, model_id)
@@ -380,7 +400,7 @@ def _embeddings_section(settings: Settings) -> None:
         return view.static_vs_contextual(embeddings.compare_word(word_text, _lines(text), model_id))
 
     similar_outputs = [similar_plot, vector, *similar_panel.outputs]
-    on(similar_run.click, compare, [sentence_model, sentences], similar_outputs, gpu=True)
+    on(similar_run.click, compare, [sentence_model, sentences], similar_outputs, gpu=True, batched=True)
     map_inputs = [source, method, token_model, words, sentences, sentence_model]
     on(map_run.click, draw_map, map_inputs, map_plot, gpu=True)
     on(probe_run.click, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
@@ -397,7 +417,7 @@ def _embeddings_section(settings: Settings) -> None:
         texts = validate.texts(texts, "texts", max_items=embeddings.MAX_TEXTS)
         model = validate.model_id(model)
         check_allowed(model, settings)
-        matrix = embeddings.similarity(texts, model)
+        matrix = embeddings.cosine(_sentence_vectors(texts, model))
         return np.round(matrix, 5).tolist()
 
-    api(similarity)
+    api(similarity, batched=True)

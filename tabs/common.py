@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import html
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -189,6 +190,19 @@ def _progress_slot(fn: Callable[..., Any], add: bool) -> tuple[inspect.Signature
     return signature.replace(parameters=[*params, extra]), len(params), True
 
 
+def _place_reporter(
+    args: tuple[Any, ...], slot: int | None, added: bool
+) -> tuple[tuple[Any, ...], Callable[[Place], None] | None]:
+    """The handler's own arguments (without a progress tracker we added) and a callback that shows a
+    :class:`Place` in the event's progress bar (``None`` where no tracker came)."""
+    progress = args[slot] if slot is not None and slot < len(args) else None
+    if added:
+        args = args[:slot]
+    if not isinstance(progress, gr.Progress):
+        return args, None
+    return args, lambda place: progress(None, desc=place.describe())
+
+
 def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
     """Run ``fn`` in its turn of the model queue (:mod:`lab.scheduler`), showing its place while it waits.
 
@@ -202,12 +216,7 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
     signature, slot, added = _progress_slot(fn, add=show_place)
 
     def split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], Callable[[Place], None] | None]:
-        progress = args[slot] if slot is not None and slot < len(args) else None
-        if added:
-            args = args[:slot]
-        if not isinstance(progress, gr.Progress):
-            return args, None
-        return args, lambda place: progress(None, desc=place.describe())
+        return _place_reporter(args, slot, added)
 
     if inspect.isgeneratorfunction(fn):
 
@@ -253,6 +262,74 @@ async def _close(steps: Iterator[Any]) -> None:
             if "already executing" not in str(error):
                 raise
             await asyncio.sleep(0.05)
+
+
+# -- batching across students -----------------------------------------------------------------------
+# A handler registered with ``batched=True`` takes no whole turn: it prepares its input in its own
+# thread, sends only the forward step to the model queue with :func:`in_batch`, where it joins other
+# students' requests of the same kind, and presents the result in its own thread again.
+
+_show_place: contextvars.ContextVar[Callable[[Place], None] | None] = contextvars.ContextVar(
+    "lab_show_place", default=None
+)
+
+
+def batching(fn: F, *, show_place: bool = True) -> F:
+    """Run ``fn``, a handler whose forward step goes through :func:`in_batch`, without a whole turn.
+
+    It runs in a worker thread, as Gradio runs any plain handler; the event's progress bar (added to its
+    signature as :func:`queued` does, when ``show_place``) is where :func:`in_batch` shows the place.
+    """
+    signature, slot, added = _progress_slot(fn, add=show_place)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, on_wait = _place_reporter(args, slot, added)
+        token = _show_place.set(on_wait)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _show_place.reset(token)
+
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def in_batch(kind: str, key: Hashable, item: Any, batch_fn: Callable[[list[Any]], list[Any]]) -> Any:
+    """Run ``item`` through ``batch_fn`` in the model queue, batched with other students' items of ``key``.
+
+    ``kind`` names the request in the queue (a student's newer request of the same kind replaces a
+    waiting one); ``key`` says which items may share a batch (the feature, the model and anything else
+    that must match); ``batch_fn`` gets a list of items and returns one result (or exception) per item.
+    The place is shown in the event's progress bar while the request waits (:func:`batching`).
+
+    The request's time limit (:func:`time_limited`) does not count the wait: the batch runs under a limit
+    of the same length from its start, and the handler's own limit resumes afterwards.
+    """
+    limit = deadline.current()
+
+    def run(items: list[Any]) -> list[Any]:
+        with deadline.within(deadline.Deadline.after(limit.seconds) if limit else None):
+            return batch_fn(items)
+
+    with deadline.paused():
+        return SCHEDULER.run_batched(
+            student(), kind, key=key, item=item, batch_fn=run, on_wait=_show_place.get()
+        )
+
+
+@contextlib.contextmanager
+def model_turn(kind: str) -> Iterator[None]:
+    """A whole turn in the model queue from inside a batched handler, for model work that cannot be
+    batched (a model described or a gallery embedded on first use). The wait is not counted against the
+    request's time limit; the work inside the block is."""
+    ticket = SCHEDULER.join(student(), kind)
+    try:
+        with deadline.paused():
+            SCHEDULER.wait(ticket, _show_place.get())
+        yield
+    finally:
+        SCHEDULER.leave(ticket)
 
 
 def slider(name: str, label: str | None = None, **options: Any) -> gr.Slider:
@@ -304,12 +381,14 @@ def on(
     outputs: Any = None,
     *,
     gpu: bool = False,
+    batched: bool = False,
     time_factor: float = 1.0,
     **options: Any,
 ) -> Any:
     """Wire one widget event the lab's one way: errors shown in the lab's words, kept out of the API,
     on the GPU queue when ``gpu`` (one model call at a time, under the request time limit) or unqueued
-    for cheap CPU work.
+    for cheap CPU work. With ``batched`` (and ``gpu``), the handler takes no whole turn in the model
+    queue: it sends its forward step through :func:`in_batch`, batched with other students' requests.
 
     ``trigger`` is the bound event (``button.click``); ``inputs`` may be a set of components, in which
     case the handler receives one ``{component: value}`` dict (read a form by component, not position).
@@ -317,17 +396,29 @@ def on(
     """
     settings = {**PRIVATE, **(GPU_EVENT if gpu else CPU_EVENT), **options}
     if fn is not None and gpu:
-        fn = queued(time_limited(fn, time_factor))
+        limited = time_limited(fn, time_factor)
+        fn = batching(limited) if batched else queued(limited)
     return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
 
 
-def api(fn: Callable[..., Any], *, gpu: bool = True, time_factor: float = 1.0, **options: Any) -> None:
+def api(
+    fn: Callable[..., Any],
+    *,
+    gpu: bool = True,
+    batched: bool = False,
+    time_factor: float = 1.0,
+    **options: Any,
+) -> None:
     """Publish ``fn`` as the web API endpoint ``/<fn.__name__>``: its signature and docstring are the
     endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu`` (with
-    the request time limit, :func:`time_limited`). ``fn`` checks its own arguments (:mod:`lab.validate`):
-    a web client can send any JSON, ``null`` and ``"ten"`` included."""
+    the request time limit, :func:`time_limited`), or batches its forward step through :func:`in_batch`
+    when ``batched``. ``fn`` checks its own arguments (:mod:`lab.validate`): a web client can send any
+    JSON, ``null`` and ``"ten"`` included."""
     settings = {**(GPU_EVENT if gpu else CPU_EVENT), **options}
-    handler = queued(time_limited(fn, time_factor), show_place=False) if gpu else fn
+    handler = fn
+    if gpu:
+        limited = time_limited(fn, time_factor)
+        handler = batching(limited, show_place=False) if batched else queued(limited, show_place=False)
     gr.api(user_errors(handler), api_name=fn.__name__, **settings)
 
 
