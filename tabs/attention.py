@@ -15,10 +15,11 @@ import numpy as np
 
 from lab import attention as attn
 from lab import attention_view as view
-from lab import embeddings, validate
+from lab import embeddings, export, snippets, validate
 from lab.config import Settings
 from tabs import access
 from tabs.common import api, check_allowed, explained, in_batch, model_choices, on, slider
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapters 2–3 · Looking inside a language model
@@ -126,9 +127,11 @@ def _attention_section(settings: Settings) -> None:
                 buttons=["fullscreen"],
             )
         single = gr.Plot(label="One head", elem_id="att-single")
+    panel = code_panel("att")
 
     def compute(model_id: str, text: str) -> tuple[Any, ...]:
-        """Inputs: model, text. Outputs: the result (state), layer slider, head view, model view, one head."""
+        """Inputs: model, text. Outputs: the result (state), layer slider, head view, model view, one head,
+        code, downloads."""
         check_allowed(model_id, settings)
         result = _attention(text or "", model_id)
         result.weights = result.weights.astype(np.float16)  # per-user state: half the memory
@@ -139,6 +142,8 @@ def _attention_section(settings: Settings) -> None:
             view.head_view(result, 0),
             view.model_view(result),
             view.head_heatmap(result, 0, 0),
+            snippets.attention(text or "", model_id),
+            export.attention_files(result, 0),
         )
 
     def change_layer(result: attn.AttentionResult | None, layer: float) -> str:
@@ -159,7 +164,7 @@ def _attention_section(settings: Settings) -> None:
             view.head_heatmap(result, layer_index, head_index),
         )
 
-    outputs = [state, layer, head_view, grid, single]
+    outputs = [state, layer, head_view, grid, single, *panel.outputs]
     for trigger in (run.click, text.submit):
         on(trigger, compute, [model, text], outputs, gpu=True, batched=True)
     on(layer.release, change_layer, [state, layer], head_view)
@@ -193,10 +198,12 @@ def _forward_section(settings: Settings) -> None:
         top_p = slider("top_p", "Top-p", elem_id="fwd-top-p")
     logits = access.session_state(None, settings)
     chart = gr.Plot(elem_id="fwd-chart")
+    panel = code_panel("fwd")
 
     with gr.Accordion("Layer by layer: the logit lens", open=False):
         lens_run = gr.Button("Run the logit lens", elem_id="fwd-lens-run")
         lens = gr.HTML(elem_id="fwd-lens")
+        lens_panel = code_panel("fwd-lens")
     with gr.Accordion("The model's structure", open=False):
         structure_run = gr.Button("Show the structure", elem_id="fwd-structure-run")
         summary = gr.Markdown(elem_id="fwd-structure-summary")
@@ -214,28 +221,42 @@ def _forward_section(settings: Settings) -> None:
         generated = gr.Textbox(label="Generated text (greedy)", lines=4, elem_id="fwd-kv-text")
         timings = gr.Markdown(elem_id="fwd-kv-timings")
 
-    def predict(model_id: str, prompt: str, k: float, temperature: float, top_p: float) -> tuple[Any, Any]:
-        """Inputs: model, prompt, k, temperature, top-p. Outputs: (model, logits) state, the bar chart."""
+    def predict(model_id: str, prompt: str, k: float, temperature: float, top_p: float) -> tuple[Any, ...]:
+        """Inputs: model, prompt, k, temperature, top-p. Outputs: (model, prompt, logits) state, the bar
+        chart, code, downloads."""
         check_allowed(model_id, settings)
-        shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
         values = _next_token_logits(prompt or "", model_id)
-        result = attn.distribution(values, model_id, **shape)
-        return (model_id, values), view.next_token_figure(result, temperature, top_p)
+        return (
+            (model_id, prompt or "", values),
+            *shown(model_id, prompt or "", values, k, temperature, top_p),
+        )
 
-    def reshape(state: tuple[str, np.ndarray] | None, k: float, temperature: float, top_p: float) -> Any:
-        """Inputs: (model, logits) state, k, temperature, top-p. Outputs: the bar chart, redrawn."""
+    def shown(model_id: str, prompt: str, values: np.ndarray, *knobs: float) -> tuple[Any, Any, Any]:
+        """The bar chart of the distribution after temperature and top-p, its code and its downloads."""
+        shape = validate.bounds(**dict(zip(("k", "temperature", "top_p"), knobs)))
+        result = attn.distribution(values, model_id, **shape)
+        figure = view.next_token_figure(result, shape["temperature"], shape["top_p"])
+        asked = {"model": model_id, "prompt": prompt, **shape}
+        return (
+            figure,
+            snippets.next_token(prompt, model_id, **shape),
+            export.next_token_files(result, figure, asked),
+        )
+
+    def reshape(state: tuple[str, str, np.ndarray] | None, k: float, temperature: float, top_p: float) -> Any:
+        """Inputs: (model, prompt, logits) state, k, temperature, top-p. Outputs: the bar chart, code and
+        downloads, redrawn."""
         if state is None:
-            return gr.update()
-        model_id, values = state
-        shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
-        result = attn.distribution(values, model_id, **shape)
-        return view.next_token_figure(result, temperature, top_p)
+            return gr.update(), *panel.unchanged()
+        return shown(*state, k, temperature, top_p)
 
-    def run_lens(model_id: str, prompt: str) -> str:
-        """Inputs: model, prompt. Outputs: the logit lens table."""
+    def run_lens(model_id: str, prompt: str) -> tuple[str, str, list[str]]:
+        """Inputs: model, prompt. Outputs: the logit lens table, code, downloads."""
         check_allowed(model_id, settings)
         rows = attn.logit_lens(prompt or "", model_id)
-        return view.logit_lens_table(rows, view.prompt_tokens(prompt, model_id))
+        tokens = view.prompt_tokens(prompt, model_id)
+        code = snippets.logit_lens(prompt or "", model_id)
+        return view.logit_lens_table(rows, tokens), code, export.logit_lens_files(rows, tokens)
 
     def show_structure(model_id: str) -> tuple[str, str]:
         """Inputs: model. Outputs: a summary (markdown), print(model) with parameter counts."""
@@ -264,10 +285,10 @@ def _forward_section(settings: Settings) -> None:
 
     inputs = [model, prompt, k, temperature, top_p]
     for trigger in (run.click, prompt.submit):
-        on(trigger, predict, inputs, [logits, chart], gpu=True, batched=True)
+        on(trigger, predict, inputs, [logits, chart, *panel.outputs], gpu=True, batched=True)
     for knob in (k, temperature, top_p):
-        on(knob.release, reshape, [logits, k, temperature, top_p], chart)
-    on(lens_run.click, run_lens, [model, prompt], lens, gpu=True)
+        on(knob.release, reshape, [logits, k, temperature, top_p], [chart, *panel.outputs])
+    on(lens_run.click, run_lens, [model, prompt], [lens, *lens_panel.outputs], gpu=True)
     on(structure_run.click, show_structure, [model], [summary, tree], gpu=True)
     kv_event = on(kv_run.click, kv_cache, [model, prompt, new_tokens], [generated, timings], gpu=True)
     on(kv_stop.click, None, None, None, cancels=[kv_event])
@@ -306,6 +327,7 @@ def _embeddings_section(settings: Settings) -> None:
         similar_run = gr.Button("Compare", variant="primary", elem_id="emb-sim-run")
         similar_plot = gr.Plot(elem_id="emb-sim-plot")
         vector = gr.Markdown(elem_id="emb-vector")
+        similar_panel = code_panel("emb-sim")
     with gr.Accordion("A map of embeddings", open=False):
         with gr.Row():
             source = gr.Radio(
@@ -340,14 +362,17 @@ def _embeddings_section(settings: Settings) -> None:
             contextual_plot = gr.Plot(elem_id="emb-contextual")
         bank_note = gr.Markdown(elem_id="emb-bank-note")
 
-    def compare(model_id: str, text: str) -> tuple[Any, str]:
-        """Inputs: model, sentences. Outputs: the similarity heat map, the first sentence's vector."""
+    def compare(model_id: str, text: str) -> tuple[Any, ...]:
+        """Inputs: model, sentences. Outputs: the similarity heat map, the first sentence's vector, code,
+        downloads."""
         check_allowed(model_id, settings)
         lines = _lines(text)
         vectors = _sentence_vectors(lines, model_id)
         described = view.vector_description(lines[0], embeddings.TextVector.of(vectors[0]))
-        heatmap = view.matrix_heatmap(embeddings.cosine(vectors), lines, f"Cosine similarity · {model_id}")
-        return heatmap, described
+        matrix = embeddings.cosine(vectors)
+        figure = view.matrix_heatmap(matrix, lines, f"Cosine similarity · {model_id}")
+        code = snippets.similarity(lines, model_id)
+        return figure, described, code, export.similarity_files(lines, matrix, figure, model_id)
 
     def draw_map(
         what: str, how: str, model_id: str, words_text: str, sentences_text: str, sentence_model_id: str
@@ -374,7 +399,7 @@ def _embeddings_section(settings: Settings) -> None:
         check_allowed(model_id, settings)
         return view.static_vs_contextual(embeddings.compare_word(word_text, _lines(text), model_id))
 
-    similar_outputs = [similar_plot, vector]
+    similar_outputs = [similar_plot, vector, *similar_panel.outputs]
     on(similar_run.click, compare, [sentence_model, sentences], similar_outputs, gpu=True, batched=True)
     map_inputs = [source, method, token_model, words, sentences, sentence_model]
     on(map_run.click, draw_map, map_inputs, map_plot, gpu=True)

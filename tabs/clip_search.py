@@ -10,13 +10,14 @@ from typing import Any
 
 import gradio as gr
 
-from lab import catalog, clip, validate
+from lab import catalog, clip, export, snippets, validate
 from lab.clip import view
 from lab.config import Settings
 from lab.errors import LabError
 from lab.images import max_pixels
 from tabs import access
 from tabs.common import api, in_batch, model_choices, model_turn, on, slider
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 9 · Multimodal embeddings: CLIP
@@ -134,6 +135,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                     elem_id="clip-chart",
                 )
                 zs_table = gr.HTML(elem_id="clip-zs-table")
+                zs_panel = code_panel("clip-zs")
         with gr.Tab("Similarity matrix (the book)", id="clip-matrix"):
             with gr.Row():
                 matrix_images = gr.CheckboxGroup(
@@ -182,6 +184,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         elem_id="clip-results",
     )
     results_table = gr.HTML(elem_id="clip-results-table")
+    panel = code_panel("clip")
     with gr.Accordion("Under the hood: what CLIP reads", open=True), gr.Row():
         with gr.Column(scale=3):
             tokens_view = gr.HTML(label="CLIP's tokens of the query", elem_id="clip-tokens")
@@ -232,18 +235,30 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             return None
 
     def shown(
-        index: clip.ImageIndex, scores: Any, count: float, state: clip.Gallery, model: clip.ClipModel
+        index: clip.ImageIndex,
+        scores: Any,
+        count: float,
+        state: clip.Gallery,
+        model: clip.ClipModel,
+        asked: tuple[str, str, str],
     ) -> tuple[Any, ...]:
-        """The results of a query's ``scores``, and their ids kept in ``state`` (for clicks on them)."""
+        """The results of a query's ``scores``, their ids kept in ``state`` (for clicks on them), and their
+        code and downloads; ``asked`` is (the model as chosen, the query, ``"text"`` or ``"image"``)."""
+        name, query, by = asked
         items, table, state.results = view.results_view(index, scores, int(count), state.paths(), model)
-        return gr.Gallery(value=items, visible=True), table, view.facts_markdown(model), state
+        hits = index.top(scores, int(count))
+        own = len(state.uploads)
+        code = snippets.clip_search(name, str(query), int(count), by=by, own_images=own)
+        files = export.clip_search_files(hits, str(query), model.name)
+        return gr.Gallery(value=items, visible=True), table, view.facts_markdown(model), state, code, files
 
     def search_with(choice: str | None, path: str | None, image: str, count: float, state: Mine) -> tuple:
         """The results of an image query over the reader's gallery (in a whole turn of the model queue)."""
         state = state or clip.Gallery()
         model = model_of(choice, path)
         index = galleries.index(state, model)
-        return shown(index, index.image_scores(image), count, state, model)
+        asked = (chosen(choice, path), image, "image")
+        return shown(index, index.image_scores(image), count, state, model, asked)
 
     def ready(choice: str | None, path: str | None, state: Mine) -> tuple[clip.ClipModel, clip.ImageIndex]:
         """The model and the reader's index; built in a whole turn of the model queue the first time."""
@@ -272,7 +287,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         query = clip.check_query(query or "")
         state = state or clip.Gallery()
         model, index = ready(choice, path, state)
-        return shown(index, index.vector_scores(query_vector(query, model)), count, state, model)
+        asked = (chosen(choice, path), query, "text")
+        return shown(index, index.vector_scores(query_vector(query, model)), count, state, model, asked)
 
     def image_search(
         choice: str | None,
@@ -310,13 +326,23 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     def zero_shot(
         choice: str | None, path: str | None, image: str | None, labels_text: str, template_text: str
-    ) -> tuple[Any, str, str]:
-        """Inputs: model, folder, image, labels, template. Outputs: bar chart, table, model facts."""
+    ) -> tuple[Any, ...]:
+        """Inputs: model, folder, image, labels, template. Outputs: bar chart, table, model facts, code,
+        downloads."""
         if not image:
             raise gr.Error("Upload an image to classify.")
         model = model_of(choice, path)
         result = clip.classify(image, labels_text, model, template_text)
-        return view.zero_shot_frame(result), view.zero_shot_table(result), view.facts_markdown(model)
+        code = snippets.zero_shot(
+            chosen(choice, path), image, result.labels, clip.check_template(template_text)
+        )
+        return (
+            view.zero_shot_frame(result),
+            view.zero_shot_table(result),
+            view.facts_markdown(model),
+            code,
+            export.zero_shot_files(result, model.name),
+        )
 
     def matrix(
         choice: str | None,
@@ -393,7 +419,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     for trigger in (model_choice.change, folder.submit, folder.blur):
         on(trigger, show_status, model_inputs, status)
 
-    search_outputs = [results, results_table, facts, session]
+    search_outputs = [results, results_table, facts, session, *panel.outputs]
     for trigger in (search.click, query.submit):
         text_inputs = [*model_inputs, query, k, session]
         on(trigger, text_search, text_inputs, search_outputs, gpu=True, batched=True)
@@ -406,7 +432,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         picked = on(picture.select, clicked(in_results), [*model_inputs, k, session], outputs, gpu=True)
         on(picked.then, show_model_view, [*model_inputs, query_image], model_view)
     zs_inputs = [*model_inputs, zs_image, labels, template]
-    on(classify.click, zero_shot, zs_inputs, [chart, zs_table, facts], gpu=True)
+    on(classify.click, zero_shot, zs_inputs, [chart, zs_table, facts, *zs_panel.outputs], gpu=True)
     on(classify.click, show_model_view, [*model_inputs, zs_image], model_view)
     matrix_inputs = [*model_inputs, matrix_images, captions, session]
     on(matrix_button.click, matrix, matrix_inputs, [heat, facts], gpu=True)

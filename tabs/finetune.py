@@ -12,12 +12,13 @@ from typing import Any
 import anyio
 import gradio as gr
 
-from lab import device, finetune, validate
+from lab import device, export, finetune, snippets, validate
 from lab.config import Settings
 from lab.errors import LabError
 from lab.finetune import view
 from lab.sessions import owner_of
 from tabs.common import api, check_allowed, model_choices, on, slider, warn
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 12 · Fine-tuning a chat model with QLoRA
@@ -171,6 +172,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     download = gr.File(
         label="This run: adapter, settings and metrics (zip)", elem_id="ft-download", visible=False, height=80
     )
+    panel = code_panel("ft")
     with gr.Accordion("The data as the model reads it", open=False):
         preview_box = gr.HTML(elem_id="ft-preview")
     gr.Markdown(
@@ -184,6 +186,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     with gr.Row():
         base_text = gr.Textbox(label="Base model", lines=6, elem_id="ft-base")
         tuned_text = gr.Textbox(label="Fine-tuned", lines=6, elem_id="ft-tuned")
+    compare_panel = code_panel("ft-compare")
     job_state = gr.State(None)
     run_state = gr.State(None)
     presettable = [widget for name, widget in form.items() if name != "upload"]
@@ -254,6 +257,29 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         adapter = finetune.run_folder(run_id or "", owner_of(request)) / "adapter"
         yield from finetune.generate_pair_stream(text, None, adapter, count)
 
+    def run_code(current: str | None) -> tuple[Any, Any]:
+        """Inputs: the page's job. Outputs: the run's code and downloads (loss curve, losses, state)."""
+        job = finetune.get_job(current) if current else None
+        if job is None:
+            return panel.unchanged()
+        snap = job.snapshot()
+        return snippets.finetune_run(job.config.to_dict()), export.finetune_files(
+            snap, view.loss_figure(snap)
+        )
+
+    def compare_code(
+        run_id: str | None, text: str, count: float, base: str, tuned: str, request: gr.Request
+    ) -> tuple[Any, Any]:
+        """Inputs: the finished run, prompt, new tokens, both answers. Outputs: their code and downloads."""
+        if not run_id or not (base or tuned):
+            return compare_panel.unchanged()
+        adapter = finetune.run_folder(run_id, owner_of(request)) / "adapter"
+        count = validate.bound("ft_new_tokens", count)
+        record = {"run": run_id, "prompt": text, "max_new_tokens": count, "base": base, "fine_tuned": tuned}
+        return snippets.finetune_compare(text, None, str(adapter), count), export.write(
+            "finetune-compare", data=record
+        )
+
     on(demo.load, method_line, None, method_note)
     on(demo.load, finetune.default_preset, None, preset_choice)
     on(
@@ -274,7 +300,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     run_outputs = [job_state, status, progress, plot, logs, download, run_state, plan_box]
     started = on(start.click, run, {job_state, *form.values()}, run_outputs)
     on(cancel.click, stop, job_state, [status, progress, plot], cancels=[started])
-    on(compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], gpu=True)
+    on(started.then, run_code, job_state, panel.outputs)
+    compared = on(
+        compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], gpu=True
+    )
+    answers = [run_state, prompt, new_tokens, base_text, tuned_text]
+    on(compared.then, compare_code, answers, compare_panel.outputs)
     _api(settings)
 
 

@@ -12,11 +12,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from lab import topics
+from lab import export, snippets, topics
 from lab.config import Settings
 from lab.topics import view
 from tabs import access
 from tabs.common import LONG_JOB, Table, api, check_allowed, model_choices, on
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 5 · Topic modelling: embed → reduce → cluster → describe
@@ -38,6 +39,7 @@ OUTLIER_CHOICES = [
     ("c-TF-IDF: nearest topic by words", "c-tf-idf"),
     ("embeddings: nearest topic centroid", "embeddings"),
 ]
+UPLOAD_COLUMNS = ("text_column", "title_column", "label_column", "date_column")  # a CSV file's columns
 REPRESENTATION_CHOICES = [
     ("KeyBERTInspired", "keybert"),
     ("MMR (maximal marginal relevance)", "mmr"),
@@ -209,6 +211,7 @@ def _results_panel(ui: SimpleNamespace) -> None:
         )
         ui.search = gr.Button("Search", elem_id="topics-search", scale=1)
     ui.found = Table(headers=["topic", "similarity", "name"], interactive=False, elem_id="topics-found")
+    ui.code = code_panel("topics")
 
 
 def _plot_tabs(ui: SimpleNamespace) -> None:
@@ -383,8 +386,8 @@ def _wire_upload(ui: SimpleNamespace) -> None:
 def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
     def fit(values: dict[Any, Any], progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Inputs: session and the corpus and pipeline form (read by name). Outputs: session, summary,
-        collapse note and its fix button, timings, agreement, topic table, topic picker, downloads, and
-        the (cleared) interactive map and its status."""
+        collapse note and its fix button, timings, agreement, topic table, topic picker, downloads, the
+        (cleared) interactive map and its status, and the code."""
         form = {name: values[component] for name, component in ui.form.items()}
         progress(0.0, desc="Loading the corpus")
         corpus = topics.corpus_from_form(form)
@@ -407,6 +410,13 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
             session.downloads(),
             "",  # an old interactive map no longer matches
             "",
+            snippets.topics(
+                form["corpus"],
+                choice,
+                file=form.get("file") if form["corpus"] == "upload" else None,
+                columns={name: form.get(name) for name in UPLOAD_COLUMNS},
+                embedding_model=run.params["embedding_model"],
+            ),
         )
 
     def apply_fix(session: topics.TopicSession | None) -> tuple[Any, Any]:
@@ -420,24 +430,31 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
         )
 
     def draw_figures(session: topics.TopicSession | None) -> tuple[Any, ...]:
-        """Inputs: session. Outputs: bar chart, heatmap, hierarchy."""
+        """Inputs: session. Outputs: bar chart, heatmap, hierarchy, the fit's downloads (figures, tables,
+        result)."""
         if session is None:
-            return None, None, None
-        return tuple(
-            view.figure_or_message(draw, session.run)
-            for draw in (topics.barchart, topics.heatmap, topics.hierarchy)
-        )
+            return None, None, None, None
+        figures = {
+            name: view.figure_or_message(draw, session.run)
+            for name, draw in (
+                ("barchart", topics.barchart),
+                ("heatmap", topics.heatmap),
+                ("hierarchy", topics.hierarchy),
+            )
+        }
+        table = view.topic_rows(session.run, session.corpus.labels)
+        return (*figures.values(), export.topic_files(session.run, table, figures))
 
     outputs = [ui.state, ui.summary, ui.collapse, ui.fix, ui.timings, ui.agreement, ui.table, ui.topic]
     inputs = {ui.state, *ui.form.values()}
-    fit_outputs = [*outputs, ui.downloads, ui.datamap, ui.map_status]
+    fit_outputs = [*outputs, ui.downloads, ui.datamap, ui.map_status, ui.code.code]
     fitted = on(ui.fit.click, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
     form = [ui.form["min_cluster_size"], ui.form["cluster_selection_method"]]
     fixed = on(ui.fix.click, apply_fix, ui.state, form)
     refitted = on(fixed.success, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
     for done in (fitted, refitted):
         # The figures follow the table; the documents map lays the documents out in 2-d the first time.
-        on(done.then, draw_figures, ui.state, [ui.barchart, ui.heatmap, ui.hierarchy])
+        on(done.then, draw_figures, ui.state, [ui.barchart, ui.heatmap, ui.hierarchy, ui.code.files])
         on(done.then, _draw_map, [ui.state, ui.hide_annotations], ui.documents_map)
     on(ui.cancel.click, None, cancels=[fitted, refitted])
 

@@ -7,18 +7,20 @@ Layout and wiring only: the model runs in :mod:`lab.vision_chat`, the page's tex
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
 
-from lab import models, paths, vision_chat
+from lab import export, models, paths, snippets, vision_chat
 from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
 from tabs import access
 from tabs.common import model_choices, on, slider, warn
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 9 · BLIP-2: chat about an image
@@ -148,6 +150,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 buttons=["copy"],
             )
             image_notes = gr.Markdown(elem_id="vc-image-notes")
+            caption_panel = code_panel("vc-caption")
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(
                 label="Chat about the image",
@@ -158,6 +161,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 elem_id="vc-chatbot",
             )
             notice = gr.Markdown(elem_id="vc-notice")
+            chat_panel = code_panel("vc-chat")
             with gr.Row(equal_height=True):
                 question = gr.Textbox(
                     placeholder="e.g. Write down what you see in this picture.",
@@ -286,13 +290,35 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     # -- GPU events ------------------------------------------------------------------------------
 
     def caption_view(path: str | None, model: str, folder_path: str, precision: str) -> tuple[Any, ...]:
-        """Inputs: image, model, folder, precision. Outputs: caption, prompt, panel, status, image notes."""
+        """Inputs: image, model, folder, precision. Outputs: caption, prompt, panel, status, image notes,
+        code, downloads."""
         with lease(model, folder_path, precision) as vc:
             prepared = vision_chat.prepare_caption(vc, path)
             text = vision_chat.generate_text(vc, prepared)
             hood = view.under_the_hood(vc, prepared)
             status = view.loaded_status(vc, folder_path)
-        return text, prepared.prompt, *hood, status, view.notes_markdown(prepared.notes)
+        code = snippets.vision_chat(model, path, folder=folder_path or None, precision=precision)
+        files = export.vision_chat_files({"model": model, "caption": text, "prompt": prepared.prompt})
+        return text, prepared.prompt, *hood, status, view.notes_markdown(prepared.notes), code, files
+
+    def chat_code(form: dict[Any, Any]) -> tuple[Any, Any]:
+        """Inputs: image, history, model form, decoding. Outputs: the last answer's code and downloads."""
+        turns = [list(t) for t in form[history] or []]
+        if not turns or not form[image]:
+            return caption_panel.unchanged()
+        *earlier, (question_text, answer) = turns
+        decoding = dataclasses.asdict(vision_chat.Decoding(*(form[c] for c in decoding_inputs)))
+        code = snippets.vision_chat(
+            form[model_id],
+            form[image],
+            folder=form[folder] or None,
+            precision=form[quantization],
+            history=earlier,
+            question=question_text,
+            decoding=decoding,
+        )
+        record = {"model": form[model_id], "history": turns, "answer": answer, "decoding": decoding}
+        return code, export.vision_chat_files(record)
 
     def stream_turn(form: dict[Any, Any], again: bool) -> Iterator[tuple[Any, ...]]:
         """Stream one answer; ``again`` asks the last question again, without its answer."""
@@ -373,7 +399,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     hood = [hood_image, hood_info, hood_tokens]
     new_outputs = [history, chatbot, caption_box, notice, prompt_box, *hood, image_notes, hood_state]
     on(image.change, new_image, image, new_outputs)
-    caption_outputs = [caption_box, prompt_box, *hood, model_status, image_notes]
+    caption_outputs = [caption_box, prompt_box, *hood, model_status, image_notes, *caption_panel.outputs]
     on(caption_btn.click, caption_view, [image, *status_inputs], caption_outputs, gpu=True)
 
     controls = [question, send, stop, regenerate]
@@ -386,6 +412,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         streaming = on(started.success, stream, stream_inputs, stream_outputs, gpu=True)
         finished = on(streaming.then, end_turn, None, controls)
         on(finished.then, show_hood, hood_state, hood)
+        on(finished.then, chat_code, {image, history, *status_inputs, *decoding_inputs}, chat_panel.outputs)
         return streaming
 
     streams = [
