@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from lab import catalog, deadline
-from lab.config import Settings, request_seconds
+from lab.config import Settings, generation_engine, request_seconds
 from lab.errors import LabError
 from lab.validate import BOUNDS
 
@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 GPU_EVENT: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "gpu"}
 # Cheap CPU work (tokenizing, drawing) runs for everyone at once.
 CPU_EVENT: dict[str, Any] = {"concurrency_limit": None}
+
+
+def _queue(gpu: bool, generates: bool) -> dict[str, Any]:
+    """Where an event waits. A generation event (``generates``) goes to the serving engine when one is
+    configured (``LAB_GENERATION_URL``): the engine batches requests, so these events wait in their own
+    "engine" group, ``LAB_ENGINE_CONCURRENCY`` at a time, and never hold the in-process GPU queue."""
+    engine = generation_engine() if generates else None
+    if engine is not None:
+        return {"concurrency_limit": engine.concurrency, "concurrency_id": "engine"}
+    return GPU_EVENT if gpu or generates else CPU_EVENT
+
 
 # Handlers that are wired to widgets stay out of the public API (`gr.api` endpoints are the API).
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
@@ -188,30 +199,40 @@ def on(
     outputs: Any = None,
     *,
     gpu: bool = False,
+    generates: bool = False,
     time_factor: float = 1.0,
     **options: Any,
 ) -> Any:
     """Wire one widget event the lab's one way: errors shown in the lab's words, kept out of the API,
     on the GPU queue when ``gpu`` (one model call at a time, under the request time limit) or unqueued
-    for cheap CPU work.
+    for cheap CPU work. ``generates`` marks a generation event that a serving engine may answer
+    (:func:`_queue`); without an engine it is a GPU event.
 
     ``trigger`` is the bound event (``button.click``); ``inputs`` may be a set of components, in which
     case the handler receives one ``{component: value}`` dict (read a form by component, not position).
     Returns Gradio's dependency, so ``.then(...)`` and ``cancels=[...]`` work as usual.
     """
-    settings = {**PRIVATE, **(GPU_EVENT if gpu else CPU_EVENT), **options}
-    if fn is not None and gpu:
+    settings = {**PRIVATE, **_queue(gpu, generates), **options}
+    if fn is not None and (gpu or generates):
         fn = time_limited(fn, time_factor)
     return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
 
 
-def api(fn: Callable[..., Any], *, gpu: bool = True, time_factor: float = 1.0, **options: Any) -> None:
+def api(
+    fn: Callable[..., Any],
+    *,
+    gpu: bool = True,
+    generates: bool = False,
+    time_factor: float = 1.0,
+    **options: Any,
+) -> None:
     """Publish ``fn`` as the web API endpoint ``/<fn.__name__>``: its signature and docstring are the
     endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu`` (with
     the request time limit, :func:`time_limited`). ``fn`` checks its own arguments (:mod:`lab.validate`):
-    a web client can send any JSON, ``null`` and ``"ten"`` included."""
-    settings = {**(GPU_EVENT if gpu else CPU_EVENT), **options}
-    gr.api(user_errors(time_limited(fn, time_factor) if gpu else fn), api_name=fn.__name__, **settings)
+    a web client can send any JSON, ``null`` and ``"ten"`` included. ``generates``: as in :func:`on`."""
+    settings = {**_queue(gpu, generates), **options}
+    limited = time_limited(fn, time_factor) if gpu or generates else fn
+    gr.api(user_errors(limited), api_name=fn.__name__, **settings)
 
 
 @contextlib.contextmanager

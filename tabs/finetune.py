@@ -272,7 +272,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     run_outputs = [job_state, status, progress, plot, logs, download, run_state, plan_box]
     started = on(start.click, run, {job_state, *form.values()}, run_outputs)
     on(cancel.click, stop, job_state, [status, progress, plot], cancels=[started])
-    on(compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], gpu=True)
+    on(compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], generates=True)
     _api(settings)
 
 
@@ -334,4 +334,4 @@ def _api(settings: Settings) -> None:
     api(finetune_start, gpu=False, **PREPARE)
     api(finetune_status, gpu=False)
     api(finetune_cancel, gpu=False)
-    api(finetune_compare, gpu=True)
+    api(finetune_compare, generates=True)
