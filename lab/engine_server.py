@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -132,11 +133,19 @@ def serve_command(
     return command
 
 
-class EngineServer:
-    """A running ``llama-server`` child process: ``with EngineServer(port) as server: server.url``."""
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, port: int, parallel: int = 16, log: Path | None = None) -> None:
-        self.port, self.parallel, self.log = port, parallel, log
+
+class EngineServer:
+    """A running ``llama-server`` child process: ``with EngineServer() as server: server.url`` (on a free
+    port unless given one)."""
+
+    def __init__(self, port: int | None = None, parallel: int = 16, log: Path | None = None) -> None:
+        self.port = port or _free_port()
+        self.parallel, self.log = parallel, log
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
