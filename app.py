@@ -23,6 +23,7 @@ from tabs import (  # noqa: E402
     api_guard,
     attention,
     clip_search,
+    common,
     finetune,
     system,
     tokenizers,
@@ -84,6 +85,9 @@ def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
         server_port=settings.server_port,
         auth=settings.auth or None,
         max_file_size=settings.max_file_size,
+        # Gradio's 40 worker threads for cheap events and model calls, plus one for each request that may
+        # wait for a batch in the model queue (tabs.common), so that waiting never starves tokenizing.
+        max_threads=40 + common.MODEL_WAITING_ROOM,
         # Login throttle, upload caps, students' private files; unknown API names (404, not 500); a
         # replica's name.
         app_kwargs={

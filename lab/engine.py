@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -30,10 +30,7 @@ from typing import Any
 from lab.config import EngineSettings, generation_engine, request_seconds
 from lab.errors import LabError
 
-# Models the engine does not serve still run in process. Their events are not in the app's one-at-a-time
-# GPU queue once an engine is configured (tabs.common puts generation events in the "engine" group), so
-# they take turns here instead.
-_IN_PROCESS = threading.Lock()
+_FALLBACKS = itertools.count(1)
 
 
 class EngineError(LabError):
@@ -66,13 +63,19 @@ def serves(model_id: str) -> bool:
 
 @contextlib.contextmanager
 def in_process_turn() -> Iterator[None]:
-    """Wrap an in-process model call that may run outside the GPU queue: one at a time when an engine is
-    configured (its events are then in the "engine" group), free otherwise (the GPU queue already
-    orders them)."""
+    """Wrap the in-process path of a generation feature, for a model the engine does not serve.
+
+    With an engine configured, generation events skip the model queue (:mod:`lab.scheduler`; tabs.common
+    sends them to the "engine" group), so one that falls back to the in-process model takes its turn in
+    the queue here, as its own waiter (the student is not known in the library). Without an engine the
+    event already holds its turn and this does nothing.
+    """
     if not configured():
         yield
         return
-    with _IN_PROCESS:
+    from lab.scheduler import SCHEDULER
+
+    with SCHEDULER.turn(f"in process #{next(_FALLBACKS)}", "generation the engine does not serve"):
         yield
 
 

@@ -10,18 +10,23 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+import anyio
 import gradio as gr
 
-from lab import catalog, deadline
+from lab import catalog, deadline, sessions
 from lab.config import Settings, generation_engine, request_seconds
 from lab.errors import LabError
+from lab.scheduler import SCHEDULER, Place
 from lab.validate import BOUNDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 
-# Every event that runs a model on the GPU waits in this one queue, one at a time.
-GPU_EVENT: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "gpu"}
+# Every event that runs a model joins Gradio's "gpu" group, which lets up to this many in at once to wait
+# for their turn in the lab's model queue (lab.scheduler): one model call at a time, turns shared fairly
+# between students. Events past this number wait in Gradio's own queue, first come first served.
+MODEL_WAITING_ROOM = 64
+GPU_EVENT: dict[str, Any] = {"concurrency_limit": MODEL_WAITING_ROOM, "concurrency_id": "gpu"}
 # Cheap CPU work (tokenizing, drawing) runs for everyone at once.
 CPU_EVENT: dict[str, Any] = {"concurrency_limit": None}
 
@@ -80,6 +85,17 @@ def user_errors(fn: F) -> F:
                 raise _message(error, fn.__name__) from None
 
         return async_wrapper  # type: ignore[return-value]
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def coroutine_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as error:
+                raise _message(error, fn.__name__) from None
+
+        return coroutine_wrapper  # type: ignore[return-value]
 
     if inspect.isgeneratorfunction(fn):
 
@@ -150,6 +166,91 @@ def time_limited(fn: F, factor: float = 1.0) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def kind_of(fn: Callable[..., Any]) -> str:
+    """The queue's name for an event: its tab and handler (``attention · predict``), or the API name."""
+    module = fn.__module__.rsplit(".", 1)[-1]
+    return f"{module} · {fn.__name__}" if fn.__module__.startswith("tabs.") else fn.__name__
+
+
+def student() -> str:
+    """The owner id of the request being handled (``lab.sessions.owner_of``), read from Gradio's context."""
+    from gradio.context import LocalContext
+
+    return sessions.owner_of(LocalContext.request.get(None))
+
+
+def _progress_slot(fn: Callable[..., Any], add: bool) -> tuple[inspect.Signature, int | None, bool]:
+    """Where the handler's ``gr.Progress`` comes in: ``(signature to publish, its index, added by us)``.
+
+    Gradio hands a progress tracker to the positional parameter whose default is a ``gr.Progress``; a
+    handler without one gets one appended, so every waiting request can show its place in the queue.
+    """
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    for index, param in enumerate(params):
+        if isinstance(param.default, gr.Progress):
+            return signature, index, False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not add or len(positional) != len(params):  # not wanted, or no place for it (*args, keywords)
+        return signature, None, False
+    extra = inspect.Parameter(
+        "queue_progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()
+    )
+    return signature.replace(parameters=[*params, extra]), len(params), True
+
+
+def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
+    """Run ``fn`` in its turn of the model queue (:mod:`lab.scheduler`), showing its place while it waits.
+
+    The wait is asynchronous (no thread held, and a Stop or a closed page takes the request out of the
+    queue); the handler then runs in a worker thread as Gradio would run it, holding the model until it
+    returns (a generator: until it is exhausted or closed). The place and an estimate are shown through
+    the event's progress bar (``show_place``; a ``gr.api`` endpoint cannot take one, so API clients
+    only wait).
+    """
+    kind = kind or kind_of(fn)
+    signature, slot, added = _progress_slot(fn, add=show_place)
+
+    def split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], Callable[[Place], None] | None]:
+        progress = args[slot] if slot is not None and slot < len(args) else None
+        if added:
+            args = args[:slot]
+        if not isinstance(progress, gr.Progress):
+            return args, None
+        return args, lambda place: progress(None, desc=place.describe())
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        async def generator_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            args, on_wait = split(args)
+            async with SCHEDULER.turn_async(student(), kind, on_wait):
+                steps = fn(*args, **kwargs)
+                try:
+                    while True:
+                        item = await anyio.to_thread.run_sync(next, steps, _DONE)
+                        if item is _DONE:
+                            return
+                        yield item
+                finally:
+                    steps.close()
+
+        generator_wrapper.__signature__ = signature  # type: ignore[attr-defined]
+        return generator_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, on_wait = split(args)
+        async with SCHEDULER.turn_async(student(), kind, on_wait):
+            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+_DONE = object()  # what ``next`` returns for an exhausted generator, in :func:`queued`
+
+
 def slider(name: str, label: str | None = None, **options: Any) -> gr.Slider:
     """A slider whose range is the API's: ``BOUNDS[name]`` (lab.validate) sets minimum, maximum and step."""
     bound = BOUNDS[name]
@@ -192,6 +293,20 @@ def check_allowed(model_id: str, settings: Settings) -> None:
         raise gr.Error(f"This classroom server only loads the lab's catalog models; {model_id} is not one.")
 
 
+def _model_handler(
+    fn: Callable[..., Any], gpu: bool, generates: bool, time_factor: float, *, show_place: bool = True
+) -> Callable[..., Any]:
+    """The handler as it runs: under the request time limit for model work, and in its turn of the model
+    queue (:func:`queued`) unless a serving engine takes it (a generation event with an engine configured:
+    the engine batches, so waiting for the in-process model's turn would only slow it down)."""
+    if not (gpu or generates):
+        return fn
+    limited = time_limited(fn, time_factor)
+    if generates and generation_engine() is not None:
+        return limited
+    return queued(limited, show_place=show_place)
+
+
 def on(
     trigger: Callable[..., Any],
     fn: Callable[..., Any] | None,
@@ -213,8 +328,8 @@ def on(
     Returns Gradio's dependency, so ``.then(...)`` and ``cancels=[...]`` work as usual.
     """
     settings = {**PRIVATE, **_queue(gpu, generates), **options}
-    if fn is not None and (gpu or generates):
-        fn = time_limited(fn, time_factor)
+    if fn is not None:
+        fn = _model_handler(fn, gpu, generates, time_factor)
     return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
 
 
@@ -231,8 +346,8 @@ def api(
     the request time limit, :func:`time_limited`). ``fn`` checks its own arguments (:mod:`lab.validate`):
     a web client can send any JSON, ``null`` and ``"ten"`` included. ``generates``: as in :func:`on`."""
     settings = {**_queue(gpu, generates), **options}
-    limited = time_limited(fn, time_factor) if gpu or generates else fn
-    gr.api(user_errors(limited), api_name=fn.__name__, **settings)
+    handler = _model_handler(fn, gpu, generates, time_factor, show_place=False)
+    gr.api(user_errors(handler), api_name=fn.__name__, **settings)
 
 
 @contextlib.contextmanager

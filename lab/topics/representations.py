@@ -67,13 +67,13 @@ def generate_label(model_id: str, prompt: str) -> str:
     the user's message through its chat template. Greedy, a few words, cleaned by :func:`clean_label`.
 
     A chat model that a serving engine serves (:mod:`lab.engine`) answers there, with the same message and
-    the engine's copy of the chat template; anything else runs here (:func:`_generate_label_here`).
+    the engine's copy of the chat template; anything else runs here (:func:`_generate_label_here`). The
+    topics tab's events hold their turn of the model queue either way: they embed documents in process too.
     """
     if engine.serves(model_id):
         messages = [{"role": "user", "content": prompt + LABEL_REQUEST}]
         return clean_label(engine.chat_text(model_id, messages, max_tokens=16))
-    with engine.in_process_turn():
-        return _generate_label_here(model_id, prompt)
+    return _generate_label_here(model_id, prompt)
 
 
 @forward("writing a topic label", duration=60)
