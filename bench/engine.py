@@ -11,7 +11,10 @@ tokens each: end-of-text is ignored on both sides) run two ways in one command:
 Each request's latency runs from the moment all 16 are asked to its last token. Reported: the total time
 until every answer is complete and the 95th percentile latency. The engine reads the Q4_1 weights as they
 are; the in-process model is the same checkpoint dequantised to float32 (the lab's SmolLM2 path), so part of
-the gain is llama.cpp's kernels, part continuous batching: the table says both figures per request too.
+the gain is llama.cpp's kernels, part continuous batching: the table says what one request alone takes in
+process too. Both sides get the same number of threads (:func:`lab.engine_server.default_threads`, half the
+cores): on a machine shared with other work, torch's default of every core ran ~10× slower per request
+here (its threads wait on each other when one loses its core), which would flatter the engine.
 """
 
 from __future__ import annotations
@@ -49,14 +52,22 @@ def _generate(prompt: str, new_tokens: int) -> str:
     return text
 
 
-def in_process(new_tokens: int) -> list[float]:
-    """Latencies (s) of the 16 requests served one at a time in this process, all asked at time 0."""
-    _generate(PROMPTS[0], 2)  # load the model (and convert it, the first time) before the clock starts
-    started, latencies = time.perf_counter(), []
-    for prompt in PROMPTS:
-        _generate(prompt, new_tokens)
-        latencies.append(time.perf_counter() - started)
-    return latencies
+def in_process(new_tokens: int, threads: int | None = None) -> list[float]:
+    """Latencies (s) of the 16 requests served one at a time in this process, all asked at time 0, on
+    ``threads`` torch threads (default: torch's own choice)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        _generate(PROMPTS[0], 2)  # load the model (and convert it, the first time) before the clock starts
+        started, latencies = time.perf_counter(), []
+        for prompt in PROMPTS:
+            _generate(prompt, new_tokens)
+            latencies.append(time.perf_counter() - started)
+        return latencies
+    finally:
+        torch.set_num_threads(before)
 
 
 def on_engine(url: str, new_tokens: int) -> list[float]:
@@ -80,17 +91,19 @@ def on_engine(url: str, new_tokens: int) -> list[float]:
 
 
 def measure(new_tokens: int) -> dict[str, Any]:
-    from lab.engine_server import EngineServer, server_binary
+    from lab.engine_server import EngineServer, default_threads, server_binary
 
     if not server_binary().exists():
         return {"skipped": f"{server_binary()} is missing: run `make engine-build`"}
-    here = in_process(new_tokens)
-    with EngineServer(parallel=STUDENTS) as server:
+    threads = default_threads()
+    here = in_process(new_tokens, threads)
+    with EngineServer(parallel=STUDENTS) as server:  # on the same number of threads
         there = on_engine(server.url, new_tokens)
     return {
         "requests": STUDENTS,
         "new_tokens": new_tokens,
         "cpus": os.cpu_count(),
+        "threads": threads,
         "in_process_s": here,
         "engine_s": there,
         "in_process_total_s": max(here),
@@ -107,7 +120,10 @@ def section(details: dict[str, Any]) -> Section:
             TITLE, [Row("16 concurrent requests", None, note=f"skipped: {details['skipped']}")], details
         )
     n, tokens = details["requests"], details["new_tokens"]
-    note = f"{n} × {tokens} tokens, SmolLM2-135M, {details['cpus']} CPUs; baseline: in process, one at a time"
+    note = (
+        f"{n} × {tokens} tokens, SmolLM2-135M, threads: {details['threads']} each side, {details['cpus']} "
+        "CPUs; baseline: in process, one at a time"
+    )
     rows = [
         Row(
             f"{n} concurrent requests: all answered",
