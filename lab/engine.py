@@ -102,7 +102,7 @@ def _translate(error: Exception, url: str, started: bool) -> EngineError:
 
     if isinstance(error, (openai.APITimeoutError, httpx.TimeoutException)):
         return EngineError(
-            f"The generation engine at {url} did not answer within {request_seconds():.0f} s "
+            f"The generation engine at {url} did not answer within {request_seconds():g} s "
             "(LAB_REQUEST_SECONDS). It may be overloaded; try again in a moment."
         )
     if started and not isinstance(error, openai.APIStatusError):
@@ -126,7 +126,7 @@ def _pieces(stream: Any, until: float | None) -> Iterator[str]:
     for chunk in stream:
         if until is not None and time.monotonic() > until:
             raise EngineError(
-                f"The answer ran past {request_seconds():.0f} s (LAB_REQUEST_SECONDS); it was stopped."
+                f"The answer ran past {request_seconds():g} s (LAB_REQUEST_SECONDS); it was stopped."
             )
         for choice in chunk.choices:
             piece = choice.delta.content if hasattr(choice, "delta") else choice.text
@@ -148,7 +148,6 @@ def _stream(
     until = time.monotonic() + seconds if seconds else None
     endpoint = client().chat.completions if kind == "chat" else client().completions
     extra = {key: sampling.pop(key) for key in list(sampling) if key not in {"temperature", "top_p", "seed"}}
-    started = False
     try:
         stream = endpoint.create(
             model=name, max_tokens=max_tokens, stream=True, extra_body=extra or None, **sampling, **body
@@ -156,10 +155,9 @@ def _stream(
     except (openai.OpenAIError, httpx.HTTPError) as error:
         raise _translate(error, engine.url, started=False) from error
     try:
-        started = True
         yield from _pieces(stream, until)
     except (openai.OpenAIError, httpx.HTTPError) as error:
-        raise _translate(error, engine.url, started) from error
+        raise _translate(error, engine.url, started=True) from error
     finally:
         stream.close()  # the engine sees the client go and drops the request (Stop, or an error above)
 

@@ -153,6 +153,20 @@ def test_closing_a_stream_mid_answer_frees_the_engines_slot(on_engine):
 
 
 @pytest.mark.slow
+def test_an_answer_past_the_request_limit_is_stopped_with_the_labs_message(on_engine, monkeypatch):
+    from lab import engine
+    from lab.errors import LabError
+
+    monkeypatch.setenv("LAB_REQUEST_SECONDS", "1.5")
+    messages = [{"role": "user", "content": "Tell me a very long story about a dragon."}]
+    started = time.monotonic()
+    with pytest.raises(LabError, match=re.escape("1.5 s (LAB_REQUEST_SECONDS)")):
+        "".join(engine.chat_stream(SMOLLM2, messages, max_tokens=2000, ignore_eos=True))
+    assert time.monotonic() - started < 30  # 2,000 tokens would take minutes here
+    assert _wait_until(lambda: _busy_slots(on_engine) == 0, seconds=5)
+
+
+@pytest.mark.slow
 def test_an_engine_killed_mid_answer_gives_a_clear_message_and_the_next_request_after_restart_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
