@@ -192,6 +192,21 @@ def test_an_engine_killed_mid_answer_gives_a_clear_message_and_the_next_request_
         server.stop()
 
 
+def _predicted(server: object) -> float:
+    """llama-server's count of tokens it has generated (``/metrics``)."""
+    metrics = _get(f"{server.base}/metrics")
+    return float(re.search(r"^llamacpp:tokens_predicted_total (\S+)$", metrics, re.M).group(1))
+
+
+@pytest.mark.slow
+def test_a_topic_label_by_smollm2_is_written_by_the_engine(on_engine):
+    from lab.topics.representations import generate_label
+
+    before = _predicted(on_engine)
+    label = generate_label(SMOLLM2, "Documents about bread, flour, ovens and bakers.")
+    assert label.strip() and _predicted(on_engine) > before
+
+
 @pytest.mark.slow
 def test_the_apps_generate_endpoint_answers_from_the_engine(on_engine):
     """The attention tab's free generation, through gradio_client, is written by the engine: its count of
@@ -201,12 +216,8 @@ def test_the_apps_generate_endpoint_answers_from_the_engine(on_engine):
     import app
     from lab import attention
 
-    def predicted() -> float:
-        metrics = _get(f"{on_engine.base}/metrics")
-        return float(re.search(r"^llamacpp:tokens_predicted_total (\S+)$", metrics, re.M).group(1))
-
     *_, direct = attention.continue_text("Once upon a time", SMOLLM2, 6)
-    before = predicted()
+    before = _predicted(on_engine)
     settings = local_settings()
     demo = app.build_demo(settings)  # built with LAB_GENERATION_URL set: generation events use the engine
     try:
@@ -215,4 +226,4 @@ def test_the_apps_generate_endpoint_answers_from_the_engine(on_engine):
     finally:
         demo.close()
     assert text == direct
-    assert predicted() - before == 6
+    assert _predicted(on_engine) - before == 6
