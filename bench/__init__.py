@@ -9,6 +9,7 @@ Each section is a module of this package with one contract: ``TITLE`` (its headi
 - ``startup``: app import time and time to first page (``python app.py`` from the repository root);
 - ``tokenizers``: ``tokens.compare`` warm against reloading every tokenizer on every call;
 - ``attention``: the attention tab's calls warm against ``from_pretrained`` for each call;
+- ``batching``: 16 students asking at once, batched across students against one at a time;
 - ``topics``: first fit, refit and the interactive map against BERTopic refitting from scratch;
 - ``clip``: batched indexing against one image at a time, exact search against a Python loop;
 - ``big_gallery``: approximate CLIP search (faiss codes) against exact search at 100k vectors, its recall;
@@ -36,6 +37,7 @@ SECTIONS = (
     "startup",
     "tokenizers",
     "attention",
+    "batching",
     "topics",
     "clip",
     "big_gallery",

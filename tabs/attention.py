@@ -18,7 +18,7 @@ from lab import attention_view as view
 from lab import embeddings, validate
 from lab.config import Settings
 from tabs import access
-from tabs.common import api, check_allowed, explained, model_choices, on, slider
+from tabs.common import api, check_allowed, explained, in_batch, model_choices, on, slider
 
 INTRO = """
 ### Chapters 2–3 · Looking inside a language model
@@ -61,6 +61,25 @@ def _model_menu(ids: list[str], value: str, settings: Settings, label: str = "Mo
 
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+# -- the forward steps, batched across students (prepare here, forward in the queue, present after) --
+
+
+def _attention(text: str, model_id: str) -> attn.AttentionResult:
+    prepared = attn.prepare_attention(text, model_id)
+    return in_batch("attention", prepared.batch_key, prepared, attn.attention_batch)
+
+
+def _next_token_logits(prompt: str, model_id: str) -> np.ndarray:
+    prepared = attn.prepare_prompt(prompt, model_id)
+    return in_batch("next_token", prepared.batch_key, prepared, attn.next_token_logits_batch)
+
+
+def _sentence_vectors(texts: list[str], model_id: str) -> np.ndarray:
+    """The texts' sentence embeddings; at least two texts (a similarity needs a pair)."""
+    prepared = embeddings.prepare_texts(texts, model_id, minimum=2)
+    return in_batch("similarity", prepared.batch_key, prepared, embeddings.embed_batch)
 
 
 # -- the tab ---------------------------------------------------------------------------------------
@@ -111,7 +130,7 @@ def _attention_section(settings: Settings) -> None:
     def compute(model_id: str, text: str) -> tuple[Any, ...]:
         """Inputs: model, text. Outputs: the result (state), layer slider, head view, model view, one head."""
         check_allowed(model_id, settings)
-        result = attn.attention(text or "", model_id)
+        result = _attention(text or "", model_id)
         result.weights = result.weights.astype(np.float16)  # per-user state: half the memory
         slider = gr.update(maximum=result.layers - 1, value=0)
         return (
@@ -142,7 +161,7 @@ def _attention_section(settings: Settings) -> None:
 
     outputs = [state, layer, head_view, grid, single]
     for trigger in (run.click, text.submit):
-        on(trigger, compute, [model, text], outputs, gpu=True)
+        on(trigger, compute, [model, text], outputs, gpu=True, batched=True)
     on(layer.release, change_layer, [state, layer], head_view)
     on(grid.select, open_cell, [state], [layer, head_view, single])
 
@@ -150,11 +169,11 @@ def _attention_section(settings: Settings) -> None:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
         text, model = validate.text(text, "text", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        result = attn.attention(text, model)
+        result = _attention(text, model)
         weights = np.round(result.weights, 4).tolist()
         return {"model": result.model, "tokens": result.tokens, "causal": result.causal, "weights": weights}
 
-    api(attention)
+    api(attention, batched=True)
 
 
 def _forward_section(settings: Settings) -> None:
@@ -210,7 +229,7 @@ def _forward_section(settings: Settings) -> None:
         """Inputs: model, prompt, k, temperature, top-p. Outputs: (model, logits) state, the bar chart."""
         check_allowed(model_id, settings)
         shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
-        values = attn.next_token_logits(prompt or "", model_id)
+        values = _next_token_logits(prompt or "", model_id)
         result = attn.distribution(values, model_id, **shape)
         return (model_id, values), view.next_token_figure(result, temperature, top_p)
 
@@ -262,7 +281,7 @@ def _forward_section(settings: Settings) -> None:
 
     inputs = [model, prompt, k, temperature, top_p]
     for trigger in (run.click, prompt.submit):
-        on(trigger, predict, inputs, [logits, chart], gpu=True)
+        on(trigger, predict, inputs, [logits, chart], gpu=True, batched=True)
     for knob in (k, temperature, top_p):
         on(knob.release, reshape, [logits, k, temperature, top_p], chart)
     on(lens_run.click, run_lens, [model, prompt], lens, gpu=True)
@@ -279,8 +298,8 @@ def _forward_section(settings: Settings) -> None:
         shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
         prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        pairs = attn.next_token(prompt, model, **shape)
-        return [[token, prob] for token, prob in pairs]
+        result = attn.distribution(_next_token_logits(prompt, model), model, **shape)
+        return [[token, prob] for token, prob in attn.ranked(result)]
 
     def logit_lens(prompt: str, model: str = attn.DECODER, k: int = 1) -> list[Any]:
         """Top-k tokens with probabilities for every [layer][position]."""
@@ -297,7 +316,7 @@ def _forward_section(settings: Settings) -> None:
         with contextlib.closing(attn.continue_text(prompt, model, new_tokens)) as texts:
             yield from texts
 
-    api(next_token)
+    api(next_token, batched=True)
     api(logit_lens)
     api(generate, generates=True)
 
@@ -352,9 +371,10 @@ def _embeddings_section(settings: Settings) -> None:
         """Inputs: model, sentences. Outputs: the similarity heat map, the first sentence's vector."""
         check_allowed(model_id, settings)
         lines = _lines(text)
-        matrix = embeddings.similarity(lines, model_id)
-        described = view.vector_description(lines[0], embeddings.describe(lines[0], model_id))
-        return view.matrix_heatmap(matrix, lines, f"Cosine similarity · {model_id}"), described
+        vectors = _sentence_vectors(lines, model_id)
+        described = view.vector_description(lines[0], embeddings.TextVector.of(vectors[0]))
+        heatmap = view.matrix_heatmap(embeddings.cosine(vectors), lines, f"Cosine similarity · {model_id}")
+        return heatmap, described
 
     def draw_map(
         what: str, how: str, model_id: str, words_text: str, sentences_text: str, sentence_model_id: str
@@ -381,7 +401,8 @@ def _embeddings_section(settings: Settings) -> None:
         check_allowed(model_id, settings)
         return view.static_vs_contextual(embeddings.compare_word(word_text, _lines(text), model_id))
 
-    on(similar_run.click, compare, [sentence_model, sentences], [similar_plot, vector], gpu=True)
+    similar_outputs = [similar_plot, vector]
+    on(similar_run.click, compare, [sentence_model, sentences], similar_outputs, gpu=True, batched=True)
     map_inputs = [source, method, token_model, words, sentences, sentence_model]
     on(map_run.click, draw_map, map_inputs, map_plot, gpu=True)
     on(probe_run.click, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
@@ -398,7 +419,7 @@ def _embeddings_section(settings: Settings) -> None:
         texts = validate.texts(texts, "texts", max_items=embeddings.MAX_TEXTS)
         model = validate.model_id(model)
         check_allowed(model, settings)
-        matrix = embeddings.similarity(texts, model)
+        matrix = embeddings.cosine(_sentence_vectors(texts, model))
         return np.round(matrix, 5).tolist()
 
-    api(similarity)
+    api(similarity, batched=True)

@@ -16,7 +16,7 @@ from lab.config import Settings
 from lab.errors import LabError
 from lab.images import max_pixels
 from tabs import access
-from tabs.common import api, model_choices, on, slider
+from tabs.common import api, in_batch, model_choices, model_turn, on, slider
 
 INTRO = """
 ### Chapter 9 · Multimodal embeddings: CLIP
@@ -102,7 +102,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                     height=240,
                     elem_id="clip-query-image",
                 )
-            image_search = gr.Button("Find similar images", variant="primary", elem_id="clip-image-search")
+            find_similar = gr.Button("Find similar images", variant="primary", elem_id="clip-image-search")
         with gr.Tab("Zero-shot labels", id="clip-zero-shot"):
             with gr.Row():
                 zs_image = gr.Image(
@@ -231,37 +231,61 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         except catalog.ModelUnavailable:  # the model's own event explains what is missing
             return None
 
-    def search_with(
-        choice: str | None, path: str | None, query: Any, count: float, state: Mine, by: str
+    def shown(
+        index: clip.ImageIndex, scores: Any, count: float, state: clip.Gallery, model: clip.ClipModel
     ) -> tuple[Any, ...]:
-        """The results of a text or image query over the reader's gallery, and their ids kept in ``state``."""
-        state = state or clip.Gallery()
-        model = model_of(choice, path)
-        index = galleries.index(state, model)
-        scores = index.text_scores(query) if by == "text" else index.image_scores(query)
+        """The results of a query's ``scores``, and their ids kept in ``state`` (for clicks on them)."""
         items, table, state.results = view.results_view(index, scores, int(count), state.paths(), model)
         return gr.Gallery(value=items, visible=True), table, view.facts_markdown(model), state
 
-    def searcher(by: str):
-        """Search by the query box's text (``by="text"``) or by the uploaded query image."""
+    def search_with(choice: str | None, path: str | None, image: str, count: float, state: Mine) -> tuple:
+        """The results of an image query over the reader's gallery (in a whole turn of the model queue)."""
+        state = state or clip.Gallery()
+        model = model_of(choice, path)
+        index = galleries.index(state, model)
+        return shown(index, index.image_scores(image), count, state, model)
 
-        def search(
-            choice: str | None,
-            path: str | None,
-            query: str | None,
-            count: float,
-            state: Mine,
-            progress: gr.Progress = gr.Progress(track_tqdm=True),
-        ) -> tuple[Any, ...]:
-            """Inputs: model, folder, text or image, k, gallery. Outputs: results, table, facts, gallery."""
-            if by == "text":
-                query = clip.check_query(query or "")
-            elif not query:
-                raise gr.Error("Upload a query image first, or click a picture in the gallery.")
-            return search_with(choice, path, query, count, state, by)
+    def ready(choice: str | None, path: str | None, state: Mine) -> tuple[clip.ClipModel, clip.ImageIndex]:
+        """The model and the reader's index; built in a whole turn of the model queue the first time."""
+        name = chosen(choice, path)
+        if galleries.built(name, state):
+            model = galleries.model(name)
+            return model, galleries.index(state, model)
+        with model_turn("clip_search · index"):
+            model = galleries.model(name)
+            return model, galleries.index(state, model)
 
-        search.__name__ = f"{by}_search"
-        return search
+    def query_vector(query: str, model: clip.ClipModel) -> Any:
+        """The text tower's vector of a query, batched with other readers' queries for the same model."""
+        prepared = clip.TextQuery.prepare(query, model)
+        return in_batch("clip_text", prepared.batch_key, prepared, clip.embed_queries)
+
+    def text_search(
+        choice: str | None,
+        path: str | None,
+        query: str | None,
+        count: float,
+        state: Mine,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),
+    ) -> tuple[Any, ...]:
+        """Inputs: model, folder, text, k, gallery. Outputs: results, table, facts, gallery."""
+        query = clip.check_query(query or "")
+        state = state or clip.Gallery()
+        model, index = ready(choice, path, state)
+        return shown(index, index.vector_scores(query_vector(query, model)), count, state, model)
+
+    def image_search(
+        choice: str | None,
+        path: str | None,
+        query: str | None,
+        count: float,
+        state: Mine,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),
+    ) -> tuple[Any, ...]:
+        """Inputs: model, folder, image, k, gallery. Outputs: results, table, facts, gallery."""
+        if not query:
+            raise gr.Error("Upload a query image first, or click a picture in the gallery.")
+        return search_with(choice, path, query, count, state)
 
     def clicked(in_results: bool):
         """A click on a picture of the results (or of the gallery) searches with that image."""
@@ -280,7 +304,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             if not 0 <= evt.index < len(shown) or shown[evt.index] not in paths:
                 raise gr.Error("That picture is no longer in the gallery; search again.")
             picked = paths[shown[evt.index]]
-            return (*search_with(choice, path, picked, count, state, "image"), picked)
+            return (*search_with(choice, path, picked, count, state), picked)
 
         return search_with_it
 
@@ -371,11 +395,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     search_outputs = [results, results_table, facts, session]
     for trigger in (search.click, query.submit):
-        on(trigger, searcher("text"), [*model_inputs, query, k, session], search_outputs, gpu=True)
+        text_inputs = [*model_inputs, query, k, session]
+        on(trigger, text_search, text_inputs, search_outputs, gpu=True, batched=True)
         on(trigger, show_tokens, [*model_inputs, query], tokens_view)
     by_image = [*model_inputs, query_image, k, session]
-    on(image_search.click, searcher("image"), by_image, search_outputs, gpu=True)
-    on(image_search.click, show_model_view, [*model_inputs, query_image], model_view)
+    on(find_similar.click, image_search, by_image, search_outputs, gpu=True)
+    on(find_similar.click, show_model_view, [*model_inputs, query_image], model_view)
     for picture, in_results in ((results, True), (browse, False)):
         outputs = [*search_outputs, query_image]
         picked = on(picture.select, clicked(in_results), [*model_inputs, k, session], outputs, gpu=True)
@@ -408,7 +433,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             validate.bound("clip_k", k),
             clip.check_query(validate.text(query, "query", required=False)),
         )
-        found = galleries.default_index(model_of(validate.model_id(model), None)).search_text(query, k)
+        model, index = ready(validate.model_id(model), None, None)
+        found = index.search_vector(query_vector(query, model), k)
         return [{"rank": rank, "id": i, "cosine": s} for rank, (i, s) in enumerate(found, start=1)]
 
     def clip_zero_shot(
@@ -446,5 +472,6 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         values = clip.similarity_matrix(sources, texts, model_of(validate.model_id(model), None))
         return {"images": [name for name, _ in sources], "captions": texts, "matrix": values.tolist()}
 
-    for endpoint in (clip_search, clip_zero_shot, clip_matrix):
+    api(clip_search, batched=True)
+    for endpoint in (clip_zero_shot, clip_matrix):
         api(endpoint)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import functools
 import html
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -199,6 +201,19 @@ def _progress_slot(fn: Callable[..., Any], add: bool) -> tuple[inspect.Signature
     return signature.replace(parameters=[*params, extra]), len(params), True
 
 
+def _place_reporter(
+    args: tuple[Any, ...], slot: int | None, added: bool
+) -> tuple[tuple[Any, ...], Callable[[Place], None] | None]:
+    """The handler's own arguments (without a progress tracker we added) and a callback that shows a
+    :class:`Place` in the event's progress bar (``None`` where no tracker came)."""
+    progress = args[slot] if slot is not None and slot < len(args) else None
+    if added:
+        args = args[:slot]
+    if not isinstance(progress, gr.Progress):
+        return args, None
+    return args, lambda place: progress(None, desc=place.describe())
+
+
 def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
     """Run ``fn`` in its turn of the model queue (:mod:`lab.scheduler`), showing its place while it waits.
 
@@ -212,12 +227,7 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
     signature, slot, added = _progress_slot(fn, add=show_place)
 
     def split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], Callable[[Place], None] | None]:
-        progress = args[slot] if slot is not None and slot < len(args) else None
-        if added:
-            args = args[:slot]
-        if not isinstance(progress, gr.Progress):
-            return args, None
-        return args, lambda place: progress(None, desc=place.describe())
+        return _place_reporter(args, slot, added)
 
     if inspect.isgeneratorfunction(fn):
 
@@ -233,7 +243,7 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
                             return
                         yield item
                 finally:
-                    steps.close()
+                    await _close(steps)
 
         generator_wrapper.__signature__ = signature  # type: ignore[attr-defined]
         return generator_wrapper  # type: ignore[return-value]
@@ -249,6 +259,88 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
 
 
 _DONE = object()  # what ``next`` returns for an exhausted generator, in :func:`queued`
+
+
+async def _close(steps: Iterator[Any]) -> None:
+    """Close a generator whose current step may still run in a worker thread (Stop cancels the await,
+    not the thread): retry until that step has reached its ``yield``. Each step is bounded by the request
+    time limit, and the model stays held until then, so nobody else's call overlaps it."""
+    while True:
+        try:
+            steps.close()
+            return
+        except ValueError as error:
+            if "already executing" not in str(error):
+                raise
+            await asyncio.sleep(0.05)
+
+
+# -- batching across students -----------------------------------------------------------------------
+# A handler registered with ``batched=True`` takes no whole turn: it prepares its input in its own
+# thread, sends only the forward step to the model queue with :func:`in_batch`, where it joins other
+# students' requests of the same kind, and presents the result in its own thread again.
+
+_show_place: contextvars.ContextVar[Callable[[Place], None] | None] = contextvars.ContextVar(
+    "lab_show_place", default=None
+)
+
+
+def batching(fn: F, *, show_place: bool = True) -> F:
+    """Run ``fn``, a handler whose forward step goes through :func:`in_batch`, without a whole turn.
+
+    It runs in a worker thread, as Gradio runs any plain handler; the event's progress bar (added to its
+    signature as :func:`queued` does, when ``show_place``) is where :func:`in_batch` shows the place.
+    """
+    signature, slot, added = _progress_slot(fn, add=show_place)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, on_wait = _place_reporter(args, slot, added)
+        token = _show_place.set(on_wait)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _show_place.reset(token)
+
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def in_batch(kind: str, key: Hashable, item: Any, batch_fn: Callable[[list[Any]], list[Any]]) -> Any:
+    """Run ``item`` through ``batch_fn`` in the model queue, batched with other students' items of ``key``.
+
+    ``kind`` names the request in the queue (a student's newer request of the same kind replaces a
+    waiting one); ``key`` says which items may share a batch (the feature, the model and anything else
+    that must match); ``batch_fn`` gets a list of items and returns one result (or exception) per item.
+    The place is shown in the event's progress bar while the request waits (:func:`batching`).
+
+    The request's time limit (:func:`time_limited`) does not count the wait: the batch runs under a limit
+    of the same length from its start, and the handler's own limit resumes afterwards.
+    """
+    limit = deadline.current()
+
+    def run(items: list[Any]) -> list[Any]:
+        with deadline.within(deadline.Deadline.after(limit.seconds) if limit else None):
+            return batch_fn(items)
+
+    with deadline.paused():
+        return SCHEDULER.run_batched(
+            student(), kind, key=key, item=item, batch_fn=run, on_wait=_show_place.get()
+        )
+
+
+@contextlib.contextmanager
+def model_turn(kind: str) -> Iterator[None]:
+    """A whole turn in the model queue from inside a batched handler, for model work that cannot be
+    batched (a model described or a gallery embedded on first use). The wait is not counted against the
+    request's time limit; the work inside the block is."""
+    ticket = SCHEDULER.join(student(), kind)
+    try:
+        with deadline.paused():
+            SCHEDULER.wait(ticket, _show_place.get())
+        yield
+    finally:
+        SCHEDULER.leave(ticket)
 
 
 def slider(name: str, label: str | None = None, **options: Any) -> gr.Slider:
@@ -294,17 +386,24 @@ def check_allowed(model_id: str, settings: Settings) -> None:
 
 
 def _model_handler(
-    fn: Callable[..., Any], gpu: bool, generates: bool, time_factor: float, *, show_place: bool = True
+    fn: Callable[..., Any],
+    gpu: bool,
+    generates: bool,
+    batched: bool,
+    time_factor: float,
+    *,
+    show_place: bool = True,
 ) -> Callable[..., Any]:
     """The handler as it runs: under the request time limit for model work, and in its turn of the model
-    queue (:func:`queued`) unless a serving engine takes it (a generation event with an engine configured:
-    the engine batches, so waiting for the in-process model's turn would only slow it down)."""
+    queue (:func:`queued`, or :func:`batching` when ``batched``) unless a serving engine takes it (a
+    generation event with an engine configured: the engine batches, so waiting for the in-process
+    model's turn would only slow it down)."""
     if not (gpu or generates):
         return fn
     limited = time_limited(fn, time_factor)
     if generates and generation_engine() is not None:
         return limited
-    return queued(limited, show_place=show_place)
+    return batching(limited, show_place=show_place) if batched else queued(limited, show_place=show_place)
 
 
 def on(
@@ -315,13 +414,16 @@ def on(
     *,
     gpu: bool = False,
     generates: bool = False,
+    batched: bool = False,
     time_factor: float = 1.0,
     **options: Any,
 ) -> Any:
     """Wire one widget event the lab's one way: errors shown in the lab's words, kept out of the API,
     on the GPU queue when ``gpu`` (one model call at a time, under the request time limit) or unqueued
-    for cheap CPU work. ``generates`` marks a generation event that a serving engine may answer
-    (:func:`_queue`); without an engine it is a GPU event.
+    for cheap CPU work. With ``batched`` (and ``gpu``), the handler takes no whole turn in the model
+    queue: it sends its forward step through :func:`in_batch`, batched with other students' requests.
+    ``generates`` marks a generation event that a serving engine may answer (:func:`_queue`); without an
+    engine it is a GPU event.
 
     ``trigger`` is the bound event (``button.click``); ``inputs`` may be a set of components, in which
     case the handler receives one ``{component: value}`` dict (read a form by component, not position).
@@ -329,7 +431,7 @@ def on(
     """
     settings = {**PRIVATE, **_queue(gpu, generates), **options}
     if fn is not None:
-        fn = _model_handler(fn, gpu, generates, time_factor)
+        fn = _model_handler(fn, gpu, generates, batched, time_factor)
     return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
 
 
@@ -338,15 +440,17 @@ def api(
     *,
     gpu: bool = True,
     generates: bool = False,
+    batched: bool = False,
     time_factor: float = 1.0,
     **options: Any,
 ) -> None:
     """Publish ``fn`` as the web API endpoint ``/<fn.__name__>``: its signature and docstring are the
     endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu`` (with
-    the request time limit, :func:`time_limited`). ``fn`` checks its own arguments (:mod:`lab.validate`):
-    a web client can send any JSON, ``null`` and ``"ten"`` included. ``generates``: as in :func:`on`."""
+    the request time limit, :func:`time_limited`), or batches its forward step through :func:`in_batch`
+    when ``batched``. ``fn`` checks its own arguments (:mod:`lab.validate`): a web client can send any
+    JSON, ``null`` and ``"ten"`` included. ``generates``: as in :func:`on`."""
     settings = {**_queue(gpu, generates), **options}
-    handler = _model_handler(fn, gpu, generates, time_factor, show_place=False)
+    handler = _model_handler(fn, gpu, generates, batched, time_factor, show_place=False)
     gr.api(user_errors(handler), api_name=fn.__name__, **settings)
 
 

@@ -97,6 +97,8 @@ def form_widgets(preset: str, settings: Settings) -> tuple[gr.Radio, Form]:
             field("max_steps", gr.Number, label="max steps (0: the epochs decide)", precision=0, minimum=0)
             field("max_seq_length", gr.Number, label="max sequence length", precision=0, minimum=16)
         with gr.Row():
+            field("answers_only", gr.Checkbox, label="loss on answers only (mask the prompt)")
+        with gr.Row():
             field("gradient_checkpointing", gr.Checkbox, label="gradient checkpointing")
             field("quantize_4bit", gr.Checkbox, label="4-bit NF4 base model (QLoRA)")
             field("merge", gr.Checkbox, label="merge into a 16-bit model after training")

@@ -63,6 +63,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         _plot_tabs(ui)
         _datamap_tab(ui)
         _representations_tab(ui.state, settings)
+        _stability_tab(ui.state)
         with gr.Tab("Downloads"):
             ui.downloads = gr.File(
                 label="Topic table and document topics (CSV), interactive map (HTML)",
@@ -299,6 +300,53 @@ def _representations_tab(state: gr.State, settings: Settings) -> None:
 
 
 # -- wiring ------------------------------------------------------------------------------------------------
+
+
+def _stability_tab(state: gr.State) -> None:
+    """Why topics move: a min_cluster_size sweep, three UMAP seeds, the outlier strategies."""
+    with gr.Tab("Stability", id="topics-stability-tab"):
+        gr.Markdown(
+            "Topics change between runs and many documents end up as outliers: this is why. The sweep "
+            "re-runs only HDBSCAN on this fit's cached UMAP map, so each point takes about a second; the "
+            "seeds re-run UMAP (a minute each on 10,000 documents on a CPU); the strategies are BERTopic's "
+            "`reduce_outliers`, tried on this fit's outliers."
+        )
+        with gr.Row():
+            sweep_run = gr.Button("Sweep min_cluster_size", variant="primary", elem_id="topics-sweep-run")
+            seeds_run = gr.Button("Three UMAP seeds", elem_id="topics-seeds-run")
+            outliers_run = gr.Button("Outlier strategies", elem_id="topics-outliers-run")
+        sweep_text = gr.Markdown(elem_id="topics-sweep-text")
+        sweep_plot = gr.Plot(label="Topics, outliers and NMI by min_cluster_size", elem_id="topics-sweep")
+        seeds_text = gr.Markdown(elem_id="topics-seeds-text")
+        seeds = Table(interactive=False, elem_id="topics-seeds")
+        outliers = Table(interactive=False, elem_id="topics-outliers")
+
+    def sweep(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Inputs: session. Outputs: the sweep in words, its figure."""
+        chosen = _session(session)
+        run = chosen.run
+        points = topics.sweep_min_cluster_size(
+            run, chosen.corpus.labels, progress=lambda f, t: progress(f, desc=t)
+        )
+        words = view.sweep_markdown(points, run.params["hdbscan"]["min_cluster_size"])
+        return words, topics.stability_sweep(points)
+
+    def by_seed(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Inputs: session. Outputs: the seeds in words, their table."""
+        agreement = topics.seed_agreement(_session(session).run, progress=lambda f, t: progress(f, desc=t))
+        return view.seeds_markdown(agreement), view.seeds_table(agreement)
+
+    def strategies(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> Any:
+        """Inputs: session. Outputs: the outlier strategies' table."""
+        chosen = _session(session)
+        rows = topics.compare_outlier_strategies(
+            chosen.run, chosen.corpus.labels, progress=lambda f, t: progress(f, desc=t)
+        )
+        return view.outliers_table(rows)
+
+    on(sweep_run.click, sweep, state, [sweep_text, sweep_plot], gpu=True, time_factor=LONG_JOB)
+    on(seeds_run.click, by_seed, state, [seeds_text, seeds], gpu=True, time_factor=LONG_JOB)
+    on(outliers_run.click, strategies, state, outliers, gpu=True, time_factor=LONG_JOB)
 
 
 def _wire_upload(ui: SimpleNamespace) -> None:

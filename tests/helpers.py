@@ -54,3 +54,16 @@ def is_outside(url: str) -> bool:
     if url.startswith(("data:", "blob:", "about:")):
         return False
     return urlparse(url).hostname not in LOCAL_HOSTS
+
+
+def in_own_loop(coroutine: Any) -> Any:
+    """Run ``coroutine`` to its end on a new event loop in its own thread.
+
+    ``asyncio.run`` refuses to start where a loop already runs, and Playwright's sync API (the browser
+    tests) leaves one running in the main thread for the rest of the session.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

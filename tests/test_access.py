@@ -19,7 +19,7 @@ import pytest
 
 from lab import sessions
 from lab.errors import InputError
-from tests.helpers import CAR, local_settings
+from tests.helpers import CAR, in_own_loop, local_settings
 
 LOGINS = [("ada", "ada-pw"), ("bob", "bob-pw")]
 
@@ -123,7 +123,6 @@ def test_a_run_from_an_earlier_server_is_compared_only_by_its_recorded_owner(tmp
 
 
 def test_files_are_counted_even_when_a_boundary_is_split_between_chunks():
-    import asyncio
 
     from tabs.access import AccessGuard
 
@@ -158,7 +157,7 @@ def test_files_are_counted_even_when_a_boundary_is_split_between_chunks():
                  "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary)],
                  "query_string": b""}  # fmt: skip
         guard = AccessGuard(app, local_settings(max_upload_files_per_request=max_files))
-        asyncio.run(guard(scope, receive, send))
+        in_own_loop(guard(scope, receive, send))
         return sent[0]["status"]
 
     assert post(max_files=4) == 200

@@ -13,6 +13,7 @@ import pytest
 
 from lab.errors import LabError
 from lab.scheduler import Place, Replaced, Scheduler
+from tests.helpers import in_own_loop
 
 
 def hold(scheduler: Scheduler, student: str = "holder", kind: str = "hold") -> threading.Event:
@@ -87,7 +88,8 @@ def test_a_click_while_ones_own_request_runs_waits_behind_it() -> None:
     release = hold(scheduler, "alice", "predict")
     ran: list[str] = []
     threads = queue_up(scheduler, [("alice", "predict")], ran)
-    assert [(r.student, r.state) for r in scheduler.snapshot()] == [("alice", "running"), ("alice", "waiting")]
+    states = [(r.student, r.state) for r in scheduler.snapshot()]
+    assert states == [("alice", "running"), ("alice", "waiting")]
     release.set()
     threads[0].join(5)
     assert ran == ["alice:predict"]
@@ -164,7 +166,7 @@ def test_cancelling_an_async_wait_leaves_the_queue() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(wait_then_cancel())
+    in_own_loop(wait_then_cancel())
     assert [r.state for r in scheduler.snapshot()] == ["running"]
     assert heard and heard[0].ahead == 0  # the waiter heard its place before it gave up
     release.set()
