@@ -66,7 +66,7 @@ def _wait_until(check, seconds: float = 10.0) -> bool:
     return check()
 
 
-def _ask(text: str, max_tokens: int = 8) -> str:
+def _ask(text: str, max_tokens: int = 4) -> str:
     from lab import engine
 
     return engine.chat_text(SMOLLM2, [{"role": "user", "content": text}], max_tokens)
@@ -227,3 +227,36 @@ def test_the_apps_generate_endpoint_answers_from_the_engine(on_engine):
         demo.close()
     assert text == direct
     assert _predicted(on_engine) - before == 6
+
+
+# -- BLIP-2 on an engine: vLLM only (llama.cpp cannot serve it) ---------------------------------------
+
+
+def test_a_vision_request_carries_the_image_as_a_data_url_and_the_books_prompt():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from lab import vision_chat
+    from tests.helpers import ROOT
+
+    image = vision_chat.open_for_model(ROOT / "assets" / "book" / "images" / "car.png").image
+    prompt = vision_chat.build_prompt([("What is it?", "a car")], "What colour is it?")
+    (message,) = vision_chat.engine_messages(image, prompt)
+    picture, text = message["content"]
+    header, data = picture["image_url"]["url"].split(",", 1)
+    assert header == "data:image/png;base64" and text == {"type": "text", "text": prompt}
+    assert Image.open(io.BytesIO(base64.b64decode(data))).size == image.size
+
+
+@pytest.mark.slow
+def test_an_engine_without_vision_refuses_an_image_with_the_labs_message(on_engine):
+    """llama.cpp serves SmolLM2 without a vision projector: the request is refused, in the lab's words."""
+    from lab import vision_chat
+    from lab.errors import LabError
+    from tests.helpers import ROOT
+
+    car = ROOT / "assets" / "book" / "images" / "car.png"
+    with pytest.raises(LabError, match=re.escape(f"The generation engine at {on_engine.url} refused")):
+        vision_chat.engine_caption(car, SMOLLM2)
