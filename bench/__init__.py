@@ -14,7 +14,8 @@ Each section is a module of this package with one contract: ``TITLE`` (its headi
 - ``clip``: batched indexing against one image at a time, exact search against a Python loop;
 - ``big_gallery``: approximate CLIP search (faiss codes) against exact search at 100k vectors, its recall;
 - ``vision_chat``: BLIP-2's time to first token and tokens per second, and its memory by dtype;
-- ``finetune``: the classroom preset's training speed on the CPU (the book's settings on a GPU).
+- ``finetune``: the classroom preset's training speed on the CPU (the book's settings on a GPU);
+- ``engine``: 16 concurrent generations on llama.cpp's server against the in-process queue, one at a time.
 
 The load test runs only when named (it takes minutes and launches the app): ``python -m bench classroom
 --students 60 --minutes 10``, or ``make loadtest N=60 MINUTES=10`` (:mod:`bench.classroom`).
@@ -42,6 +43,7 @@ SECTIONS = (
     "big_gallery",
     "vision_chat",
     "finetune",
+    "engine",
 )
 # Run only when named: a load test launches the app and takes minutes. Its run() also takes options.
 LOAD_SECTIONS = ("classroom",)

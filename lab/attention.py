@@ -12,6 +12,7 @@ is leased from the shared cache for the forward pass only::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lab import catalog, device, models, validate
+from lab import catalog, device, engine, models, validate
 from lab.batching import alone, isolated
 from lab.errors import InputError
 from lab.forward import forward
@@ -559,6 +560,31 @@ def generate_stream(
                 yield text, None
         seconds = time.perf_counter() - started
     yield text, Generation(text, seconds, new_tokens)
+
+
+def continue_text(
+    prompt: str, model: models.ModelLike = DECODER, new_tokens: int = 30, path: str | Path | None = None
+) -> Iterator[str]:
+    """Free generation: the greedy continuation of ``prompt``, growing token by token.
+
+    When a serving engine serves the model (:mod:`lab.engine`), the prompt goes there as it is (a plain
+    completion, no chat template, end-of-text ignored as in process); otherwise the model runs here
+    (:func:`generate_stream`). Either way ``new_tokens`` tokens are generated and closing the iterator
+    stops the generation. A model in a local folder (``path``) always runs here.
+    """
+    model = models.ref(model, path)
+    new_tokens = validate.bound("new_tokens", new_tokens)
+    if model.path is None and engine.serves(model.id):
+        _require_decoder(model)
+        if not prompt.strip():
+            raise InputError("Type a prompt first.")
+        _encode(model, prompt, PROMPT_TOKENS)  # the same cap as in process, checked before sending
+        yield from engine.growing(engine.completion_stream(model.id, prompt, new_tokens, ignore_eos=True))
+        return
+    with engine.in_process_turn(), contextlib.closing(generate_stream(prompt, model, new_tokens)) as steps:
+        for text, final in steps:
+            if final is None:
+                yield text
 
 
 def kv_cache_timing(

@@ -26,6 +26,10 @@
 | `LAB_CLOSED_GRACE_S` | seconds that data outlives its closed browser tab | 60 |
 | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the app listens | 127.0.0.1, 7860 |
 | `LAB_REPLICA` | this process's name among several replicas, sent as the `X-Lab-Replica` header | unset |
+| `LAB_GENERATION_URL` | OpenAI base URL of a serving engine (vLLM, llama.cpp) for generation | unset |
+| `LAB_GENERATION_MODELS` | `lab-id=engine-name,...`: the models the engine serves, by its names | all, same |
+| `LAB_GENERATION_KEY` | the engine's API key (`vllm serve --api-key`) | unset |
+| `LAB_ENGINE_CONCURRENCY` | generation requests the app sends to the engine at once | 16 |
 """
 
 from __future__ import annotations
@@ -71,6 +75,44 @@ def request_seconds() -> float:
     except ValueError:
         raise ValueError(f"LAB_REQUEST_SECONDS must be a number of seconds, got {raw!r}") from None
     return max(seconds, 0.0)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Where generation runs when it leaves the app's process (:mod:`lab.engine`).
+
+    ``models`` maps the lab's model ids (and ``adapter:<run>`` names of fine-tuned adapters) to the
+    engine's names; empty means the engine serves every generation model under the lab's own ids (what
+    ``vllm serve <hub id>`` does).
+    """
+
+    url: str
+    models: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+    concurrency: int = 16
+
+
+def _name_map(raw: str) -> dict[str, str]:
+    pairs = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        lab_id, sep, name = item.rpartition("=")
+        if not sep or not lab_id.strip() or not name.strip():
+            raise ValueError(f"LAB_GENERATION_MODELS entries must look like lab-id=engine-name, got {item!r}")
+        pairs[lab_id.strip()] = name.strip()
+    return pairs
+
+
+def generation_engine() -> EngineSettings | None:
+    """The serving engine for generation (``LAB_GENERATION_URL`` and friends), or None: in process."""
+    url = os.environ.get("LAB_GENERATION_URL", "").strip().rstrip("/")
+    if not url:
+        return None
+    return EngineSettings(
+        url=url,
+        models=_name_map(os.environ.get("LAB_GENERATION_MODELS", "")),
+        key=os.environ.get("LAB_GENERATION_KEY", "").strip(),
+        concurrency=max(int(os.environ.get("LAB_ENGINE_CONCURRENCY", "16")), 1),
+    )
 
 
 def hub_offline() -> bool:

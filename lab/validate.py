@@ -71,6 +71,7 @@ BOUNDS: dict[str, Bound] = {
     "top_p": Bound("top_p", 0, 1, 1.0, step=0.01, whole=False),
     "lens_k": Bound("k", 1, 10, 1),
     "kv_new_tokens": Bound("new tokens", 10, 200, 40, step=10),
+    "new_tokens": Bound("new tokens", 1, 200, 30),
     # topic modelling
     "n_neighbors": Bound("n_neighbors", 2, 100, 15),
     "min_cluster_size": Bound("min_cluster_size", 2, 500, 50),

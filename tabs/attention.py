@@ -1,8 +1,8 @@
 """Tab 2, chapters 2 and 3: attention, the forward pass and embeddings, drawn live for real models.
 
 Layout and wiring only: the models run in :mod:`lab.attention` and :mod:`lab.embeddings`, the pictures
-come from :mod:`lab.attention_view`. The web API: ``/attention``, ``/next_token``, ``/logit_lens`` and
-``/similarity``.
+come from :mod:`lab.attention_view`. The web API: ``/attention``, ``/next_token``, ``/logit_lens``,
+``/generate`` and ``/similarity``.
 """
 
 from __future__ import annotations
@@ -200,6 +200,17 @@ def _forward_section(settings: Settings) -> None:
     chart = gr.Plot(elem_id="fwd-chart")
     panel = code_panel("fwd")
 
+    with explained(
+        "Generate: append the top token, again and again",
+        "Greedy generation continues the prompt one token at a time, always with the most probable "
+        "next token. When a serving engine is configured (`LAB_GENERATION_URL`), it writes the text; "
+        "the views above stay in this process, since they read the model's insides.",
+    ):
+        with gr.Row():
+            free_tokens = slider("new_tokens", "New tokens", elem_id="fwd-gen-tokens")
+            free_run = gr.Button("Generate", elem_id="fwd-gen-run")
+            free_stop = gr.Button("Stop", elem_id="fwd-gen-stop")
+        free_text = gr.Textbox(label="Generated text (greedy)", lines=4, elem_id="fwd-gen-text")
     with gr.Accordion("Layer by layer: the logit lens", open=False):
         lens_run = gr.Button("Run the logit lens", elem_id="fwd-lens-run")
         lens = gr.HTML(elem_id="fwd-lens")
@@ -264,6 +275,12 @@ def _forward_section(settings: Settings) -> None:
         s = attn.structure(model_id)
         return view.structure_summary(s), s.tree
 
+    def free_generate(model_id: str, prompt: str, count: float) -> Any:
+        """Inputs: model, prompt, new tokens. Outputs: the generated text, growing."""
+        check_allowed(model_id, settings)
+        with contextlib.closing(attn.continue_text(prompt or "", model_id, count)) as texts:
+            yield from texts
+
     def kv_cache(model_id: str, prompt: str, count: float, progress: gr.Progress = gr.Progress()):
         """Inputs: model, prompt, new tokens. Outputs: the generated text, the timings (markdown)."""
         check_allowed(model_id, settings)
@@ -290,6 +307,8 @@ def _forward_section(settings: Settings) -> None:
         on(knob.release, reshape, [logits, k, temperature, top_p], [chart, *panel.outputs])
     on(lens_run.click, run_lens, [model, prompt], [lens, *lens_panel.outputs], gpu=True)
     on(structure_run.click, show_structure, [model], [summary, tree], gpu=True)
+    free_event = on(free_run.click, free_generate, [model, prompt, free_tokens], free_text, generates=True)
+    on(free_stop.click, None, None, None, cancels=[free_event])
     kv_event = on(kv_run.click, kv_cache, [model, prompt, new_tokens], [generated, timings], gpu=True)
     on(kv_stop.click, None, None, None, cancels=[kv_event])
 
@@ -311,8 +330,16 @@ def _forward_section(settings: Settings) -> None:
         rows = attn.logit_lens(prompt, model, k)
         return [[[[t, p] for t, p in cell] for cell in row] for row in rows]
 
+    def generate(prompt: str, model: str = attn.DECODER, new_tokens: int = 30) -> Any:
+        """The greedy continuation of the prompt, growing (on the serving engine when it serves the model)."""
+        prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
+        check_allowed(model, settings)
+        with contextlib.closing(attn.continue_text(prompt, model, new_tokens)) as texts:
+            yield from texts
+
     api(next_token, batched=True)
     api(logit_lens)
+    api(generate, generates=True)
 
 
 def _embeddings_section(settings: Settings) -> None:

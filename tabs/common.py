@@ -16,7 +16,7 @@ import anyio
 import gradio as gr
 
 from lab import catalog, deadline, sessions
-from lab.config import Settings, request_seconds
+from lab.config import Settings, generation_engine, request_seconds
 from lab.errors import LabError
 from lab.scheduler import SCHEDULER, Place
 from lab.validate import BOUNDS
@@ -31,6 +31,17 @@ MODEL_WAITING_ROOM = 64
 GPU_EVENT: dict[str, Any] = {"concurrency_limit": MODEL_WAITING_ROOM, "concurrency_id": "gpu"}
 # Cheap CPU work (tokenizing, drawing) runs for everyone at once.
 CPU_EVENT: dict[str, Any] = {"concurrency_limit": None}
+
+
+def _queue(gpu: bool, generates: bool) -> dict[str, Any]:
+    """Where an event waits. A generation event (``generates``) goes to the serving engine when one is
+    configured (``LAB_GENERATION_URL``): the engine batches requests, so these events wait in their own
+    "engine" group, ``LAB_ENGINE_CONCURRENCY`` at a time, and never hold the in-process GPU queue."""
+    engine = generation_engine() if generates else None
+    if engine is not None:
+        return {"concurrency_limit": engine.concurrency, "concurrency_id": "engine"}
+    return GPU_EVENT if gpu or generates else CPU_EVENT
+
 
 # Handlers that are wired to widgets stay out of the public API (`gr.api` endpoints are the API).
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
@@ -374,6 +385,27 @@ def check_allowed(model_id: str, settings: Settings) -> None:
         raise gr.Error(f"This classroom server only loads the lab's catalog models; {model_id} is not one.")
 
 
+def _model_handler(
+    fn: Callable[..., Any],
+    gpu: bool,
+    generates: bool,
+    batched: bool,
+    time_factor: float,
+    *,
+    show_place: bool = True,
+) -> Callable[..., Any]:
+    """The handler as it runs: under the request time limit for model work, and in its turn of the model
+    queue (:func:`queued`, or :func:`batching` when ``batched``) unless a serving engine takes it (a
+    generation event with an engine configured: the engine batches, so waiting for the in-process
+    model's turn would only slow it down)."""
+    if not (gpu or generates):
+        return fn
+    limited = time_limited(fn, time_factor)
+    if generates and generation_engine() is not None:
+        return limited
+    return batching(limited, show_place=show_place) if batched else queued(limited, show_place=show_place)
+
+
 def on(
     trigger: Callable[..., Any],
     fn: Callable[..., Any] | None,
@@ -381,6 +413,7 @@ def on(
     outputs: Any = None,
     *,
     gpu: bool = False,
+    generates: bool = False,
     batched: bool = False,
     time_factor: float = 1.0,
     **options: Any,
@@ -389,15 +422,16 @@ def on(
     on the GPU queue when ``gpu`` (one model call at a time, under the request time limit) or unqueued
     for cheap CPU work. With ``batched`` (and ``gpu``), the handler takes no whole turn in the model
     queue: it sends its forward step through :func:`in_batch`, batched with other students' requests.
+    ``generates`` marks a generation event that a serving engine may answer (:func:`_queue`); without an
+    engine it is a GPU event.
 
     ``trigger`` is the bound event (``button.click``); ``inputs`` may be a set of components, in which
     case the handler receives one ``{component: value}`` dict (read a form by component, not position).
     Returns Gradio's dependency, so ``.then(...)`` and ``cancels=[...]`` work as usual.
     """
-    settings = {**PRIVATE, **(GPU_EVENT if gpu else CPU_EVENT), **options}
-    if fn is not None and gpu:
-        limited = time_limited(fn, time_factor)
-        fn = batching(limited) if batched else queued(limited)
+    settings = {**PRIVATE, **_queue(gpu, generates), **options}
+    if fn is not None:
+        fn = _model_handler(fn, gpu, generates, batched, time_factor)
     return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
 
 
@@ -405,6 +439,7 @@ def api(
     fn: Callable[..., Any],
     *,
     gpu: bool = True,
+    generates: bool = False,
     batched: bool = False,
     time_factor: float = 1.0,
     **options: Any,
@@ -413,12 +448,9 @@ def api(
     endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu`` (with
     the request time limit, :func:`time_limited`), or batches its forward step through :func:`in_batch`
     when ``batched``. ``fn`` checks its own arguments (:mod:`lab.validate`): a web client can send any
-    JSON, ``null`` and ``"ten"`` included."""
-    settings = {**(GPU_EVENT if gpu else CPU_EVENT), **options}
-    handler = fn
-    if gpu:
-        limited = time_limited(fn, time_factor)
-        handler = batching(limited, show_place=False) if batched else queued(limited, show_place=False)
+    JSON, ``null`` and ``"ten"`` included. ``generates``: as in :func:`on`."""
+    settings = {**_queue(gpu, generates), **options}
+    handler = _model_handler(fn, gpu, generates, batched, time_factor, show_place=False)
     gr.api(user_errors(handler), api_name=fn.__name__, **settings)
 
 

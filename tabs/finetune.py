@@ -302,7 +302,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     on(cancel.click, stop, job_state, [status, progress, plot], cancels=[started])
     on(started.then, run_code, job_state, panel.outputs)
     compared = on(
-        compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], gpu=True
+        compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], generates=True
     )
     answers = [run_state, prompt, new_tokens, base_text, tuned_text]
     on(compared.then, compare_code, answers, compare_panel.outputs)
@@ -367,4 +367,4 @@ def _api(settings: Settings) -> None:
     api(finetune_start, gpu=False, **PREPARE)
     api(finetune_status, gpu=False)
     api(finetune_cancel, gpu=False)
-    api(finetune_compare, gpu=True)
+    api(finetune_compare, generates=True)

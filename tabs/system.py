@@ -1,4 +1,5 @@
-"""The "System" panel: what the shared model cache holds, how full each device is, and the queues."""
+"""The "System" panel: what the shared model cache holds, how full each device is, the queues, and the
+serving engine that generates when one is configured (``LAB_GENERATION_URL``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import cache, device, hub, render
+from lab import cache, device, engine, hub, render
 from lab.sessions import owner_of
 from tabs.instructor import jobs_html, queue_html
 
@@ -50,13 +51,31 @@ def memory_markdown() -> str:
     return "\n".join(lines)
 
 
+def engine_markdown() -> str:
+    """The serving engine: where, whether it is healthy, what it serves ("" when none is configured)."""
+    report = engine.status()
+    if report is None:
+        return ""
+    health = "healthy" if report["healthy"] else "**not answering**"
+    lines = [f"- Generation engine at `{report['url']}`: {health}."]
+    if report["error"]:
+        lines.append(f"  ({report['error']}); generation requests fail with a message until it is back.")
+    if report["models"]:
+        lines.append(f"- It serves: {', '.join(f'`{name}`' for name in report['models'])}.")
+    routes = "; ".join(f"{lab_id} → `{name}`" for lab_id, name in report["routes"].items())
+    lines.append(f"- Routed there: {routes or 'every generation model, under its own id'}.")
+    return "\n".join(lines)
+
+
 def refresh(request: gr.Request) -> tuple[str, str, str]:
-    """Inputs: none. Outputs: the model cache, memory, the queues (the viewer's own requests as "you";
-    other students by login, or by an anonymous label when they have none)."""
+    """Inputs: none. Outputs: the model cache, memory and engine, the queues (the viewer's own requests
+    as "you"; other students by login, or by an anonymous label when they have none)."""
     rows = cache_rows()
     caption = "Model cache, shared by every tab and user" + ("" if rows else ": nothing loaded yet")
+    served = engine_markdown()
+    memory = memory_markdown() + (f"\n{served}" if served else "")
     viewer = owner_of(request)
-    return render.table(HEADERS, rows, caption), memory_markdown(), queue_html(viewer) + jobs_html(viewer)
+    return render.table(HEADERS, rows, caption), memory, queue_html(viewer) + jobs_html(viewer)
 
 
 def build(demo: gr.Blocks) -> None:

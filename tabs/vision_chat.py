@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import export, models, paths, snippets, vision_chat
+from lab import engine, export, models, paths, snippets, vision_chat
 from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
@@ -229,9 +229,18 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     decoding_inputs = [method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty]
     status_inputs = [model_id, folder, quantization]
 
-    def lease(model: str, path: str | None, precision: str) -> Any:
+    def on_engine(model: str, path: str | None, choice: Any = None) -> str | None:
+        """The model id when the serving engine answers for it (LAB_GENERATION_URL), else None."""
         model, path = view.chosen_model(model, path, classroom=settings.classroom)
-        return models.vision_chat_model(model, path, quantization=precision)
+        return model if vision_chat.on_engine(model, path, choice) else None
+
+    @contextlib.contextmanager
+    def lease(model: str, path: str | None, precision: str) -> Iterator[Any]:
+        """The model, in process; with an engine configured these events are off the GPU queue, so
+        in-process answers take turns (:func:`lab.engine.in_process_turn`)."""
+        model, path = view.chosen_model(model, path, classroom=settings.classroom)
+        with engine.in_process_turn(), models.vision_chat_model(model, path, quantization=precision) as vc:
+            yield vc
 
     # -- CPU events ------------------------------------------------------------------------------
 
@@ -292,6 +301,11 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     def caption_view(path: str | None, model: str, folder_path: str, precision: str) -> tuple[Any, ...]:
         """Inputs: image, model, folder, precision. Outputs: caption, prompt, panel, status, image notes,
         code, downloads."""
+        served = on_engine(model, folder_path)
+        if served:
+            text = vision_chat.engine_caption(path, served)
+            files = export.vision_chat_files({"model": model, "engine": served, "caption": text})
+            return text, "", *view.engine_hood(), view.engine_status(served), gr.skip(), gr.skip(), files
         with lease(model, folder_path, precision) as vc:
             prepared = vision_chat.prepare_caption(vc, path)
             text = vision_chat.generate_text(vc, prepared)
@@ -327,6 +341,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         if again:
             turns = turns[:-1]
         text, folder_path = form[asked], form[folder]
+        served = on_engine(form[model_id], folder_path, choice)
+        if served:
+            yield from engine_turn(served, form[image], turns, text, choice, again)
+            return
         with lease(form[model_id], folder_path, form[quantization]) as vc:
             prepared = vision_chat.prepare_chat(vc, form[image], [tuple(t) for t in turns], text, choice)
             conversation = [*view.messages(turns), {"role": "user", "content": text}]
@@ -352,6 +370,37 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 *[gr.skip()] * 5,
             )
 
+    def engine_turn(
+        model: str, image_path: str, turns: list[list[str]], text: str, choice: Any, again: bool
+    ) -> Iterator[tuple[Any, ...]]:
+        """One answer from the serving engine, with the outputs of :func:`stream_turn`."""
+        conversation = [*view.messages(turns), {"role": "user", "content": text}]
+        prompt = vision_chat.build_prompt([tuple(t) for t in turns], text)
+        waiting = [*conversation, {"role": "assistant", "content": view.WAITING}]
+        status = view.engine_status(model)
+        yield (
+            waiting,
+            turns,
+            "",
+            prompt,
+            view.engine_hood(),
+            status,
+            gr.skip() if again else gr.update(value=""),
+        )
+        answer = ""
+        history_pairs = [tuple(t) for t in turns]
+        with contextlib.closing(
+            vision_chat.engine_answer_stream(image_path, history_pairs, text, model, choice)
+        ) as stream:
+            for answer in stream:
+                shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
+                yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
+        yield (
+            [*conversation, {"role": "assistant", "content": answer}],
+            [*turns, [text, answer]],
+            *[gr.skip()] * 5,
+        )
+
     def stream_answer(form: dict[Any, Any]) -> Iterator[tuple[Any, ...]]:
         """Inputs: image, question, history, model form, decoding. Outputs: chat, history, notice, prompt,
         panel values, status, question box."""
@@ -364,6 +413,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     # The API's parameter names are these functions' own: keep them plain.
     def api_caption(image: str | None, model: str, folder: str, precision: str) -> str:
         """Inputs: image, model, folder, precision. Outputs: the caption."""
+        served = on_engine(model, folder)
+        if served:
+            return vision_chat.engine_caption(image, served)
         with lease(model, folder, precision) as vc:
             return vision_chat.generate_text(vc, vision_chat.prepare_caption(vc, image))
 
@@ -385,6 +437,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         choice = vision_chat.Decoding(
             method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty
         )
+        served = on_engine(model, folder, choice)
+        if served:
+            yield from vision_chat.engine_answer_stream(image, history, question, served, choice)
+            return
         with lease(model, folder, precision) as vc:
             prepared = vision_chat.prepare_chat(
                 vc, image, vision_chat.check_history(history), question, choice
@@ -400,7 +456,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     new_outputs = [history, chatbot, caption_box, notice, prompt_box, *hood, image_notes, hood_state]
     on(image.change, new_image, image, new_outputs)
     caption_outputs = [caption_box, prompt_box, *hood, model_status, image_notes, *caption_panel.outputs]
-    on(caption_btn.click, caption_view, [image, *status_inputs], caption_outputs, gpu=True)
+    on(caption_btn.click, caption_view, [image, *status_inputs], caption_outputs, generates=True)
 
     controls = [question, send, stop, regenerate]
     stream_outputs = [chatbot, history, notice, prompt_box, hood_state, model_status, question]
@@ -409,7 +465,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     def chat_turn(trigger: Any, start: Callable[..., Any], start_inputs: list[Any], stream: Any) -> Any:
         """Check and lock the page (CPU), stream the answer (GPU), then unlock and fill the panel."""
         started = on(trigger, start, start_inputs, [asked, *controls])
-        streaming = on(started.success, stream, stream_inputs, stream_outputs, gpu=True)
+        streaming = on(started.success, stream, stream_inputs, stream_outputs, generates=True)
         finished = on(streaming.then, end_turn, None, controls)
         on(finished.then, show_hood, hood_state, hood)
         on(finished.then, chat_code, {image, history, *status_inputs, *decoding_inputs}, chat_panel.outputs)
@@ -432,7 +488,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         [num_beams, temperature, top_p],
     )
 
-    public = {"gpu": True, "api_visibility": "public"}  # the tab's API: /caption and /chat
+    public = {"generates": True, "api_visibility": "public"}  # the tab's API: /caption and /chat
     on(
         api_caption_btn.click,
         api_caption,

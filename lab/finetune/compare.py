@@ -3,16 +3,24 @@
 prepare (the run's base model, the prompt in the chat template the adapter was trained with) → forward
 (:func:`answer_stream`: one model's greedy answer, streamed through :class:`lab.streaming.TokenStream`,
 inside the model's lease) → the pair, as ``(base, tuned)`` so far.
+
+With a serving engine (:mod:`lab.engine`), the base model's answer comes from the engine when it serves the
+base model, and the tuned answer when it serves the run's adapter under ``adapter:<run id>`` in
+``LAB_GENERATION_MODELS`` (vLLM serves LoRA adapters next to one base model: ``vllm serve <base>
+--enable-lora --lora-modules <run id>=<run folder>/adapter``). The engine applies its own chat template
+to the prompt; anything it does not serve runs here, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import models, validate
+from lab import engine, models, validate
 from lab.errors import InputError
 from lab.finetune.config import model_and_path
 from lab.finetune.data import chat_template, encode_text, render_chat
@@ -100,11 +108,31 @@ def generate_pair_stream(
         where="the comparison",
     )
     ids = _prompt_ids(tokenizer, model_id, prompt)
+    messages = [{"role": "user", "content": prompt}]
+    here = functools.partial(answer_stream, model_id, path)  # (adapter_dir, tokenizer, ids, count)
     base_text = ""
-    for base_text in answer_stream(model_id, path, None, tokenizer, ids, count):
+    # A model from a local folder (path) is not the engine's: only Hub ids are routed.
+    for base_text in _answers(None if path else model_id, messages, count, here, None, tokenizer, ids):
         yield base_text, ""
-    for tuned_text in answer_stream(model_id, path, adapter_dir, tokenizer, ids, count):
+    tuned = f"adapter:{adapter_dir.parent.name}"  # the run id: `--lora-modules <run id>=<adapter folder>`
+    for tuned_text in _answers(tuned, messages, count, here, adapter_dir, tokenizer, ids):
         yield base_text, tuned_text
+
+
+def _answers(
+    served: str | None,
+    messages: list[dict[str, Any]],
+    count: int,
+    in_process: Callable[..., Iterator[str]],
+    *args: Any,
+) -> Iterator[str]:
+    """One greedy answer, growing: from the engine when it serves ``served``, else ``in_process(*args,
+    count)`` here."""
+    if served is not None and engine.serves(served):
+        yield from engine.growing(engine.chat_stream(served, messages, count))
+        return
+    with engine.in_process_turn(), contextlib.closing(in_process(*args, count)) as texts:
+        yield from texts
 
 
 def _whole(max_new_tokens: Any) -> int:
