@@ -149,6 +149,13 @@ def _shown(job: finetune.Job, final: bool) -> tuple[Any, ...]:
     )
 
 
+def _with_reason(answer: str) -> Any:
+    """An answer for its box: while it grows, the text; once finished, also why it stopped (the box's
+    info line: its end-of-text token, or the token limit)."""
+    reason = view.stopped_words(answer)
+    return gr.update(value=str(answer), info=reason) if reason else answer
+
+
 def build(demo: gr.Blocks, settings: Settings) -> None:
     """Lay out the fine-tune tab inside ``demo``: form, preview and plan, live run, before/after."""
     gr.Markdown(INTRO)
@@ -255,7 +262,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         """Inputs: the finished run, prompt, new tokens. Outputs: base and fine-tuned answers, streamed."""
         count = validate.bound("ft_new_tokens", count)
         adapter = finetune.run_folder(run_id or "", owner_of(request)) / "adapter"
-        yield from finetune.generate_pair_stream(text, None, adapter, count)
+        for base, tuned in finetune.generate_pair_stream(text, None, adapter, count):
+            yield _with_reason(base), _with_reason(tuned)
 
     def run_code(current: str | None) -> tuple[Any, Any]:
         """Inputs: the page's job. Outputs: the run's code and downloads (loss curve, losses, state)."""

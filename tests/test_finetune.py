@@ -116,6 +116,10 @@ def test_tiny_random_llama_trains_saves_and_the_adapter_reloads(tiny_llama, tmp_
 
     base_text, tuned_text = finetune.generate_pair("Tell me about item 3.", None, result.adapter_dir, 6)
     assert isinstance(base_text, str) and isinstance(tuned_text, str)
+    for answer in (base_text, tuned_text):  # each says why it ended, consistently with its length
+        assert (answer.stopped, answer.tokens) == ("limit", 6) or (
+            answer.stopped == "end" and answer.tokens <= 6
+        )
 
 
 def test_tiny_random_merge_writes_a_16_bit_model_that_answers_as_base_plus_adapter(
@@ -771,3 +775,18 @@ def test_tiny_random_llama_trains_on_answers_only(tiny_llama, tmp_path, chats_fi
 
     result = finetune.start(tiny(tiny_llama, tmp_path, chats_file, answers_only=True), runner).wait(180)
     assert result.status == "done" and all(0 < loss < 100 for _, loss in result.losses)
+
+
+@pytest.mark.slow
+def test_smollm2_answers_say_whether_they_ended_by_themselves_or_at_the_token_limit():
+    from lab import models
+    from lab.finetune import compare, view
+
+    tokenizer = models.tokenizer(finetune.SMOLLM2)
+    ids = compare._prompt_ids(tokenizer, finetune.SMOLLM2, "What is the capital of France?")
+    with models.causal_lm(finetune.SMOLLM2) as network:
+        whole = list(compare.stream_text(network, tokenizer, ids, 40))[-1]
+        cut = list(compare.stream_text(network, tokenizer, ids, 3))[-1]
+    assert "Paris" in whole and whole.stopped == "end" and whole.tokens < 40
+    assert (cut.stopped, cut.tokens) == ("limit", 3)
+    assert "by itself" in view.stopped_words(whole) and "3-token limit" in view.stopped_words(cut)

@@ -47,8 +47,32 @@ def _prompt_ids(tokenizer: Any, model_id: str, prompt: str) -> list[int]:
     return encode_text(tokenizer, text)
 
 
+class Answer(str):
+    """A finished answer's text, with why it ended: ``stopped`` is ``"end"`` (the model wrote its
+    end-of-text token) or ``"limit"`` (it reached the new-token limit, still talking), after ``tokens``
+    new tokens. A plain ``str`` everywhere else (the web API returns it as text)."""
+
+    stopped: str
+    tokens: int
+
+    @classmethod
+    def of(cls, text: str, stopped: str, tokens: int) -> Answer:
+        answer = cls(text)
+        answer.stopped, answer.tokens = stopped, tokens
+        return answer
+
+
+def _stop_ids(network: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end generation: the model's generation config's and the tokenizer's."""
+    configured = getattr(getattr(network, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(getattr(tokenizer, "eos_token_id", None))
+    return {i for i in ids if i is not None}
+
+
 def stream_text(network: Any, tokenizer: Any, ids: list[int], max_new_tokens: int) -> Iterator[str]:
-    """The text a model generates greedily after ``ids``, growing as it comes.
+    """The text a model generates greedily after ``ids``, growing as it comes; the last item is an
+    :class:`Answer` that says why it ended (end-of-text, or the token limit).
 
     Closing this generator (the page's Stop) ends the generation thread before it returns, so a caller
     that holds the model's lease releases it only once nothing runs on the model.
@@ -60,7 +84,11 @@ def stream_text(network: Any, tokenizer: Any, ids: list[int], max_new_tokens: in
     with TokenStream(
         network, tokenizer, name="finetune-compare", max_new_tokens=max_new_tokens, **greedy
     ) as stream:
-        yield from stream.texts()
+        text = ""
+        for text in stream.texts():
+            yield text
+        ended = stream.last_token in _stop_ids(network, tokenizer)
+        yield Answer.of(text, "end" if ended else "limit", stream.new_tokens)
 
 
 @forward("answering with the base and the fine-tuned model", duration=120)

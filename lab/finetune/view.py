@@ -292,3 +292,16 @@ def status_markdown(snapshot: Snapshot | None) -> str:
     if status == "cancelled":
         return f"⏹ **Cancelled** {run} at step {snapshot['step']}; its memory is freed."
     return f"❌ **Failed** {run}: {snapshot['error']}"
+
+
+def stopped_words(answer: str) -> str | None:
+    """Why a finished answer ended, for the line under its box (None while it grows)."""
+    stopped, tokens = getattr(answer, "stopped", None), getattr(answer, "tokens", 0)
+    if stopped == "end":
+        return f"Stopped by itself after {tokens} tokens: it wrote its end-of-text token."
+    if stopped == "limit":
+        return (
+            f"Cut at the {tokens}-token limit, still talking: it did not write its end-of-text token "
+            "(a model that never learnt where answers end keeps going)."
+        )
+    return None
