@@ -60,6 +60,11 @@ class Place:
     ahead: int
     eta_s: float
 
+    @property
+    def shown(self) -> tuple[int, int]:
+        """What a person sees of it (turns, whole seconds): a waiter reports its place when this changes."""
+        return self.ahead, round(self.eta_s)
+
     def describe(self) -> str:
         if self.ahead == 0:
             return "next in the model queue"
@@ -153,7 +158,7 @@ class Scheduler:
         last: Place | None = None
         while not ticket.wake.wait(0.5 if on_wait else None):
             place = self.place(ticket)
-            if on_wait and place is not None and place != last:
+            if on_wait and place is not None and (last is None or place.shown != last.shown):
                 on_wait(place)
                 last = place
         self._raise_if_failed(ticket)
@@ -164,7 +169,7 @@ class Scheduler:
         try:
             while not ticket.granted:
                 place = self.place(ticket)
-                if on_wait and place is not None and place != last:
+                if on_wait and place is not None and (last is None or place.shown != last.shown):
                     on_wait(place)
                     last = place
                 await asyncio.sleep(POLL_S)

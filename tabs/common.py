@@ -211,7 +211,13 @@ def _place_reporter(
         args = args[:slot]
     if not isinstance(progress, gr.Progress):
         return args, None
-    return args, lambda place: progress(None, desc=place.describe())
+    first: dict[str, int] = {}  # turns ahead when it started waiting: the bar fills turn by turn
+
+    def show(place: Place) -> None:
+        start = first.setdefault("turns", place.ahead + 1)
+        progress(1 - (place.ahead + 1) / start, desc=place.describe())
+
+    return args, show
 
 
 def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
