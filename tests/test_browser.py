@@ -128,7 +128,7 @@ def test_boundaries_and_chat_template_views(page):
 
 
 def test_system_panel_lists_the_loaded_tokenizers(page):
-    page.get_by_text("System: loaded models and memory").click()  # opening it refreshes it
+    page.get_by_text("System: loaded models, memory and queues").click()  # opening it refreshes it
     page.wait_for_function(
         "() => document.querySelector('#system-cache')?.innerText.includes('gpt2#tokenizer')", timeout=TIMEOUT
     )
