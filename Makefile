@@ -56,8 +56,10 @@ N ?= 2
 replicas: setup caddy
 	$(PY) -m lab.replicas --replicas $(N) $(if $(PORT),--port $(PORT))
 
+# Two workers, each taking whole test files (module fixtures such as a launched app stay in one process):
+# many tests wait on servers, browsers and child processes, so two workers fit two cores.
 test: setup browser caddy engine-build
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # Everything but the real-browser and slow tests, for a quick loop while editing.
 test-fast: setup
