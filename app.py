@@ -25,6 +25,7 @@ from tabs import (  # noqa: E402
     clip_search,
     common,
     finetune,
+    links,
     system,
     tokenizers,
     topics,
@@ -65,10 +66,13 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     delete_cache = (CACHE_SWEEP_S, int(settings.session_ttl_s))
     with gr.Blocks(title="LLM Lab", delete_cache=delete_cache) as demo:
         gr.Markdown(HEADER)
-        with gr.Tabs():
+        links.palette_toggle()
+        items = {}
+        with gr.Tabs(elem_id="lab-tabs") as tabs:
             for title, tab_id, tab in TABS:
-                with gr.Tab(title, id=tab_id):
+                with gr.Tab(title, id=tab_id) as items[tab_id]:
                     tab.build(demo, settings)
+        links.wire(demo, tabs, items, settings)  # the address: shareable views, links between tabs
         system.build(demo)
         access.free_closed_sessions(demo, settings)
     return demo
@@ -98,6 +102,7 @@ def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
             ]
         },
         theme=THEME,
+        head=links.head(),
         ssr_mode=False,
         footer_links=["api", "settings"],
         prevent_thread_lock=not block,

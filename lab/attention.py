@@ -101,6 +101,7 @@ class AttentionResult:
     weights: np.ndarray  # (layers, heads, T, T)
     special: list[bool]  # tokens the tokenizer added or treats as special ([CLS], <s> …)
     causal: bool
+    text: str = ""  # what was read (links from its tokens quote it)
 
     @property
     def layers(self) -> int:
@@ -135,7 +136,12 @@ def attention(
         stacked = torch.stack([layer[0] for layer in out.attentions])  # (layers, heads, T, T)
         weights = stacked.float().cpu().numpy()
     return AttentionResult(
-        model.id, pieces, weights, [i in special_ids for i in ids[0].tolist()], causal=is_decoder(model)
+        model.id,
+        pieces,
+        weights,
+        [i in special_ids for i in ids[0].tolist()],
+        causal=is_decoder(model),
+        text=text,
     )
 
 

@@ -15,8 +15,9 @@ import gradio as gr
 from lab import device, finetune, validate
 from lab.config import Settings
 from lab.errors import LabError
-from lab.finetune import view
+from lab.finetune import share, view
 from lab.sessions import owner_of
+from tabs import links as page_links
 from tabs.common import api, check_allowed, model_choices, on, slider, warn
 
 INTRO = """
@@ -182,6 +183,11 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     with gr.Row():
         base_text = gr.Textbox(label="Base model", lines=6, elem_id="ft-base")
         tuned_text = gr.Textbox(label="Fine-tuned", lines=6, elem_id="ft-tuned")
+    with gr.Row():
+        share_button = gr.Button(
+            "Share the results (curves and these answers, read-only)", elem_id="ft-share"
+        )
+        share_code = gr.Textbox(visible="hidden", elem_id="ft-share-code")
     job_state = gr.State(None)
     run_state = gr.State(None)
     presettable = [widget for name, widget in form.items() if name != "upload"]
@@ -250,7 +256,30 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         """Inputs: the finished run, prompt, new tokens. Outputs: base and fine-tuned answers, streamed."""
         count = validate.bound("ft_new_tokens", count)
         adapter = finetune.run_folder(run_id or "", owner_of(request)) / "adapter"
-        yield from finetune.generate_pair_stream(text, None, adapter, count)
+        base = tuned = ""
+        for base, tuned in finetune.generate_pair_stream(text, None, adapter, count):
+            yield base, tuned
+        share.record_comparison(adapter.parent, text, base, tuned)  # what "Share the results" may show
+
+    def publish(run_id: str | None, request: gr.Request) -> tuple[str, str]:
+        """Inputs: the finished run. Outputs: its share code (the page address takes it), a status line."""
+        if not run_id:
+            raise gr.Error("Train a run to the end first: only a finished run can be shared.")
+        job = finetune.owned_job(run_id, owner_of(request))
+        code = share.publish(job.snapshot(), job.output_dir)
+        return code, share.describe(share.load(code)) + " **The page address now links here: copy it.**"
+
+    def open_shared(link: dict[str, Any]) -> tuple[Any, ...]:
+        """Inputs: the link. Outputs: status, loss curve, prompt and answers of the shared run."""
+        public = share.load(link["ft.share"])
+        comparison = public.get("comparison") or {}
+        return (
+            share.describe(public),
+            view.loss_figure(public),
+            comparison.get("prompt", gr.skip()),
+            comparison.get("base", ""),
+            comparison.get("tuned", ""),
+        )
 
     on(demo.load, method_line, None, method_note)
     on(demo.load, finetune.default_preset, None, preset_choice)
@@ -273,6 +302,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     started = on(start.click, run, {job_state, *form.values()}, run_outputs)
     on(cancel.click, stop, job_state, [status, progress, plot], cancels=[started])
     on(compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], gpu=True)
+    on(share_button.click, publish, run_state, [share_code, status])
+    on(share_code.change, None, share_code, js=page_links.sync_js("finetune", ["ft.share"]))
+    shared = page_links.share(demo, "finetune", {}, extra=("ft.share",))
+    on(shared.change, open_shared, shared, [status, plot, prompt, base_text, tuned_text])
     _api(settings)
 
 
