@@ -68,11 +68,11 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         gr.Markdown(HEADER)
         links.palette_toggle()
         items = {}
-        with gr.Tabs(elem_id="lab-tabs") as tabs:
+        with gr.Tabs(elem_id="lab-tabs"):
             for title, tab_id, tab in TABS:
                 with gr.Tab(title, id=tab_id) as items[tab_id]:
                     tab.build(demo, settings)
-        links.wire(demo, tabs, items, settings)  # the address: shareable views, links between tabs
+        links.wire(demo, items, settings)  # the address: shareable views, links between tabs
         system.build(demo)
         access.free_closed_sessions(demo, settings)
     return demo

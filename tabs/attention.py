@@ -181,7 +181,7 @@ def _attention_section(demo: gr.Blocks, settings: Settings) -> None:
     arrived = page_links.share(
         demo, "attention", {"att.model": model, "att.text": text}, extra=("att.layer", "att.head")
     )
-    on(arrived.change, from_link, [model, text, arrived], outputs, gpu=True)
+    on(arrived.ready, from_link, [model, text, arrived.state], outputs, gpu=True)
 
     def attention(text: str, model: str = attn.ENCODER) -> dict[str, Any]:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
@@ -289,8 +289,8 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
     # A link from a token of the attention view: the lens of the text up to that token.
     arrived = page_links.share(demo, "attention", {"lens.model": model, "lens.text": prompt})
     shown = [sections, lens_section]
-    on(arrived.change, lambda: (gr.Tabs(selected="att-forward"), gr.Accordion(open=True)), None, shown)
-    on(arrived.change, run_lens, [model, prompt], lens, gpu=True)
+    on(arrived.ready, lambda: (gr.Tabs(selected="att-forward"), gr.Accordion(open=True)), None, shown)
+    on(arrived.ready, run_lens, [model, prompt], lens, gpu=True)
     on(structure_run.click, show_structure, [model], [summary, tree], gpu=True)
     kv_event = on(kv_run.click, kv_cache, [model, prompt, new_tokens], [generated, timings], gpu=True)
     on(kv_stop.click, None, None, None, cancels=[kv_event])
@@ -403,8 +403,8 @@ def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) 
     # A link from a token of the attention view: its nearest neighbours.
     arrived = page_links.share(demo, "attention", {"emb.token": probe, "emb.model": token_model})
     shown = [sections, map_section]
-    on(arrived.change, lambda: (gr.Tabs(selected="att-embeddings"), gr.Accordion(open=True)), None, shown)
-    on(arrived.change, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
+    on(arrived.ready, lambda: (gr.Tabs(selected="att-embeddings"), gr.Accordion(open=True)), None, shown)
+    on(arrived.ready, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
     on(
         bank_run.click,
         compare_bank,

@@ -401,12 +401,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     # -- links: the model, the text query and the zero-shot labels live in the page address ----------
     searched = page_links.share(demo, "clip", {"clip.model": model_choice, "clip.q": query, "clip.k": k})
-    on(searched.change, lambda: gr.Tabs(selected="clip-text"), None, sections)
-    on(searched.change, searcher("text"), [*model_inputs, query, k, session], search_outputs, gpu=True)
-    on(searched.change, show_tokens, [*model_inputs, query], tokens_view)
+    on(searched.ready, lambda: gr.Tabs(selected="clip-text"), None, sections)
+    on(searched.ready, searcher("text"), [*model_inputs, query, k, session], search_outputs, gpu=True)
+    on(searched.ready, show_tokens, [*model_inputs, query], tokens_view)
     book_image = (zs_image, lambda name: gr.update(value=str(clip.BOOK_IMAGES / name)))
     labelled = page_links.share(demo, "clip", {"clip.labels": labels, "clip.image": book_image})
-    on(labelled.change, zero_shot, zs_inputs, [chart, zs_table, facts], gpu=True)
+    on(labelled.ready, zero_shot, zs_inputs, [chart, zs_table, facts], gpu=True)
     on(
         search.click,
         None,

@@ -305,7 +305,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     on(share_button.click, publish, run_state, [share_code, status])
     on(share_code.change, None, share_code, js=page_links.sync_js("finetune", ["ft.share"]))
     shared = page_links.share(demo, "finetune", {}, extra=("ft.share",))
-    on(shared.change, open_shared, shared, [status, plot, prompt, base_text, tuned_text])
+    on(shared.ready, open_shared, shared.state, [status, plot, prompt, base_text, tuned_text])
     _api(settings)
 
 

@@ -14,7 +14,7 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 
@@ -31,6 +31,20 @@ PALETTE_TOGGLE = (
 )
 
 Restore = Callable[[Any], Any]  # a link value -> the widget's update
+
+
+class Arrival(NamedTuple):
+    """A tab view's link: ``state`` holds its checked values (an input for handlers), ``ready`` is the
+    trigger to wire the view's computation to (``on(arrival.ready, compute, [..., arrival.state], ...)``)."""
+
+    state: gr.State
+    ready: Callable[..., Any]
+
+
+def _arrived(link: dict[str, Any] | None) -> None:
+    """Let the view's computation run only for a link (a state change to nothing is no link)."""
+    if not link:
+        raise gr.Error("no link", visible=False, print_exception=False)
 
 
 @dataclass
@@ -65,12 +79,13 @@ def share(
     *,
     extra: tuple[str, ...] = (),
     on_load: bool = False,
-) -> gr.State:
+) -> Arrival:
     """Register a view of ``tab``: each link parameter in ``widgets`` fills its widget
     (``gr.update(value=…)``, or the given function's update); those in ``extra`` fill none (the tab reads
     them from the state). Returns the state that takes the tab's checked link values (a dict, with a fresh
     ``"#"`` counter so that the same link followed twice runs twice) when a link names any of these
-    parameters, and on every page load too where ``on_load`` (a view drawn at load, after the link).
+    parameters, and on every page load too where ``on_load`` (a view drawn at load, after the link), with the
+    trigger that fires then.
     A tab may register several views (the attention tab: attention, neighbours, logit lens)."""
     assert tab in links.SCHEME, tab
     unknown = (set(widgets) | set(extra)) - set(links.SCHEME[tab])
@@ -80,7 +95,12 @@ def share(
     }
     arrived = gr.State(None)
     _page(demo).parts.append(_Part(tab, (*widgets, *extra), restored, arrived, on_load))
-    return arrived
+    return Arrival(arrived, ready(arrived))
+
+
+def ready(state: gr.State) -> Callable[..., Any]:
+    """The trigger that fires when ``state`` changes to a value (a link), not when it changes to nothing."""
+    return state.change(_arrived, state, None, show_progress="hidden", **PRIVATE).success
 
 
 def _value(value: Any) -> Any:
@@ -109,26 +129,39 @@ def palette_toggle() -> None:
     gr.HTML(PALETTE_TOGGLE, elem_id="lab-palette-box", padding=False)
 
 
-def wire(demo: gr.Blocks, tabs: gr.Tabs, tab_items: dict[str, gr.Tab], settings: Settings) -> None:
-    """Apply links on page load and on following a link inside the page; keep ``tab=`` in the address."""
+def _warm_transformers() -> None:
+    """Finish importing transformers' tokenizer classes before a link's view and the tokenizer tab's first
+    view start together: two threads resolving transformers' lazy names at once can see a half-built
+    module (ImportError: cannot import name 'AutoTokenizer')."""
+    import transformers
+
+    transformers.AutoTokenizer  # noqa: B018 (the attribute access is the import)
+
+
+def wire(demo: gr.Blocks, tab_items: dict[str, gr.Tab], settings: Settings) -> None:
+    """Apply links on page load and on following a link inside the page; keep ``tab=`` in the address.
+
+    The tab a link names is selected in the browser (``assets/js/lab.js``), at once."""
     page = _page(demo)
     query = gr.Textbox(visible="hidden", elem_id="lab-link-query")
     go = gr.Button("Open the link", visible="hidden", elem_id="lab-link-go")
     widgets = [w for part in page.parts for w, _ in part.widgets.values()]
     states = [part.arrived for part in page.parts]
-    outputs = [tabs, *widgets, *states]
+    outputs = [*widgets, *states]
     counter = itertools.count(1)
 
     def allowed(model_id: str) -> bool:
         return not settings.classroom or catalog.is_known(model_id)
 
     def apply(search: str | None, loading: bool = False) -> list[Any]:
-        """Inputs: the page's query string. Outputs: the selected tab, every linked widget, every tab's
+        """Inputs: the page's query string. Outputs: every linked widget, every tab's
         link state (changed only for the tabs the link names, and on ``loading`` for the ``on_load`` ones)."""
         link = links.decode(search or "", max_text_chars=settings.max_text_chars, allowed=allowed)
         if link.problems:
             warn("Parts of this link were left out: " + " ".join(link.problems))
-        updates: list[Any] = [gr.Tabs(selected=link.tab) if link.tab else gr.skip()]
+        updates: list[Any] = []
+        if any(link.of(tab) for tab in links.TABS if tab != "tokenizers"):
+            _warm_transformers()
         for part in page.parts:
             values = link.of(part.tab)
             for name, (_, restore) in part.widgets.items():

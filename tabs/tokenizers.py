@@ -248,7 +248,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     )
     chat_btn.click(chat_view, [chat_names, conversation], chat_html, api_visibility="private", **CPU_EVENT)
 
-    arrived.change(tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT)
+    arrived.ready(tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT)
 
     @user_errors
     def tokenize_api(text: str, tokenizers: list[str] | None = None) -> list[dict[str, Any]]:

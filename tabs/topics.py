@@ -416,8 +416,8 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
     form = [ui.form["min_cluster_size"], ui.form["cluster_selection_method"]]
     fixed = on(ui.fix.click, apply_fix, ui.state, form)
     refitted = on(fixed.success, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
-    linked = on(ui.arrived.change, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
-    on(linked.success, _linked_topic, [ui.state, ui.arrived], ui.topic)
+    linked = on(ui.arrived.ready, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
+    on(linked.success, _linked_topic, [ui.state, ui.arrived.state], ui.topic)
     names = list(LINK_NAMES.values())
     sync = page_links.sync_js("topics", names)
     on(ui.fit.click, None, [ui.form[n] for n in LINK_NAMES], js=sync)

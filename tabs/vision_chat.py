@@ -142,9 +142,9 @@ def _wire_link(
                 turns.append([question, vision_chat.generate_text(vc, prepared)])
                 yield view.messages(turns), turns
 
-    on(image_changed.then, pending, linked, replay)
+    on(image_changed.then, pending, linked.state, replay)
     form = {replay, image, *status_inputs, *decoding_inputs}
-    on(replay.change, ask_again, form, [chatbot, history], gpu=True)
+    on(page_links.ready(replay), ask_again, form, [chatbot, history], gpu=True)
     on(chatbot.change, None, [image, chatbot], js=URL_SYNC_JS)
 
 

@@ -17,9 +17,23 @@
     window.history.replaceState(null, "", (query ? "?" + query : window.location.pathname) + window.location.hash);
   }
 
+  let tabShown = false; // the address's tab, selected when the page has drawn its tabs (and kept while it loads)
+
+  /** Select the lab's tab named by the address (client-side: the server is not asked). */
+  function selectTab(search) {
+    const tab = new URLSearchParams(search).get("tab");
+    if (!tab) return true;
+    const button = document.querySelector(`#lab-tabs [role=tab][data-tab-id="${CSS.escape(tab)}"]`);
+    if (!button) return false;
+    if (button.getAttribute("aria-selected") === "true") return true;
+    button.click();
+    return false; // confirmed at the next look: the page may redraw its tabs while it loads
+  }
+
   const labLinks = {
     /** Write one tab's view: its parameters `names` take `values`; other tabs' parameters go. */
     write(tab, names, values) {
+      if (!tabShown) return; // while the page loads, its events must not overwrite the address it opened
       const own = scheme()[tab] || {};
       const params = new URLSearchParams(window.location.search);
       for (const key of Array.from(params.keys())) {
@@ -43,6 +57,7 @@
     },
     /** The reader switched tabs: the address names the tab (its view's parameters stay until rewritten). */
     tab(tab) {
+      if (!tabShown) return;
       const params = new URLSearchParams(window.location.search);
       params.set("tab", tab);
       replace(params);
@@ -55,6 +70,7 @@
         return;
       }
       window.history.pushState(null, "", href);
+      selectTab(window.location.search);
       go.click();
       window.scrollTo({ top: 0, behavior: "smooth" });
     },
@@ -75,6 +91,7 @@
   });
   window.addEventListener("popstate", () => {
     const go = document.getElementById("lab-link-go");
+    selectTab(window.location.search);
     if (go) go.click();
   });
 
@@ -154,6 +171,7 @@
   }
 
   function addTables() {
+    if (!tabShown) tabShown = selectTab(window.location.search);
     document.querySelectorAll(".js-plotly-plot").forEach((plot) => {
       const maps = (plot.data || []).filter((t) => t.type === "heatmap");
       const signature = JSON.stringify(maps.map((t) => [t.x, t.y, t.z]));
