@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup run replicas test test-fast lint bench loadtest browser caddy clean
+.PHONY: setup run replicas test test-fast lint bench loadtest browser caddy engine-build engine clean
 
 setup: $(STAMP)
 
@@ -38,13 +38,25 @@ caddy:
 run: setup
 	$(PY) app.py
 
+# llama.cpp's OpenAI-compatible server, built once from the llama-cpp-python sdist on PyPI into
+# ~/.cache/llm-lab/llama-server-0.3.36/ (outside the repository, so a fresh clone reuses it; the first
+# build takes minutes). `make engine` serves the packaged SmolLM2 on ENGINE_PORT with 16 parallel slots:
+# run the lab with LAB_GENERATION_URL=http://127.0.0.1:8080/v1 \
+#   LAB_GENERATION_MODELS=HuggingFaceTB/SmolLM2-135M-Instruct=smollm2. README: "When one machine is not enough".
+ENGINE_PORT ?= 8080
+engine-build: setup
+	$(PY) -m lab.engine_server build
+
+engine: engine-build
+	$(PY) -m lab.engine_server serve --port $(ENGINE_PORT)
+
 # N app replicas behind Caddy with sticky sessions, on PORT (default GRADIO_SERVER_PORT or 7860); the
 # replicas take the next N ports. Ctrl-C stops them all. README: "When one machine is not enough".
 N ?= 2
 replicas: setup caddy
 	$(PY) -m lab.replicas --replicas $(N) $(if $(PORT),--port $(PORT))
 
-test: setup browser caddy
+test: setup browser caddy engine-build
 	$(PY) -m pytest
 
 # Everything but the real-browser and slow tests, for a quick loop while editing.

@@ -25,6 +25,7 @@ from tabs import (  # noqa: E402
     clip_search,
     common,
     finetune,
+    instructor,
     links,
     system,
     tokenizers,
@@ -60,18 +61,22 @@ TABS = [
 
 
 def build_demo(settings: Settings | None = None) -> gr.Blocks:
-    """Assemble the lab's page: header, one tab per chapter demonstration, System panel."""
+    """Assemble the lab's page: header, the class's message, one tab per chapter demonstration, the
+    instructor panel (shown to instructors only), System panel."""
     settings = settings or Settings.from_env()
     # Files Gradio received or wrote (uploads, results) go once older than a session lives.
     delete_cache = (CACHE_SWEEP_S, int(settings.session_ttl_s))
     with gr.Blocks(title="LLM Lab", delete_cache=delete_cache) as demo:
         gr.Markdown(HEADER)
+        message_box = instructor.banner()
         links.palette_toggle()
-        items = {}
-        with gr.Tabs(elem_id="lab-tabs"):
+        notices, items = {}, {}
+        with gr.Tabs(elem_id="lab-tabs") as tabs:
             for title, tab_id, tab in TABS:
                 with gr.Tab(title, id=tab_id) as items[tab_id]:
+                    notices[tab_id] = instructor.pause_notice(tab_id)
                     tab.build(demo, settings)
+        instructor.build(demo, settings, tabs, TABS, notices, message_box)
         links.wire(demo, items, settings)  # the address: shareable views, links between tabs
         system.build(demo)
         access.free_closed_sessions(demo, settings)

@@ -9,11 +9,13 @@ Each section is a module of this package with one contract: ``TITLE`` (its headi
 - ``startup``: app import time and time to first page (``python app.py`` from the repository root);
 - ``tokenizers``: ``tokens.compare`` warm against reloading every tokenizer on every call;
 - ``attention``: the attention tab's calls warm against ``from_pretrained`` for each call;
+- ``batching``: 16 students asking at once, batched across students against one at a time;
 - ``topics``: first fit, refit and the interactive map against BERTopic refitting from scratch;
 - ``clip``: batched indexing against one image at a time, exact search against a Python loop;
 - ``big_gallery``: approximate CLIP search (faiss codes) against exact search at 100k vectors, its recall;
 - ``vision_chat``: BLIP-2's time to first token and tokens per second, and its memory by dtype;
-- ``finetune``: the classroom preset's training speed on the CPU (the book's settings on a GPU).
+- ``finetune``: the classroom preset's training speed on the CPU (the book's settings on a GPU);
+- ``engine``: 16 concurrent generations on llama.cpp's server against the in-process queue, one at a time.
 
 The load test runs only when named (it takes minutes and launches the app): ``python -m bench classroom
 --students 60 --minutes 10``, or ``make loadtest N=60 MINUTES=10`` (:mod:`bench.classroom`).
@@ -31,7 +33,18 @@ if TYPE_CHECKING:
     from bench.report import Section
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("startup", "tokenizers", "attention", "topics", "clip", "big_gallery", "vision_chat", "finetune")
+SECTIONS = (
+    "startup",
+    "tokenizers",
+    "attention",
+    "batching",
+    "topics",
+    "clip",
+    "big_gallery",
+    "vision_chat",
+    "finetune",
+    "engine",
+)
 # Run only when named: a load test launches the app and takes minutes. Its run() also takes options.
 LOAD_SECTIONS = ("classroom",)
 

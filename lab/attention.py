@@ -12,6 +12,7 @@ is leased from the shared cache for the forward pass only::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from lab import catalog, device, models, validate
+from lab import catalog, device, engine, models, validate
+from lab.batching import alone, isolated
 from lab.errors import InputError
 from lab.forward import forward
 from lab.streaming import TokenStream
@@ -112,37 +114,88 @@ class AttentionResult:
         return self.weights.shape[1]
 
 
+@dataclass(frozen=True)
+class AttentionInput:
+    """A text checked and tokenized for one model: the *prepare* step of the attention view.
+
+    Inputs with the same :attr:`batch_key` can share one forward pass (:func:`attention_batch`).
+    """
+
+    model: models.ModelRef
+    ids: tuple[int, ...]
+    pieces: tuple[str, ...]
+    special: tuple[bool, ...]
+    text: str = ""  # what was read (the result keeps it: links from its tokens quote it)
+
+    @property
+    def batch_key(self) -> tuple[str, str, str | None]:
+        return ("attention", self.model.id, self.model.path)
+
+
+def prepare_attention(
+    text: str, model: models.ModelLike = ENCODER, path: str | Path | None = None, max_tokens: int = MAX_TOKENS
+) -> AttentionInput:
+    """Check ``text`` (not empty, within ``max_tokens``) and tokenize it for ``model``; no model runs.
+
+    Raises:
+        TooManyTokens: the text is longer than ``max_tokens`` tokens.
+        ModelUnavailable: the model's tokenizer cannot be loaded here.
+    """
+    model = models.ref(model, path)
+    if not text.strip():
+        raise InputError("Type some text first: attention needs at least one word.")
+    ids, pieces = _encode(model, text, max_tokens)
+    special_ids = set(models.tokenizer(model).all_special_ids)
+    row = ids[0].tolist()
+    return AttentionInput(model, tuple(row), tuple(pieces), tuple(i in special_ids for i in row), text)
+
+
+@isolated
 @forward("computing attention weights")
+def attention_batch(inputs: list[AttentionInput]) -> list[AttentionResult]:
+    """Every attention weight of each input's model on its text, in one forward pass for all of them.
+
+    The texts are padded on the right and the padding is masked: a masked key gets exactly zero weight
+    (its score is the dtype's minimum before the softmax), and in a decoder a position never sees the ones
+    after it, so each text's ``(T, T)`` corner of the weights is what it gets alone (to about 1e-6).
+    """
+    import torch
+
+    model = inputs[0].model
+    lengths = torch.tensor([len(i.ids) for i in inputs])
+    ids = torch.zeros(len(inputs), int(lengths.max()), dtype=torch.long)  # (B, T); 0 pads, masked
+    for row, item in enumerate(inputs):
+        ids[row, : len(item.ids)] = torch.tensor(item.ids)
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()  # (B, T)
+    with _lease(model, eager=True) as network:
+        out = network(
+            input_ids=ids.to(network.device), attention_mask=mask.to(network.device), output_attentions=True
+        )
+        stacked = torch.stack(out.attentions, dim=1).float().cpu()  # (B, layers, heads, T, T)
+    causal = is_decoder(model)
+    return [
+        AttentionResult(
+            model.id,
+            list(item.pieces),
+            stacked[row, :, :, :n, :n].numpy().copy(),  # (layers, heads, n, n): this text's own corner
+            list(item.special),
+            causal=causal,
+            text=item.text,
+        )
+        for row, (item, n) in enumerate(zip(inputs, lengths.tolist()))
+    ]
+
+
 def attention(
     text: str, model: models.ModelLike = ENCODER, path: str | Path | None = None, max_tokens: int = MAX_TOKENS
 ) -> AttentionResult:
-    """Every attention weight of ``model`` on ``text``.
+    """Every attention weight of ``model`` on ``text`` (a batch of one).
 
     Raises:
         TooManyTokens: the text is longer than ``max_tokens`` tokens.
         ModelUnavailable: the model cannot be loaded here.
     """
-    model = models.ref(model, path)
-    import torch
-
-    if not text.strip():
-        raise InputError("Type some text first: attention needs at least one word.")
-    ids, pieces = _encode(model, text, max_tokens)
-    tokenizer = models.tokenizer(model)
-    special_ids = set(tokenizer.all_special_ids)
-    with _lease(model, eager=True) as network:
-        with torch.no_grad():
-            out = network(input_ids=ids.to(network.device), output_attentions=True)
-        stacked = torch.stack([layer[0] for layer in out.attentions])  # (layers, heads, T, T)
-        weights = stacked.float().cpu().numpy()
-    return AttentionResult(
-        model.id,
-        pieces,
-        weights,
-        [i in special_ids for i in ids[0].tolist()],
-        causal=is_decoder(model),
-        text=text,
-    )
+    return alone(attention_batch, prepare_attention(text, model, path, max_tokens))
 
 
 # -- next token -----------------------------------------------------------------------------------
@@ -187,23 +240,77 @@ def reshape(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.nd
     return filtered / filtered.sum(), mask
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt checked and tokenized for one decoder: the *prepare* step of the next-token view.
+
+    Prompts with the same :attr:`batch_key` can share one forward pass (:func:`next_token_logits_batch`).
+    """
+
+    model: models.ModelRef
+    ids: tuple[int, ...]
+
+    @property
+    def batch_key(self) -> tuple[str, str, str | None]:
+        return ("next_token", self.model.id, self.model.path)
+
+
+def prepare_prompt(
+    prompt: str,
+    model: models.ModelLike = DECODER,
+    path: str | Path | None = None,
+    max_tokens: int = PROMPT_TOKENS,
+) -> Prompt:
+    """Check ``prompt`` (not empty, a decoder, within ``max_tokens``) and tokenize it; no model runs.
+
+    Raises:
+        InputError: an empty prompt, or an encoder (no LM head).
+        TooManyTokens: the prompt is longer than ``max_tokens`` tokens.
+    """
+    model = models.ref(model, path)
+    if not prompt.strip():
+        raise InputError("Type a prompt first: the model predicts the token that follows it.")
+    _require_decoder(model)
+    ids, _ = _encode(model, prompt, max_tokens)
+    return Prompt(model, tuple(ids[0].tolist()))
+
+
+@isolated
 @forward("predicting the next token")
+def next_token_logits_batch(prompts: list[Prompt]) -> list[np.ndarray]:
+    """The LM head's logits for the token after each prompt (one ``(vocab,)`` float32 array each), in
+    one forward pass. All prompts are for the same model (the same :attr:`Prompt.batch_key`).
+
+    The prompts are padded on the right: in a causal model a position never sees the ones after it, so a
+    prompt's last real token (whose logits are the prediction) reads exactly what it reads alone, at the
+    same positions. Only those last positions go through the LM head (``logits_to_keep``).
+    """
+    import torch
+
+    model = prompts[0].model
+    lengths = torch.tensor([len(p.ids) for p in prompts])
+    ids = torch.zeros(len(prompts), int(lengths.max()), dtype=torch.long)  # (B, T); 0 pads, never read
+    for row, prompt in enumerate(prompts):
+        ids[row, : len(prompt.ids)] = torch.tensor(prompt.ids)
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()  # (B, T)
+    with _lease(model, eager=False) as network:
+        out = network(
+            input_ids=ids.to(network.device),
+            attention_mask=mask.to(network.device),
+            logits_to_keep=(lengths - 1)[:, None].to(network.device),  # (B, 1): each prompt's last token
+        )
+        logits = out.logits[:, 0].float().cpu().numpy()  # (B, vocab)
+    return list(logits)
+
+
 def next_token_logits(
     prompt: str,
     model: models.ModelLike = DECODER,
     path: str | Path | None = None,
     max_tokens: int = PROMPT_TOKENS,
 ) -> np.ndarray:
-    """The LM head's logits for the token after ``prompt`` (``(vocab,)``, float32)."""
-    model = models.ref(model, path)
-    import torch
-
-    if not prompt.strip():
-        raise InputError("Type a prompt first: the model predicts the token that follows it.")
-    _require_decoder(model)
-    ids, _ = _encode(model, prompt, max_tokens)
-    with _lease(model, eager=False) as network, torch.no_grad():
-        return network(input_ids=ids.to(network.device)).logits[0, -1].float().cpu().numpy()
+    """The LM head's logits for the token after ``prompt`` (``(vocab,)``, float32): a batch of one."""
+    return alone(next_token_logits_batch, prepare_prompt(prompt, model, path, max_tokens))
 
 
 def distribution(
@@ -253,7 +360,11 @@ def next_token(
     path: str | Path | None = None,
 ) -> list[tuple[str, float]]:
     """The ``k`` most probable next tokens after temperature and top-p, most probable first."""
-    result = next_token_distribution(prompt, model, k, temperature, top_p, path)
+    return ranked(next_token_distribution(prompt, model, k, temperature, top_p, path))
+
+
+def ranked(result: NextToken) -> list[tuple[str, float]]:
+    """The top-k tokens with their probabilities after temperature and top-p, most probable first."""
     pairs = sorted(zip(result.tokens, result.reshaped), key=lambda pair: -pair[1])
     return [(token, prob) for token, prob in pairs]
 
@@ -452,6 +563,31 @@ def generate_stream(
                 yield text, None
         seconds = time.perf_counter() - started
     yield text, Generation(text, seconds, new_tokens)
+
+
+def continue_text(
+    prompt: str, model: models.ModelLike = DECODER, new_tokens: int = 30, path: str | Path | None = None
+) -> Iterator[str]:
+    """Free generation: the greedy continuation of ``prompt``, growing token by token.
+
+    When a serving engine serves the model (:mod:`lab.engine`), the prompt goes there as it is (a plain
+    completion, no chat template, end-of-text ignored as in process); otherwise the model runs here
+    (:func:`generate_stream`). Either way ``new_tokens`` tokens are generated and closing the iterator
+    stops the generation. A model in a local folder (``path``) always runs here.
+    """
+    model = models.ref(model, path)
+    new_tokens = validate.bound("new_tokens", new_tokens)
+    if model.path is None and engine.serves(model.id):
+        _require_decoder(model)
+        if not prompt.strip():
+            raise InputError("Type a prompt first.")
+        _encode(model, prompt, PROMPT_TOKENS)  # the same cap as in process, checked before sending
+        yield from engine.growing(engine.completion_stream(model.id, prompt, new_tokens, ignore_eos=True))
+        return
+    with engine.in_process_turn(), contextlib.closing(generate_stream(prompt, model, new_tokens)) as steps:
+        for text, final in steps:
+            if final is None:
+                yield text
 
 
 def kv_cache_timing(

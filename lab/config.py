@@ -9,6 +9,9 @@
 | `LAB_PRELOAD` | comma-separated model ids to load at start | none |
 | `LAB_CLASSROOM` | `1`: bind 0.0.0.0, require `LAB_AUTH`, catalog ids only | off |
 | `LAB_AUTH` | `user:password,user2:password2` | unset |
+| `LAB_INSTRUCTORS` | logins of `LAB_AUTH` who see the instructor panel (comma-separated) | none |
+| `LAB_QUOTA_GPU_SECONDS` | model seconds per student per session (instructors: unlimited; 0: unlimited) | 0 |
+| `LAB_QUOTA_FINETUNE_STEPS` | fine-tune steps per student per session (0: unlimited) | 0 |
 | `LAB_QUEUE_SIZE` | requests waiting at most in the queue | 64 |
 | `LAB_MAX_FILE_SIZE` | largest upload | `20mb` |
 | `LAB_MAX_TEXT_CHARS` | longest text the tokenizer tab accepts | 20000 |
@@ -23,6 +26,10 @@
 | `LAB_CLOSED_GRACE_S` | seconds that data outlives its closed browser tab | 60 |
 | `GRADIO_SERVER_NAME`, `GRADIO_SERVER_PORT` | where the app listens | 127.0.0.1, 7860 |
 | `LAB_REPLICA` | this process's name among several replicas, sent as the `X-Lab-Replica` header | unset |
+| `LAB_GENERATION_URL` | OpenAI base URL of a serving engine (vLLM, llama.cpp) for generation | unset |
+| `LAB_GENERATION_MODELS` | `lab-id=engine-name,...`: the models the engine serves, by its names | all, same |
+| `LAB_GENERATION_KEY` | the engine's API key (`vllm serve --api-key`) | unset |
+| `LAB_ENGINE_CONCURRENCY` | generation requests the app sends to the engine at once | 16 |
 """
 
 from __future__ import annotations
@@ -70,6 +77,44 @@ def request_seconds() -> float:
     return max(seconds, 0.0)
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """Where generation runs when it leaves the app's process (:mod:`lab.engine`).
+
+    ``models`` maps the lab's model ids (and ``adapter:<run>`` names of fine-tuned adapters) to the
+    engine's names; empty means the engine serves every generation model under the lab's own ids (what
+    ``vllm serve <hub id>`` does).
+    """
+
+    url: str
+    models: dict[str, str] = field(default_factory=dict)
+    key: str = ""
+    concurrency: int = 16
+
+
+def _name_map(raw: str) -> dict[str, str]:
+    pairs = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        lab_id, sep, name = item.rpartition("=")
+        if not sep or not lab_id.strip() or not name.strip():
+            raise ValueError(f"LAB_GENERATION_MODELS entries must look like lab-id=engine-name, got {item!r}")
+        pairs[lab_id.strip()] = name.strip()
+    return pairs
+
+
+def generation_engine() -> EngineSettings | None:
+    """The serving engine for generation (``LAB_GENERATION_URL`` and friends), or None: in process."""
+    url = os.environ.get("LAB_GENERATION_URL", "").strip().rstrip("/")
+    if not url:
+        return None
+    return EngineSettings(
+        url=url,
+        models=_name_map(os.environ.get("LAB_GENERATION_MODELS", "")),
+        key=os.environ.get("LAB_GENERATION_KEY", "").strip(),
+        concurrency=max(int(os.environ.get("LAB_ENGINE_CONCURRENCY", "16")), 1),
+    )
+
+
 def hub_offline() -> bool:
     """True when the Hugging Face Hub must not be contacted (`HF_HUB_OFFLINE=1`)."""
     return _flag("HF_HUB_OFFLINE")
@@ -83,6 +128,9 @@ class Settings:
     server_port: int = 7860
     classroom: bool = False
     auth: list[tuple[str, str]] = field(default_factory=list)
+    instructors: list[str] = field(default_factory=list)
+    quota_gpu_seconds: float = 0.0
+    quota_finetune_steps: int = 0
     queue_size: int = 64
     max_file_size: str = "20mb"
     max_text_chars: int = 20_000
@@ -109,6 +157,9 @@ class Settings:
             server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
             classroom=classroom,
             auth=auth,
+            instructors=[n.strip() for n in os.environ.get("LAB_INSTRUCTORS", "").split(",") if n.strip()],
+            quota_gpu_seconds=float(os.environ.get("LAB_QUOTA_GPU_SECONDS", "0")),
+            quota_finetune_steps=int(os.environ.get("LAB_QUOTA_FINETUNE_STEPS", "0")),
             queue_size=int(os.environ.get("LAB_QUEUE_SIZE", "64")),
             max_file_size=os.environ.get("LAB_MAX_FILE_SIZE", "20mb"),
             max_text_chars=int(os.environ.get("LAB_MAX_TEXT_CHARS", "20000")),
@@ -128,3 +179,11 @@ class Settings:
                 "LAB_CLASSROOM=1 serves the lab on every network interface, so it needs logins: "
                 "set LAB_AUTH=user:password[,user2:password2]"
             )
+        unknown = sorted(set(self.instructors) - {user for user, _ in self.auth})
+        if unknown:
+            raise ValueError(
+                f"LAB_INSTRUCTORS names {', '.join(unknown)}, who cannot log in: every instructor needs a "
+                "login in LAB_AUTH (user:password)"
+            )
+        if self.quota_gpu_seconds < 0 or self.quota_finetune_steps < 0:
+            raise ValueError("LAB_QUOTA_GPU_SECONDS and LAB_QUOTA_FINETUNE_STEPS are 0 (unlimited) or more")

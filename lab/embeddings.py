@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lab import catalog, models, validate
+from lab.batching import alone, isolated
 from lab.errors import InputError
 from lab.forward import forward
 from lab.models import ModelLike
@@ -32,16 +33,63 @@ TOKEN_MODELS = [
 MAX_TEXTS = 200
 MAX_TEXT_TOKENS = validate.TOKEN_CAPS["embeddings"]
 """Tokens one text may have: MiniLM reads 256 word pieces, and would cut the rest off unread."""
+ENCODE_BATCH = 64
+"""Texts per forward pass inside one encoding call (sorted by length first, so padding stays small)."""
 
 
+@dataclass(frozen=True)
+class Texts:
+    """Texts checked for one sentence model: the *prepare* step of :func:`embed`.
+
+    Requests with the same :attr:`batch_key` (several students' texts for one model) can share one
+    encoding call (:func:`embed_batch`).
+    """
+
+    model: models.ModelRef
+    texts: tuple[str, ...]
+
+    @property
+    def batch_key(self) -> tuple[str, str, str | None]:
+        return ("embed", self.model.id, self.model.path)
+
+
+def prepare_texts(
+    texts: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None, minimum: int = 1
+) -> Texts:
+    """Check ``texts`` (a list of strings; at least ``minimum`` non-empty, at most :data:`MAX_TEXTS`, each
+    within :data:`MAX_TEXT_TOKENS`); no model runs, only its tokenizer.
+
+    Raises:
+        InputError: too few or too many texts, not strings, or a text over the token cap.
+    """
+    texts = _check_texts(texts, minimum)
+    model = models.ref(model, path)
+    _check_lengths(texts, models.tokenizer(model))
+    return Texts(model, tuple(texts))
+
+
+@isolated
 @forward("embedding texts")
+def embed_batch(requests: list[Texts]) -> list[np.ndarray]:
+    """One ``(len(texts), dim)`` float32 array per request, all requests' texts encoded in one call.
+
+    sentence-transformers sorts the texts by length and pads each of its mini-batches, masking the
+    padding in attention and in mean pooling: a text's vector does not depend on its batch mates (to
+    about 1e-6).
+    """
+    flat = [text for request in requests for text in request.texts]
+    with models.sentence_encoder(requests[0].model) as encoder:
+        vectors = encoder.encode(
+            flat, batch_size=ENCODE_BATCH, convert_to_numpy=True, show_progress_bar=False
+        )  # (sum of texts, dim)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    ends = np.cumsum([len(request.texts) for request in requests])
+    return np.split(vectors, ends[:-1])
+
+
 def embed(texts: list[str], model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None) -> np.ndarray:
     """One vector per text (``(len(texts), dim)``), as the sentence-transformers model returns it."""
-    texts = _check_texts(texts, minimum=1)
-    with models.sentence_encoder(model, path) as encoder:
-        _check_lengths(texts, encoder.tokenizer)
-        vectors = encoder.encode(texts, convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(vectors, dtype=np.float32)
+    return alone(embed_batch, prepare_texts(texts, model, path))
 
 
 def cosine(vectors: np.ndarray) -> np.ndarray:
@@ -243,9 +291,14 @@ class TextVector:
     first: list[float]
     norm: float
 
+    @classmethod
+    def of(cls, vector: np.ndarray) -> TextVector:
+        """The facts of a vector already computed (its shape, first values and length)."""
+        return cls(
+            tuple(vector.shape), [round(float(v), 4) for v in vector[:8]], float(np.linalg.norm(vector))
+        )
+
 
 def describe(text: str, model: ModelLike = SENTENCE_MODEL, path: str | Path | None = None) -> TextVector:
-    vector = embed([text], model, path)[0]
-    return TextVector(
-        tuple(vector.shape), [round(float(v), 4) for v in vector[:8]], float(np.linalg.norm(vector))
-    )
+    """The vector of ``text`` as the book prints it: its shape, first values and length."""
+    return TextVector.of(embed([text], model, path)[0])

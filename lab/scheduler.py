@@ -40,6 +40,7 @@ from lab.errors import LabError
 POLL_S = 0.02  # how often a waiter looks at its ticket (async waiters) or re-checks its place
 ETA_WEIGHT = 0.3  # weight of the newest service time in each kind's moving average
 FIRST_GUESS_S = 1.0  # the service time assumed for a kind never served yet
+BATCH_HISTORY = 1000  # batch sizes remembered by :meth:`Scheduler.batch_sizes`
 
 
 class Replaced(LabError):
@@ -58,6 +59,11 @@ class Place:
 
     ahead: int
     eta_s: float
+
+    @property
+    def shown(self) -> tuple[int, int]:
+        """What a person sees of it (turns, whole seconds): a waiter reports its place when this changes."""
+        return self.ahead, round(self.eta_s)
 
     def describe(self) -> str:
         if self.ahead == 0:
@@ -110,6 +116,7 @@ class Scheduler:
         self._running: Ticket | None = None
         self._service_s: dict[str, float] = {}  # moving average of each kind's service time
         self._usage_s: dict[str, float] = {}  # model seconds used per student
+        self._batch_sizes: deque[int] = deque(maxlen=BATCH_HISTORY)  # of the batches run, newest last
 
     # ---------------------------------------------------------------- joining and leaving the queue
 
@@ -151,7 +158,7 @@ class Scheduler:
         last: Place | None = None
         while not ticket.wake.wait(0.5 if on_wait else None):
             place = self.place(ticket)
-            if on_wait and place is not None and place != last:
+            if on_wait and place is not None and (last is None or place.shown != last.shown):
                 on_wait(place)
                 last = place
         self._raise_if_failed(ticket)
@@ -162,7 +169,7 @@ class Scheduler:
         try:
             while not ticket.granted:
                 place = self.place(ticket)
-                if on_wait and place is not None and place != last:
+                if on_wait and place is not None and (last is None or place.shown != last.shown):
                     on_wait(place)
                     last = place
                 await asyncio.sleep(POLL_S)
@@ -249,6 +256,17 @@ class Scheduler:
                 rows.append(Row(t.student, t.kind, "waiting", now - t.joined, ahead))
         return rows
 
+    def service_times(self) -> dict[str, float]:
+        """Each kind's recent service time in seconds (the moving average behind every estimate)."""
+        with self._lock:
+            return dict(self._service_s)
+
+    def batch_sizes(self) -> list[int]:
+        """How many requests each recent :meth:`run_batched` batch served, oldest first (the panels show
+        whether batching pays; the tests check that concurrent requests did share a batch)."""
+        with self._lock:
+            return list(self._batch_sizes)
+
     def usage(self, student: str) -> float:
         """Model seconds ``student`` has used (a batch's time is shared between its members)."""
         with self._lock:
@@ -317,6 +335,7 @@ class Scheduler:
         except BaseException as error:  # the whole batch failed: every member hears why
             results = [error] * len(members)
         with self._lock:
+            self._batch_sizes.append(len(members))
             share = (time.monotonic() - (leader.started or time.monotonic())) / len(members)
             for member, result in zip(members[1:], results[1:], strict=True):
                 self._usage_s[member.student] = self._usage(member.student) + share

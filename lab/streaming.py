@@ -27,13 +27,15 @@ from lab import deadline
 THREAD_PREFIX = "lab-generate"
 
 
-def _stop_when_set(event: threading.Event) -> Any:
-    """A stopping criterion that ends generation at the next token once ``event`` is set."""
+def _stop_when_set(event: threading.Event, seen: dict[str, Any]) -> Any:
+    """A stopping criterion that ends generation at the next token once ``event`` is set; it also notes
+    in ``seen`` the sequence's length and last token so far (why generation ended, afterwards)."""
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     class StopWhenSet(StoppingCriteria):
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+            seen["length"], seen["last"] = input_ids.shape[1], int(input_ids[0, -1])
             return torch.full(
                 (input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device
             )
@@ -74,7 +76,9 @@ class TokenStream:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._kwargs.setdefault("pad_token_id", pad)
         criteria = self._kwargs.pop("stopping_criteria", None) or []
-        self._kwargs["stopping_criteria"] = [*criteria, *_stop_when_set(self.stop)]
+        prompt = generate_kwargs.get("input_ids")
+        self._seen: dict[str, Any] = {"prompt": prompt.shape[1] if prompt is not None else 0, "length": 0}
+        self._kwargs["stopping_criteria"] = [*criteria, *_stop_when_set(self.stop, self._seen)]
         self._deadline = deadline.current()  # the request's time limit goes with it into the thread
         self._thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}-{name}", daemon=True)
         self._thread.start()
@@ -110,6 +114,16 @@ class TokenStream:
         self.stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens generated so far (of the first sequence)."""
+        return max(0, self._seen["length"] - self._seen["prompt"]) if self._seen["length"] else 0
+
+    @property
+    def last_token(self) -> int | None:
+        """The id of the last token generated, if any."""
+        return self._seen.get("last") if self.new_tokens else None
 
     @property
     def running(self) -> bool:

@@ -73,6 +73,7 @@ BOUNDS: dict[str, Bound] = {
     "kv_new_tokens": Bound("new tokens", 10, 200, 40, step=10),
     "att_layer": Bound("layer", 0, 127, 0),  # a shared link's layer and head: each model has fewer
     "att_head": Bound("head", 0, 127, 0),
+    "new_tokens": Bound("new tokens", 1, 200, 30),
     # topic modelling
     "n_neighbors": Bound("n_neighbors", 2, 100, 15),
     "min_cluster_size": Bound("min_cluster_size", 2, 500, 50),

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab import catalog, models, validate
+from lab import catalog, engine, models, validate
 from lab.errors import InputError
 from lab.forward import forward
 from lab.images import OpenedImage, open_image
@@ -468,6 +468,72 @@ def under_the_hood(vc: models.VisionChatModel, prepared: Prepared) -> UnderTheHo
     )
 
 
+# -- on a serving engine (vLLM) --------------------------------------------------------------------
+#
+# vLLM serves BLIP-2 behind the OpenAI chat API; the image travels as a data URL in an ``image_url`` part
+# and the text part is the book's prompt, written into the model's input by the chat template of
+# ``deploy/blip2-chat-template.jinja`` (BLIP-2 has none of its own). llama.cpp cannot serve BLIP-2, so this
+# path is documented and was checked on vLLM only. Beam search is not part of the OpenAI API: it runs in
+# process. The engine refuses a prompt past the model's context with its own message (no turns dropped).
+
+
+def on_engine(model: str, path: str | Path | None = None, decoding: Decoding | None = None) -> bool:
+    """True when a serving engine answers for ``model`` (a Hub id, not a local folder) with this decoding."""
+    beams = decoding is not None and decoding.method == "beam search" and decoding.num_beams > 1
+    return not path and not beams and engine.serves(model)
+
+
+def _data_url(image: Image.Image) -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def engine_messages(image: Image.Image, prompt: str) -> list[dict[str, Any]]:
+    """One user message: the image as an OpenAI ``image_url`` part, then the prompt ("" for a caption)."""
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": _data_url(image)}}]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": prompt}]}]
+
+
+def _engine_sampling(decoding: Decoding) -> dict[str, Any]:
+    fields: dict[str, Any] = {"temperature": 0.0}
+    if decoding.method == "sampling":
+        fields = {"temperature": decoding.temperature, "top_p": decoding.top_p}
+    if decoding.repetition_penalty != 1.0:
+        fields["repetition_penalty"] = decoding.repetition_penalty  # vLLM's field, sent as it is
+    return fields
+
+
+def engine_caption(image: Any, model: str = DEFAULT_MODEL, max_new_tokens: int = CAPTION_TOKENS) -> str:
+    """The book's caption (the image alone, greedy) written by the serving engine."""
+    opened = open_for_model(image)
+    tokens = Decoding(max_new_tokens=max_new_tokens).max_new_tokens
+    return engine.chat_text(model, engine_messages(opened.image, ""), tokens).strip()
+
+
+def engine_answer_stream(
+    image: Any,
+    history: Sequence[Turn],
+    question: str,
+    model: str = DEFAULT_MODEL,
+    decoding: Decoding | None = None,
+) -> Iterator[str]:
+    """The answer to the book's memory prompt, growing, written by the serving engine.
+
+    Closing the iterator closes the request, and the engine stops generating it.
+    """
+    decoding = decoding or Decoding()
+    prompt = build_prompt(check_history(history), check_question(question))
+    messages = engine_messages(open_for_model(image).image, prompt)
+    pieces = engine.chat_stream(model, messages, decoding.max_new_tokens, **_engine_sampling(decoding))
+    with contextlib.closing(engine.growing(pieces)) as texts:
+        for text in texts:
+            yield text.strip()
+
+
 # -- the book's calls, for a notebook -------------------------------------------------------------
 
 
@@ -496,6 +562,8 @@ def caption(
         quantization: see :func:`lab.models.vision_chat_plan`.
     """
     opened = open_for_model(image)
+    if isinstance(model, str) and on_engine(model, path):
+        return engine_caption(opened, model, max_new_tokens)
     with _leased(model, path, quantization) as vc:
         return generate_text(vc, prepare_caption(vc, opened, max_new_tokens))
 
@@ -529,6 +597,9 @@ def answer(
     question = check_question(question)
     turns = check_history(history)
     opened = open_for_model(image)
+    if isinstance(model, str) and on_engine(model, path, choice):
+        texts = engine_answer_stream(opened, turns, question, model, choice)
+        return texts if stream else (list(texts) or [""])[-1]
     if not stream:
         with _leased(model, path, quantization) as vc:
             return generate_text(vc, prepare_chat(vc, opened, turns, question, choice))

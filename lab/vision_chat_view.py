@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from lab import catalog, models, render, tokens, vision_chat
 from lab.catalog import ModelUnavailable
+from lab.config import generation_engine
 from lab.errors import InputError, LabError
 
 if TYPE_CHECKING:
@@ -70,6 +71,18 @@ def loaded_status(vc: models.VisionChatModel, folder: str | None) -> str:
     origin = f" from `{html.escape(folder.strip())}`" if (folder or "").strip() else ""
     lines = [f"**{html.escape(title)}** is loaded{origin} on **{vc.device}** in **{vc.precision}**."]
     return "\n\n".join([*lines, notes_markdown(vc.notes)] if vc.notes else lines)
+
+
+def engine_status(model: str) -> str:
+    """Markdown: the serving engine that answers for ``model`` (``LAB_GENERATION_URL``)."""
+    engine = generation_engine()
+    where = html.escape(engine.url) if engine else "?"
+    return f"**{html.escape(model)}** answers on the serving engine at `{where}`, not in this process."
+
+
+def engine_hood() -> tuple[None, str, str]:
+    """The panel's values when the engine answered: its processor ran there, so there is nothing to show."""
+    return None, "The serving engine ran the processor and the model: the app never saw their inputs.", ""
 
 
 def dropped_notice(vc: models.VisionChatModel, prepared: vision_chat.Prepared) -> str:

@@ -27,7 +27,9 @@ from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
+from lab import sessions
 from lab.config import Settings
+from lab.scheduler import SCHEDULER
 from lab.sessions import LoginThrottle, PrivateFolders, TooMuch, UploadBudget, owner_of
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,9 @@ def free_closed_sessions(demo: gr.Blocks, settings: Settings) -> None:
         with holder.lock:
             holder.session_data.pop(session_hash, None)
             holder.time_last_used.pop(session_hash, None)
+        # Without logins the session is the student: its model seconds go with it. A login keeps its
+        # usage across reloads (a reload must not reset a quota).
+        SCHEDULER.forget(f"{sessions.SESSION}{session_hash}")
 
     async def closed(request: gr.Request) -> None:
         # Async, so that ``forget`` runs on the server's event loop, as Gradio's own sweep of expired

@@ -1,8 +1,8 @@
 """Tab 2, chapters 2 and 3: attention, the forward pass and embeddings, drawn live for real models.
 
 Layout and wiring only: the models run in :mod:`lab.attention` and :mod:`lab.embeddings`, the pictures
-come from :mod:`lab.attention_view`. The web API: ``/attention``, ``/next_token``, ``/logit_lens`` and
-``/similarity``.
+come from :mod:`lab.attention_view`. The web API: ``/attention``, ``/next_token``, ``/logit_lens``,
+``/generate`` and ``/similarity``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import numpy as np
 
 from lab import attention as attn
 from lab import attention_view as view
-from lab import embeddings, links, validate
+from lab import embeddings, export, links, snippets, validate
 from lab.config import Settings
 from tabs import access
 from tabs import links as page_links
-from tabs.common import api, check_allowed, explained, model_choices, on, slider
+from tabs.common import api, check_allowed, explained, in_batch, model_choices, on, slider
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapters 2–3 · Looking inside a language model
@@ -62,6 +63,25 @@ def _model_menu(ids: list[str], value: str, settings: Settings, label: str = "Mo
 
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+# -- the forward steps, batched across students (prepare here, forward in the queue, present after) --
+
+
+def _attention(text: str, model_id: str) -> attn.AttentionResult:
+    prepared = attn.prepare_attention(text, model_id)
+    return in_batch("attention", prepared.batch_key, prepared, attn.attention_batch)
+
+
+def _next_token_logits(prompt: str, model_id: str) -> np.ndarray:
+    prepared = attn.prepare_prompt(prompt, model_id)
+    return in_batch("next_token", prepared.batch_key, prepared, attn.next_token_logits_batch)
+
+
+def _sentence_vectors(texts: list[str], model_id: str) -> np.ndarray:
+    """The texts' sentence embeddings; at least two texts (a similarity needs a pair)."""
+    prepared = embeddings.prepare_texts(texts, model_id, minimum=2)
+    return in_batch("similarity", prepared.batch_key, prepared, embeddings.embed_batch)
 
 
 # -- the tab ---------------------------------------------------------------------------------------
@@ -119,12 +139,13 @@ def _attention_section(demo: gr.Blocks, settings: Settings) -> None:
                 buttons=["fullscreen"],
             )
         single = gr.Plot(label="One head", elem_id="att-single")
+    panel = code_panel("att")
 
     def compute(model_id: str, text: str, at_layer: int = 0, at_head: int = 0) -> tuple[Any, ...]:
         """Inputs: model, text. Outputs: the result (state), layer and head sliders, head view, model view,
-        one head (layer and head 0, or a link's where the model has them)."""
+        one head (layer and head 0, or a link's where the model has them), code, downloads."""
         check_allowed(model_id, settings)
-        result = attn.attention(text or "", model_id)
+        result = _attention(text or "", model_id)
         result.weights = result.weights.astype(np.float16)  # per-user state: half the memory
         at_layer, at_head = min(at_layer, result.layers - 1), min(at_head, result.heads - 1)
         return (
@@ -134,6 +155,8 @@ def _attention_section(demo: gr.Blocks, settings: Settings) -> None:
             _head_view(result, at_layer),
             view.model_view(result),
             view.head_heatmap(result, at_layer, at_head),
+            snippets.attention(text or "", model_id),
+            export.attention_files(result, at_layer),
         )
 
     def from_link(model_id: str, text: str, link: dict[str, Any]) -> tuple[Any, ...]:
@@ -169,10 +192,10 @@ def _attention_section(demo: gr.Blocks, settings: Settings) -> None:
             view.head_heatmap(result, layer_index, head_index),
         )
 
-    outputs = [state, layer, head, head_view, grid, single]
+    outputs = [state, layer, head, head_view, grid, single, *panel.outputs]
     sync = page_links.sync_js("attention", ["att.model", "att.text", "att.layer", "att.head"])
     for trigger in (run.click, text.submit):
-        on(trigger, compute, [model, text], outputs, gpu=True)
+        on(trigger, compute, [model, text], outputs, gpu=True, batched=True)
     on(layer.release, change_layer, [state, layer, head], [head_view, single])
     on(head.release, change_head, [state, layer, head], single)
     on(grid.select, open_cell, [state], [layer, head, head_view, single])
@@ -181,17 +204,17 @@ def _attention_section(demo: gr.Blocks, settings: Settings) -> None:
     arrived = page_links.share(
         demo, "attention", {"att.model": model, "att.text": text}, extra=("att.layer", "att.head")
     )
-    on(arrived.ready, from_link, [model, text, arrived.state], outputs, gpu=True)
+    on(arrived.ready, from_link, [model, text, arrived.state], outputs, gpu=True, batched=True)
 
     def attention(text: str, model: str = attn.ENCODER) -> dict[str, Any]:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
         text, model = validate.text(text, "text", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        result = attn.attention(text, model)
+        result = _attention(text, model)
         weights = np.round(result.weights, 4).tolist()
         return {"model": result.model, "tokens": result.tokens, "causal": result.causal, "weights": weights}
 
-    api(attention)
+    api(attention, batched=True)
 
 
 def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> None:
@@ -211,10 +234,23 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
         top_p = slider("top_p", "Top-p", elem_id="fwd-top-p")
     logits = access.session_state(None, settings)
     chart = gr.Plot(elem_id="fwd-chart")
+    panel = code_panel("fwd")
 
+    with explained(
+        "Generate: append the top token, again and again",
+        "Greedy generation continues the prompt one token at a time, always with the most probable "
+        "next token. When a serving engine is configured (`LAB_GENERATION_URL`), it writes the text; "
+        "the views above stay in this process, since they read the model's insides.",
+    ):
+        with gr.Row():
+            free_tokens = slider("new_tokens", "New tokens", elem_id="fwd-gen-tokens")
+            free_run = gr.Button("Generate", elem_id="fwd-gen-run")
+            free_stop = gr.Button("Stop", elem_id="fwd-gen-stop")
+        free_text = gr.Textbox(label="Generated text (greedy)", lines=4, elem_id="fwd-gen-text")
     with gr.Accordion("Layer by layer: the logit lens", open=False) as lens_section:
         lens_run = gr.Button("Run the logit lens", elem_id="fwd-lens-run")
         lens = gr.HTML(elem_id="fwd-lens")
+        lens_panel = code_panel("fwd-lens")
     with gr.Accordion("The model's structure", open=False):
         structure_run = gr.Button("Show the structure", elem_id="fwd-structure-run")
         summary = gr.Markdown(elem_id="fwd-structure-summary")
@@ -232,34 +268,54 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
         generated = gr.Textbox(label="Generated text (greedy)", lines=4, elem_id="fwd-kv-text")
         timings = gr.Markdown(elem_id="fwd-kv-timings")
 
-    def predict(model_id: str, prompt: str, k: float, temperature: float, top_p: float) -> tuple[Any, Any]:
-        """Inputs: model, prompt, k, temperature, top-p. Outputs: (model, logits) state, the bar chart."""
+    def predict(model_id: str, prompt: str, k: float, temperature: float, top_p: float) -> tuple[Any, ...]:
+        """Inputs: model, prompt, k, temperature, top-p. Outputs: (model, prompt, logits) state, the bar
+        chart, code, downloads."""
         check_allowed(model_id, settings)
-        shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
-        values = attn.next_token_logits(prompt or "", model_id)
-        result = attn.distribution(values, model_id, **shape)
-        return (model_id, values), view.next_token_figure(result, temperature, top_p)
+        values = _next_token_logits(prompt or "", model_id)
+        return (
+            (model_id, prompt or "", values),
+            *shown(model_id, prompt or "", values, k, temperature, top_p),
+        )
 
-    def reshape(state: tuple[str, np.ndarray] | None, k: float, temperature: float, top_p: float) -> Any:
-        """Inputs: (model, logits) state, k, temperature, top-p. Outputs: the bar chart, redrawn."""
+    def shown(model_id: str, prompt: str, values: np.ndarray, *knobs: float) -> tuple[Any, Any, Any]:
+        """The bar chart of the distribution after temperature and top-p, its code and its downloads."""
+        shape = validate.bounds(**dict(zip(("k", "temperature", "top_p"), knobs)))
+        result = attn.distribution(values, model_id, **shape)
+        figure = view.next_token_figure(result, shape["temperature"], shape["top_p"])
+        asked = {"model": model_id, "prompt": prompt, **shape}
+        return (
+            figure,
+            snippets.next_token(prompt, model_id, **shape),
+            export.next_token_files(result, figure, asked),
+        )
+
+    def reshape(state: tuple[str, str, np.ndarray] | None, k: float, temperature: float, top_p: float) -> Any:
+        """Inputs: (model, prompt, logits) state, k, temperature, top-p. Outputs: the bar chart, code and
+        downloads, redrawn."""
         if state is None:
-            return gr.update()
-        model_id, values = state
-        shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
-        result = attn.distribution(values, model_id, **shape)
-        return view.next_token_figure(result, temperature, top_p)
+            return gr.update(), *panel.unchanged()
+        return shown(*state, k, temperature, top_p)
 
-    def run_lens(model_id: str, prompt: str) -> str:
-        """Inputs: model, prompt. Outputs: the logit lens table."""
+    def run_lens(model_id: str, prompt: str) -> tuple[str, str, list[str]]:
+        """Inputs: model, prompt. Outputs: the logit lens table, code, downloads."""
         check_allowed(model_id, settings)
         rows = attn.logit_lens(prompt or "", model_id)
-        return view.logit_lens_table(rows, view.prompt_tokens(prompt, model_id))
+        tokens = view.prompt_tokens(prompt, model_id)
+        code = snippets.logit_lens(prompt or "", model_id)
+        return view.logit_lens_table(rows, tokens), code, export.logit_lens_files(rows, tokens)
 
     def show_structure(model_id: str) -> tuple[str, str]:
         """Inputs: model. Outputs: a summary (markdown), print(model) with parameter counts."""
         check_allowed(model_id, settings)
         s = attn.structure(model_id)
         return view.structure_summary(s), s.tree
+
+    def free_generate(model_id: str, prompt: str, count: float) -> Any:
+        """Inputs: model, prompt, new tokens. Outputs: the generated text, growing."""
+        check_allowed(model_id, settings)
+        with contextlib.closing(attn.continue_text(prompt or "", model_id, count)) as texts:
+            yield from texts
 
     def kv_cache(model_id: str, prompt: str, count: float, progress: gr.Progress = gr.Progress()):
         """Inputs: model, prompt, new tokens. Outputs: the generated text, the timings (markdown)."""
@@ -282,16 +338,18 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
 
     inputs = [model, prompt, k, temperature, top_p]
     for trigger in (run.click, prompt.submit):
-        on(trigger, predict, inputs, [logits, chart], gpu=True)
+        on(trigger, predict, inputs, [logits, chart, *panel.outputs], gpu=True, batched=True)
     for knob in (k, temperature, top_p):
-        on(knob.release, reshape, [logits, k, temperature, top_p], chart)
-    on(lens_run.click, run_lens, [model, prompt], lens, gpu=True)
+        on(knob.release, reshape, [logits, k, temperature, top_p], [chart, *panel.outputs])
+    on(lens_run.click, run_lens, [model, prompt], [lens, *lens_panel.outputs], gpu=True)
     # A link from a token of the attention view: the lens of the text up to that token.
     arrived = page_links.share(demo, "attention", {"lens.model": model, "lens.text": prompt})
-    shown = [sections, lens_section]
-    on(arrived.ready, lambda: (gr.Tabs(selected="att-forward"), gr.Accordion(open=True)), None, shown)
-    on(arrived.ready, run_lens, [model, prompt], lens, gpu=True)
+    opened = [sections, lens_section]
+    on(arrived.ready, lambda: (gr.Tabs(selected="att-forward"), gr.Accordion(open=True)), None, opened)
+    on(arrived.ready, run_lens, [model, prompt], [lens, *lens_panel.outputs], gpu=True)
     on(structure_run.click, show_structure, [model], [summary, tree], gpu=True)
+    free_event = on(free_run.click, free_generate, [model, prompt, free_tokens], free_text, generates=True)
+    on(free_stop.click, None, None, None, cancels=[free_event])
     kv_event = on(kv_run.click, kv_cache, [model, prompt, new_tokens], [generated, timings], gpu=True)
     on(kv_stop.click, None, None, None, cancels=[kv_event])
 
@@ -302,8 +360,8 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
         shape = validate.bounds(k=k, temperature=temperature, top_p=top_p)
         prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
         check_allowed(model, settings)
-        pairs = attn.next_token(prompt, model, **shape)
-        return [[token, prob] for token, prob in pairs]
+        result = attn.distribution(_next_token_logits(prompt, model), model, **shape)
+        return [[token, prob] for token, prob in attn.ranked(result)]
 
     def logit_lens(prompt: str, model: str = attn.DECODER, k: int = 1) -> list[Any]:
         """Top-k tokens with probabilities for every [layer][position]."""
@@ -313,8 +371,16 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
         rows = attn.logit_lens(prompt, model, k)
         return [[[[t, p] for t, p in cell] for cell in row] for row in rows]
 
-    api(next_token)
+    def generate(prompt: str, model: str = attn.DECODER, new_tokens: int = 30) -> Any:
+        """The greedy continuation of the prompt, growing (on the serving engine when it serves the model)."""
+        prompt, model = validate.text(prompt, "prompt", required=False), validate.model_id(model)
+        check_allowed(model, settings)
+        with contextlib.closing(attn.continue_text(prompt, model, new_tokens)) as texts:
+            yield from texts
+
+    api(next_token, batched=True)
     api(logit_lens)
+    api(generate, generates=True)
 
 
 def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> None:
@@ -329,6 +395,7 @@ def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) 
         similar_run = gr.Button("Compare", variant="primary", elem_id="emb-sim-run")
         similar_plot = gr.Plot(elem_id="emb-sim-plot")
         vector = gr.Markdown(elem_id="emb-vector")
+        similar_panel = code_panel("emb-sim")
     with gr.Accordion("A map of embeddings", open=False) as map_section:
         with gr.Row():
             source = gr.Radio(
@@ -363,13 +430,17 @@ def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) 
             contextual_plot = gr.Plot(elem_id="emb-contextual")
         bank_note = gr.Markdown(elem_id="emb-bank-note")
 
-    def compare(model_id: str, text: str) -> tuple[Any, str]:
-        """Inputs: model, sentences. Outputs: the similarity heat map, the first sentence's vector."""
+    def compare(model_id: str, text: str) -> tuple[Any, ...]:
+        """Inputs: model, sentences. Outputs: the similarity heat map, the first sentence's vector, code,
+        downloads."""
         check_allowed(model_id, settings)
         lines = _lines(text)
-        matrix = embeddings.similarity(lines, model_id)
-        described = view.vector_description(lines[0], embeddings.describe(lines[0], model_id))
-        return view.matrix_heatmap(matrix, lines, f"Cosine similarity · {model_id}"), described
+        vectors = _sentence_vectors(lines, model_id)
+        described = view.vector_description(lines[0], embeddings.TextVector.of(vectors[0]))
+        matrix = embeddings.cosine(vectors)
+        figure = view.matrix_heatmap(matrix, lines, f"Cosine similarity · {model_id}")
+        code = snippets.similarity(lines, model_id)
+        return figure, described, code, export.similarity_files(lines, matrix, figure, model_id)
 
     def draw_map(
         what: str, how: str, model_id: str, words_text: str, sentences_text: str, sentence_model_id: str
@@ -396,7 +467,8 @@ def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) 
         check_allowed(model_id, settings)
         return view.static_vs_contextual(embeddings.compare_word(word_text, _lines(text), model_id))
 
-    on(similar_run.click, compare, [sentence_model, sentences], [similar_plot, vector], gpu=True)
+    similar_outputs = [similar_plot, vector, *similar_panel.outputs]
+    on(similar_run.click, compare, [sentence_model, sentences], similar_outputs, gpu=True, batched=True)
     map_inputs = [source, method, token_model, words, sentences, sentence_model]
     on(map_run.click, draw_map, map_inputs, map_plot, gpu=True)
     on(probe_run.click, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
@@ -418,7 +490,7 @@ def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) 
         texts = validate.texts(texts, "texts", max_items=embeddings.MAX_TEXTS)
         model = validate.model_id(model)
         check_allowed(model, settings)
-        matrix = embeddings.similarity(texts, model)
+        matrix = embeddings.cosine(_sentence_vectors(texts, model))
         return np.round(matrix, 5).tolist()
 
-    api(similarity)
+    api(similarity, batched=True)

@@ -10,14 +10,15 @@ from typing import Any
 
 import gradio as gr
 
-from lab import catalog, clip, validate
+from lab import catalog, clip, export, snippets, validate
 from lab.clip import view
 from lab.config import Settings
 from lab.errors import LabError
 from lab.images import max_pixels
 from tabs import access
 from tabs import links as page_links
-from tabs.common import api, model_choices, on, slider
+from tabs.common import api, in_batch, model_choices, model_turn, on, slider
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 9 · Multimodal embeddings: CLIP
@@ -103,7 +104,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                     height=240,
                     elem_id="clip-query-image",
                 )
-            image_search = gr.Button("Find similar images", variant="primary", elem_id="clip-image-search")
+            find_similar = gr.Button("Find similar images", variant="primary", elem_id="clip-image-search")
         with gr.Tab("Zero-shot labels", id="clip-zero-shot"):
             with gr.Row():
                 zs_image = gr.Image(
@@ -135,6 +136,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                     elem_id="clip-chart",
                 )
                 zs_table = gr.HTML(elem_id="clip-zs-table")
+                zs_panel = code_panel("clip-zs")
         with gr.Tab("Similarity matrix (the book)", id="clip-matrix"):
             with gr.Row():
                 matrix_images = gr.CheckboxGroup(
@@ -183,6 +185,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         elem_id="clip-results",
     )
     results_table = gr.HTML(elem_id="clip-results-table")
+    panel = code_panel("clip")
     with gr.Accordion("Under the hood: what CLIP reads", open=True), gr.Row():
         with gr.Column(scale=3):
             tokens_view = gr.HTML(label="CLIP's tokens of the query", elem_id="clip-tokens")
@@ -232,37 +235,74 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         except catalog.ModelUnavailable:  # the model's own event explains what is missing
             return None
 
-    def search_with(
-        choice: str | None, path: str | None, query: Any, count: float, state: Mine, by: str
+    def shown(
+        index: clip.ImageIndex,
+        scores: Any,
+        count: float,
+        state: clip.Gallery,
+        model: clip.ClipModel,
+        asked: tuple[str, str, str],
     ) -> tuple[Any, ...]:
-        """The results of a text or image query over the reader's gallery, and their ids kept in ``state``."""
+        """The results of a query's ``scores``, their ids kept in ``state`` (for clicks on them), and their
+        code and downloads; ``asked`` is (the model as chosen, the query, ``"text"`` or ``"image"``)."""
+        name, query, by = asked
+        items, table, state.results = view.results_view(index, scores, int(count), state.paths(), model)
+        hits = index.top(scores, int(count))
+        own = len(state.uploads)
+        code = snippets.clip_search(name, str(query), int(count), by=by, own_images=own)
+        files = export.clip_search_files(hits, str(query), model.name)
+        return gr.Gallery(value=items, visible=True), table, view.facts_markdown(model), state, code, files
+
+    def search_with(choice: str | None, path: str | None, image: str, count: float, state: Mine) -> tuple:
+        """The results of an image query over the reader's gallery (in a whole turn of the model queue)."""
         state = state or clip.Gallery()
         model = model_of(choice, path)
         index = galleries.index(state, model)
-        scores = index.text_scores(query) if by == "text" else index.image_scores(query)
-        items, table, state.results = view.results_view(index, scores, int(count), state.paths(), model)
-        return gr.Gallery(value=items, visible=True), table, view.facts_markdown(model), state
+        asked = (chosen(choice, path), image, "image")
+        return shown(index, index.image_scores(image), count, state, model, asked)
 
-    def searcher(by: str):
-        """Search by the query box's text (``by="text"``) or by the uploaded query image."""
+    def ready(choice: str | None, path: str | None, state: Mine) -> tuple[clip.ClipModel, clip.ImageIndex]:
+        """The model and the reader's index; built in a whole turn of the model queue the first time."""
+        name = chosen(choice, path)
+        if galleries.built(name, state):
+            model = galleries.model(name)
+            return model, galleries.index(state, model)
+        with model_turn("clip_search · index"):
+            model = galleries.model(name)
+            return model, galleries.index(state, model)
 
-        def search(
-            choice: str | None,
-            path: str | None,
-            query: str | None,
-            count: float,
-            state: Mine,
-            progress: gr.Progress = gr.Progress(track_tqdm=True),
-        ) -> tuple[Any, ...]:
-            """Inputs: model, folder, text or image, k, gallery. Outputs: results, table, facts, gallery."""
-            if by == "text":
-                query = clip.check_query(query or "")
-            elif not query:
-                raise gr.Error("Upload a query image first, or click a picture in the gallery.")
-            return search_with(choice, path, query, count, state, by)
+    def query_vector(query: str, model: clip.ClipModel) -> Any:
+        """The text tower's vector of a query, batched with other readers' queries for the same model."""
+        prepared = clip.TextQuery.prepare(query, model)
+        return in_batch("clip_text", prepared.batch_key, prepared, clip.embed_queries)
 
-        search.__name__ = f"{by}_search"
-        return search
+    def text_search(
+        choice: str | None,
+        path: str | None,
+        query: str | None,
+        count: float,
+        state: Mine,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),
+    ) -> tuple[Any, ...]:
+        """Inputs: model, folder, text, k, gallery. Outputs: results, table, facts, gallery."""
+        query = clip.check_query(query or "")
+        state = state or clip.Gallery()
+        model, index = ready(choice, path, state)
+        asked = (chosen(choice, path), query, "text")
+        return shown(index, index.vector_scores(query_vector(query, model)), count, state, model, asked)
+
+    def image_search(
+        choice: str | None,
+        path: str | None,
+        query: str | None,
+        count: float,
+        state: Mine,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),
+    ) -> tuple[Any, ...]:
+        """Inputs: model, folder, image, k, gallery. Outputs: results, table, facts, gallery."""
+        if not query:
+            raise gr.Error("Upload a query image first, or click a picture in the gallery.")
+        return search_with(choice, path, query, count, state)
 
     def clicked(in_results: bool):
         """A click on a picture of the results (or of the gallery) searches with that image."""
@@ -281,19 +321,29 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             if not 0 <= evt.index < len(shown) or shown[evt.index] not in paths:
                 raise gr.Error("That picture is no longer in the gallery; search again.")
             picked = paths[shown[evt.index]]
-            return (*search_with(choice, path, picked, count, state, "image"), picked)
+            return (*search_with(choice, path, picked, count, state), picked)
 
         return search_with_it
 
     def zero_shot(
         choice: str | None, path: str | None, image: str | None, labels_text: str, template_text: str
-    ) -> tuple[Any, str, str]:
-        """Inputs: model, folder, image, labels, template. Outputs: bar chart, table, model facts."""
+    ) -> tuple[Any, ...]:
+        """Inputs: model, folder, image, labels, template. Outputs: bar chart, table, model facts, code,
+        downloads."""
         if not image:
             raise gr.Error("Upload an image to classify.")
         model = model_of(choice, path)
         result = clip.classify(image, labels_text, model, template_text)
-        return view.zero_shot_frame(result), view.zero_shot_table(result), view.facts_markdown(model)
+        code = snippets.zero_shot(
+            chosen(choice, path), image, result.labels, clip.check_template(template_text)
+        )
+        return (
+            view.zero_shot_frame(result),
+            view.zero_shot_table(result),
+            view.facts_markdown(model),
+            code,
+            export.zero_shot_files(result, model.name),
+        )
 
     def matrix(
         choice: str | None,
@@ -370,19 +420,20 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     for trigger in (model_choice.change, folder.submit, folder.blur):
         on(trigger, show_status, model_inputs, status)
 
-    search_outputs = [results, results_table, facts, session]
+    search_outputs = [results, results_table, facts, session, *panel.outputs]
     for trigger in (search.click, query.submit):
-        on(trigger, searcher("text"), [*model_inputs, query, k, session], search_outputs, gpu=True)
+        text_inputs = [*model_inputs, query, k, session]
+        on(trigger, text_search, text_inputs, search_outputs, gpu=True, batched=True)
         on(trigger, show_tokens, [*model_inputs, query], tokens_view)
     by_image = [*model_inputs, query_image, k, session]
-    on(image_search.click, searcher("image"), by_image, search_outputs, gpu=True)
-    on(image_search.click, show_model_view, [*model_inputs, query_image], model_view)
+    on(find_similar.click, image_search, by_image, search_outputs, gpu=True)
+    on(find_similar.click, show_model_view, [*model_inputs, query_image], model_view)
     for picture, in_results in ((results, True), (browse, False)):
         outputs = [*search_outputs, query_image]
         picked = on(picture.select, clicked(in_results), [*model_inputs, k, session], outputs, gpu=True)
         on(picked.then, show_model_view, [*model_inputs, query_image], model_view)
     zs_inputs = [*model_inputs, zs_image, labels, template]
-    on(classify.click, zero_shot, zs_inputs, [chart, zs_table, facts], gpu=True)
+    on(classify.click, zero_shot, zs_inputs, [chart, zs_table, facts, *zs_panel.outputs], gpu=True)
     on(classify.click, show_model_view, [*model_inputs, zs_image], model_view)
     matrix_inputs = [*model_inputs, matrix_images, captions, session]
     on(matrix_button.click, matrix, matrix_inputs, [heat, facts], gpu=True)
@@ -402,11 +453,18 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     # -- links: the model, the text query and the zero-shot labels live in the page address ----------
     searched = page_links.share(demo, "clip", {"clip.model": model_choice, "clip.q": query, "clip.k": k})
     on(searched.ready, lambda: gr.Tabs(selected="clip-text"), None, sections)
-    on(searched.ready, searcher("text"), [*model_inputs, query, k, session], search_outputs, gpu=True)
+    on(
+        searched.ready,
+        text_search,
+        [*model_inputs, query, k, session],
+        search_outputs,
+        gpu=True,
+        batched=True,
+    )
     on(searched.ready, show_tokens, [*model_inputs, query], tokens_view)
     book_image = (zs_image, lambda name: gr.update(value=str(clip.BOOK_IMAGES / name)))
     labelled = page_links.share(demo, "clip", {"clip.labels": labels, "clip.image": book_image})
-    on(labelled.ready, zero_shot, zs_inputs, [chart, zs_table, facts], gpu=True)
+    on(labelled.ready, zero_shot, zs_inputs, [chart, zs_table, facts, *zs_panel.outputs], gpu=True)
     on(
         search.click,
         None,
@@ -436,7 +494,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             validate.bound("clip_k", k),
             clip.check_query(validate.text(query, "query", required=False)),
         )
-        found = galleries.default_index(model_of(validate.model_id(model), None)).search_text(query, k)
+        model, index = ready(validate.model_id(model), None, None)
+        found = index.search_vector(query_vector(query, model), k)
         return [{"rank": rank, "id": i, "cosine": s} for rank, (i, s) in enumerate(found, start=1)]
 
     def clip_zero_shot(
@@ -474,5 +533,6 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         values = clip.similarity_matrix(sources, texts, model_of(validate.model_id(model), None))
         return {"images": [name for name, _ in sources], "captions": texts, "matrix": values.tolist()}
 
-    for endpoint in (clip_search, clip_zero_shot, clip_matrix):
+    api(clip_search, batched=True)
+    for endpoint in (clip_zero_shot, clip_matrix):
         api(endpoint)

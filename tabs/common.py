@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import html
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 import anyio
 import gradio as gr
 
 from lab import catalog, deadline, sessions
-from lab.config import Settings, request_seconds
+from lab.config import Settings, generation_engine, request_seconds
 from lab.errors import LabError
 from lab.scheduler import SCHEDULER, Place
 from lab.validate import BOUNDS
@@ -30,6 +31,17 @@ MODEL_WAITING_ROOM = 64
 GPU_EVENT: dict[str, Any] = {"concurrency_limit": MODEL_WAITING_ROOM, "concurrency_id": "gpu"}
 # Cheap CPU work (tokenizing, drawing) runs for everyone at once.
 CPU_EVENT: dict[str, Any] = {"concurrency_limit": None}
+
+
+def _queue(gpu: bool, generates: bool) -> dict[str, Any]:
+    """Where an event waits. A generation event (``generates``) goes to the serving engine when one is
+    configured (``LAB_GENERATION_URL``): the engine batches requests, so these events wait in their own
+    "engine" group, ``LAB_ENGINE_CONCURRENCY`` at a time, and never hold the in-process GPU queue."""
+    engine = generation_engine() if generates else None
+    if engine is not None:
+        return {"concurrency_limit": engine.concurrency, "concurrency_id": "engine"}
+    return GPU_EVENT if gpu or generates else CPU_EVENT
+
 
 # Handlers that are wired to widgets stay out of the public API (`gr.api` endpoints are the API).
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
@@ -189,6 +201,25 @@ def _progress_slot(fn: Callable[..., Any], add: bool) -> tuple[inspect.Signature
     return signature.replace(parameters=[*params, extra]), len(params), True
 
 
+def _place_reporter(
+    args: tuple[Any, ...], slot: int | None, added: bool
+) -> tuple[tuple[Any, ...], Callable[[Place], None] | None]:
+    """The handler's own arguments (without a progress tracker we added) and a callback that shows a
+    :class:`Place` in the event's progress bar (``None`` where no tracker came)."""
+    progress = args[slot] if slot is not None and slot < len(args) else None
+    if added:
+        args = args[:slot]
+    if not isinstance(progress, gr.Progress):
+        return args, None
+    first: dict[str, int] = {}  # turns ahead when it started waiting: the bar fills turn by turn
+
+    def show(place: Place) -> None:
+        start = first.setdefault("turns", place.ahead + 1)
+        progress(1 - (place.ahead + 1) / start, desc=place.describe())
+
+    return args, show
+
+
 def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
     """Run ``fn`` in its turn of the model queue (:mod:`lab.scheduler`), showing its place while it waits.
 
@@ -202,12 +233,7 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
     signature, slot, added = _progress_slot(fn, add=show_place)
 
     def split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], Callable[[Place], None] | None]:
-        progress = args[slot] if slot is not None and slot < len(args) else None
-        if added:
-            args = args[:slot]
-        if not isinstance(progress, gr.Progress):
-            return args, None
-        return args, lambda place: progress(None, desc=place.describe())
+        return _place_reporter(args, slot, added)
 
     if inspect.isgeneratorfunction(fn):
 
@@ -255,6 +281,74 @@ async def _close(steps: Iterator[Any]) -> None:
             await asyncio.sleep(0.05)
 
 
+# -- batching across students -----------------------------------------------------------------------
+# A handler registered with ``batched=True`` takes no whole turn: it prepares its input in its own
+# thread, sends only the forward step to the model queue with :func:`in_batch`, where it joins other
+# students' requests of the same kind, and presents the result in its own thread again.
+
+_show_place: contextvars.ContextVar[Callable[[Place], None] | None] = contextvars.ContextVar(
+    "lab_show_place", default=None
+)
+
+
+def batching(fn: F, *, show_place: bool = True) -> F:
+    """Run ``fn``, a handler whose forward step goes through :func:`in_batch`, without a whole turn.
+
+    It runs in a worker thread, as Gradio runs any plain handler; the event's progress bar (added to its
+    signature as :func:`queued` does, when ``show_place``) is where :func:`in_batch` shows the place.
+    """
+    signature, slot, added = _progress_slot(fn, add=show_place)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, on_wait = _place_reporter(args, slot, added)
+        token = _show_place.set(on_wait)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _show_place.reset(token)
+
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def in_batch(kind: str, key: Hashable, item: Any, batch_fn: Callable[[list[Any]], list[Any]]) -> Any:
+    """Run ``item`` through ``batch_fn`` in the model queue, batched with other students' items of ``key``.
+
+    ``kind`` names the request in the queue (a student's newer request of the same kind replaces a
+    waiting one); ``key`` says which items may share a batch (the feature, the model and anything else
+    that must match); ``batch_fn`` gets a list of items and returns one result (or exception) per item.
+    The place is shown in the event's progress bar while the request waits (:func:`batching`).
+
+    The request's time limit (:func:`time_limited`) does not count the wait: the batch runs under a limit
+    of the same length from its start, and the handler's own limit resumes afterwards.
+    """
+    limit = deadline.current()
+
+    def run(items: list[Any]) -> list[Any]:
+        with deadline.within(deadline.Deadline.after(limit.seconds) if limit else None):
+            return batch_fn(items)
+
+    with deadline.paused():
+        return SCHEDULER.run_batched(
+            student(), kind, key=key, item=item, batch_fn=run, on_wait=_show_place.get()
+        )
+
+
+@contextlib.contextmanager
+def model_turn(kind: str) -> Iterator[None]:
+    """A whole turn in the model queue from inside a batched handler, for model work that cannot be
+    batched (a model described or a gallery embedded on first use). The wait is not counted against the
+    request's time limit; the work inside the block is."""
+    ticket = SCHEDULER.join(student(), kind)
+    try:
+        with deadline.paused():
+            SCHEDULER.wait(ticket, _show_place.get())
+        yield
+    finally:
+        SCHEDULER.leave(ticket)
+
+
 def slider(name: str, label: str | None = None, **options: Any) -> gr.Slider:
     """A slider whose range is the API's: ``BOUNDS[name]`` (lab.validate) sets minimum, maximum and step."""
     bound = BOUNDS[name]
@@ -297,6 +391,27 @@ def check_allowed(model_id: str, settings: Settings) -> None:
         raise gr.Error(f"This classroom server only loads the lab's catalog models; {model_id} is not one.")
 
 
+def _model_handler(
+    fn: Callable[..., Any],
+    gpu: bool,
+    generates: bool,
+    batched: bool,
+    time_factor: float,
+    *,
+    show_place: bool = True,
+) -> Callable[..., Any]:
+    """The handler as it runs: under the request time limit for model work, and in its turn of the model
+    queue (:func:`queued`, or :func:`batching` when ``batched``) unless a serving engine takes it (a
+    generation event with an engine configured: the engine batches, so waiting for the in-process
+    model's turn would only slow it down)."""
+    if not (gpu or generates):
+        return fn
+    limited = time_limited(fn, time_factor)
+    if generates and generation_engine() is not None:
+        return limited
+    return batching(limited, show_place=show_place) if batched else queued(limited, show_place=show_place)
+
+
 def on(
     trigger: Callable[..., Any],
     fn: Callable[..., Any] | None,
@@ -304,30 +419,44 @@ def on(
     outputs: Any = None,
     *,
     gpu: bool = False,
+    generates: bool = False,
+    batched: bool = False,
     time_factor: float = 1.0,
     **options: Any,
 ) -> Any:
     """Wire one widget event the lab's one way: errors shown in the lab's words, kept out of the API,
     on the GPU queue when ``gpu`` (one model call at a time, under the request time limit) or unqueued
-    for cheap CPU work.
+    for cheap CPU work. With ``batched`` (and ``gpu``), the handler takes no whole turn in the model
+    queue: it sends its forward step through :func:`in_batch`, batched with other students' requests.
+    ``generates`` marks a generation event that a serving engine may answer (:func:`_queue`); without an
+    engine it is a GPU event.
 
     ``trigger`` is the bound event (``button.click``); ``inputs`` may be a set of components, in which
     case the handler receives one ``{component: value}`` dict (read a form by component, not position).
     Returns Gradio's dependency, so ``.then(...)`` and ``cancels=[...]`` work as usual.
     """
-    settings = {**PRIVATE, **(GPU_EVENT if gpu else CPU_EVENT), **options}
-    if fn is not None and gpu:
-        fn = queued(time_limited(fn, time_factor))
+    settings = {**PRIVATE, **_queue(gpu, generates), **options}
+    if fn is not None:
+        fn = _model_handler(fn, gpu, generates, batched, time_factor)
     return trigger(user_errors(fn) if fn is not None else None, inputs, outputs, **settings)
 
 
-def api(fn: Callable[..., Any], *, gpu: bool = True, time_factor: float = 1.0, **options: Any) -> None:
+def api(
+    fn: Callable[..., Any],
+    *,
+    gpu: bool = True,
+    generates: bool = False,
+    batched: bool = False,
+    time_factor: float = 1.0,
+    **options: Any,
+) -> None:
     """Publish ``fn`` as the web API endpoint ``/<fn.__name__>``: its signature and docstring are the
     endpoint's, its errors are shown in the lab's words, and it waits in the GPU queue when ``gpu`` (with
-    the request time limit, :func:`time_limited`). ``fn`` checks its own arguments (:mod:`lab.validate`):
-    a web client can send any JSON, ``null`` and ``"ten"`` included."""
-    settings = {**(GPU_EVENT if gpu else CPU_EVENT), **options}
-    handler = queued(time_limited(fn, time_factor), show_place=False) if gpu else fn
+    the request time limit, :func:`time_limited`), or batches its forward step through :func:`in_batch`
+    when ``batched``. ``fn`` checks its own arguments (:mod:`lab.validate`): a web client can send any
+    JSON, ``null`` and ``"ten"`` included. ``generates``: as in :func:`on`."""
+    settings = {**_queue(gpu, generates), **options}
+    handler = _model_handler(fn, gpu, generates, batched, time_factor, show_place=False)
     gr.api(user_errors(handler), api_name=fn.__name__, **settings)
 
 

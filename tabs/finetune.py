@@ -12,13 +12,14 @@ from typing import Any
 import anyio
 import gradio as gr
 
-from lab import device, finetune, validate
+from lab import device, export, finetune, snippets, validate
 from lab.config import Settings
 from lab.errors import LabError
 from lab.finetune import share, view
 from lab.sessions import owner_of
 from tabs import links as page_links
 from tabs.common import api, check_allowed, model_choices, on, slider, warn
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 12 · Fine-tuning a chat model with QLoRA
@@ -98,6 +99,8 @@ def form_widgets(preset: str, settings: Settings) -> tuple[gr.Radio, Form]:
             field("max_steps", gr.Number, label="max steps (0: the epochs decide)", precision=0, minimum=0)
             field("max_seq_length", gr.Number, label="max sequence length", precision=0, minimum=16)
         with gr.Row():
+            field("answers_only", gr.Checkbox, label="loss on answers only (mask the prompt)")
+        with gr.Row():
             field("gradient_checkpointing", gr.Checkbox, label="gradient checkpointing")
             field("quantize_4bit", gr.Checkbox, label="4-bit NF4 base model (QLoRA)")
             field("merge", gr.Checkbox, label="merge into a 16-bit model after training")
@@ -147,6 +150,13 @@ def _shown(job: finetune.Job, final: bool) -> tuple[Any, ...]:
     )
 
 
+def _with_reason(answer: str) -> Any:
+    """An answer for its box: while it grows, the text; once finished, also why it stopped (the box's
+    info line: its end-of-text token, or the token limit)."""
+    reason = view.stopped_words(answer)
+    return gr.update(value=str(answer), info=reason) if reason else answer
+
+
 def build(demo: gr.Blocks, settings: Settings) -> None:
     """Lay out the fine-tune tab inside ``demo``: form, preview and plan, live run, before/after."""
     gr.Markdown(INTRO)
@@ -170,6 +180,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     download = gr.File(
         label="This run: adapter, settings and metrics (zip)", elem_id="ft-download", visible=False, height=80
     )
+    panel = code_panel("ft")
     with gr.Accordion("The data as the model reads it", open=False):
         preview_box = gr.HTML(elem_id="ft-preview")
     gr.Markdown(
@@ -183,6 +194,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     with gr.Row():
         base_text = gr.Textbox(label="Base model", lines=6, elem_id="ft-base")
         tuned_text = gr.Textbox(label="Fine-tuned", lines=6, elem_id="ft-tuned")
+    compare_panel = code_panel("ft-compare")
     with gr.Row():
         share_button = gr.Button(
             "Share the results (curves and these answers, read-only)", elem_id="ft-share"
@@ -258,7 +270,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         adapter = finetune.run_folder(run_id or "", owner_of(request)) / "adapter"
         base = tuned = ""
         for base, tuned in finetune.generate_pair_stream(text, None, adapter, count):
-            yield base, tuned
+            yield _with_reason(base), _with_reason(tuned)
         share.record_comparison(adapter.parent, text, base, tuned)  # what "Share the results" may show
 
     def publish(run_id: str | None, request: gr.Request) -> tuple[str, str]:
@@ -281,6 +293,29 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             comparison.get("tuned", ""),
         )
 
+    def run_code(current: str | None) -> tuple[Any, Any]:
+        """Inputs: the page's job. Outputs: the run's code and downloads (loss curve, losses, state)."""
+        job = finetune.get_job(current) if current else None
+        if job is None:
+            return panel.unchanged()
+        snap = job.snapshot()
+        return snippets.finetune_run(job.config.to_dict()), export.finetune_files(
+            snap, view.loss_figure(snap)
+        )
+
+    def compare_code(
+        run_id: str | None, text: str, count: float, base: str, tuned: str, request: gr.Request
+    ) -> tuple[Any, Any]:
+        """Inputs: the finished run, prompt, new tokens, both answers. Outputs: their code and downloads."""
+        if not run_id or not (base or tuned):
+            return compare_panel.unchanged()
+        adapter = finetune.run_folder(run_id, owner_of(request)) / "adapter"
+        count = validate.bound("ft_new_tokens", count)
+        record = {"run": run_id, "prompt": text, "max_new_tokens": count, "base": base, "fine_tuned": tuned}
+        return snippets.finetune_compare(text, None, str(adapter), count), export.write(
+            "finetune-compare", data=record
+        )
+
     on(demo.load, method_line, None, method_note)
     on(demo.load, finetune.default_preset, None, preset_choice)
     on(
@@ -301,7 +336,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     run_outputs = [job_state, status, progress, plot, logs, download, run_state, plan_box]
     started = on(start.click, run, {job_state, *form.values()}, run_outputs)
     on(cancel.click, stop, job_state, [status, progress, plot], cancels=[started])
-    on(compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], gpu=True)
+    on(started.then, run_code, job_state, panel.outputs)
+    compared = on(
+        compare.click, compare_runs, [run_state, prompt, new_tokens], [base_text, tuned_text], generates=True
+    )
+    answers = [run_state, prompt, new_tokens, base_text, tuned_text]
+    on(compared.then, compare_code, answers, compare_panel.outputs)
     on(share_button.click, publish, run_state, [share_code, status])
     on(share_code.change, None, share_code, js=page_links.sync_js("finetune", ["ft.share"]))
     shared = page_links.share(demo, "finetune", {}, extra=("ft.share",))
@@ -367,4 +407,4 @@ def _api(settings: Settings) -> None:
     api(finetune_start, gpu=False, **PREPARE)
     api(finetune_status, gpu=False)
     api(finetune_cancel, gpu=False)
-    api(finetune_compare, gpu=True)
+    api(finetune_compare, generates=True)

@@ -9,10 +9,11 @@ from typing import Any
 
 import gradio as gr
 
-from lab import catalog, links, render, tokens, validate
+from lab import catalog, export, links, render, snippets, tokens, validate
 from lab.config import Settings
 from tabs import links as page_links
 from tabs.common import CPU_EVENT, check_allowed, explained, model_choices, user_errors
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 2 · Tokens
@@ -96,6 +97,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             run = gr.Button("Tokenize", variant="primary", elem_id="tok-run")
     columns = gr.HTML(elem_id="token-columns")
     stats = gr.HTML(elem_id="token-stats")
+    panel = code_panel("tok")
 
     with gr.Accordion("Where do two tokenizers cut differently?", open=False):
         with gr.Row():
@@ -131,11 +133,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         chat_btn = gr.Button("Render the template", elem_id="tok-chat")
         chat_html = gr.HTML(elem_id="chat-template")
 
-    @user_errors
-    def tokenize_view(
-        text: str, names: list[str], show_ws: bool, show_ids: bool, progress: gr.Progress = gr.Progress()
-    ) -> Iterator[tuple[str, str]]:
-        """Inputs: text, tokenizers, whitespace and id toggles. Outputs: the columns and the statistics.
+    def tokenize_steps(
+        text: str, names: list[str], show_ws: bool, show_ids: bool, progress: gr.Progress, code: bool
+    ) -> Iterator[tuple[Any, ...]]:
+        """The columns and the statistics, then (with ``code``) the code and the downloads.
 
         Tokenizers that are here (packaged, cached, loaded) show at once; those that must come from the
         Hub show as "downloading" and fill in one by one, so the available never wait for the rest.
@@ -160,10 +161,30 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             done = [r for r in shown if not r.pending]
             return columns, render.table(STATS_HEADERS, _stats_rows(done, clean), "Statistics")
 
-        yield view()
         for name in progress.tqdm(later, desc="Downloading tokenizers"):
+            yield (*view(), *panel.unchanged())
             results[name] = tokens.tokenize(clean, name)
-            yield view()
+        if not code:
+            yield (*view(), *panel.unchanged())
+            return
+        done = list(results.values())
+        files = export.tokenizer_files(done, (STATS_HEADERS, _stats_rows(done, clean)))
+        yield (*view(), snippets.tokenizers(clean, names, settings.max_text_chars), files)
+
+    @user_errors
+    def tokenize_view(
+        text: str, names: list[str], show_ws: bool, show_ids: bool, progress: gr.Progress = gr.Progress()
+    ) -> Iterator[tuple[Any, ...]]:
+        """Inputs: text, tokenizers, whitespace and id toggles. Outputs: the columns, the statistics, the
+        code and the downloads."""
+        yield from tokenize_steps(text, names, show_ws, show_ids, progress, code=True)
+
+    @user_errors
+    def first_view(
+        text: str, names: list[str], show_ws: bool, show_ids: bool, progress: gr.Progress = gr.Progress()
+    ) -> Iterator[tuple[Any, ...]]:
+        """The page's first view: the code panel stays empty until the reader asks (no code at page load)."""
+        yield from tokenize_steps(text, names, show_ws, show_ids, progress, code=False)
 
     @user_errors
     def add_tokenizer(model_id: str, names: list[str]) -> tuple[Any, str]:
@@ -228,12 +249,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     )
 
     inputs = [text, names, show_ws, show_ids]
-    run.click(tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT)
+    run.click(tokenize_view, inputs, [columns, stats, *panel.outputs], api_visibility="private", **CPU_EVENT)
     for trigger in (text.submit, names.change, show_ws.change, show_ids.change):
         trigger(
             tokenize_view,
             inputs,
-            [columns, stats],
+            [columns, stats, *panel.outputs],
             api_visibility="private",
             trigger_mode="always_last",
             **CPU_EVENT,
@@ -248,7 +269,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     )
     chat_btn.click(chat_view, [chat_names, conversation], chat_html, api_visibility="private", **CPU_EVENT)
 
-    arrived.ready(tokenize_view, inputs, [columns, stats], api_visibility="private", **CPU_EVENT)
+    arrived.ready(first_view, inputs, [columns, stats, *panel.outputs], api_visibility="private", **CPU_EVENT)
 
     @user_errors
     def tokenize_api(text: str, tokenizers: list[str] | None = None) -> list[dict[str, Any]]:

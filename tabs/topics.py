@@ -12,12 +12,13 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from lab import topics
+from lab import export, snippets, topics
 from lab.config import Settings
 from lab.topics import view
 from tabs import access
 from tabs import links as page_links
 from tabs.common import LONG_JOB, Table, api, check_allowed, model_choices, on
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 5 · Topic modelling: embed → reduce → cluster → describe
@@ -53,6 +54,7 @@ LINK_NAMES = {
     "outliers": "top.outliers",
     "stop_words": "top.stop_words",
 }
+UPLOAD_COLUMNS = ("text_column", "title_column", "label_column", "date_column")  # a CSV file's columns
 REPRESENTATION_CHOICES = [
     ("KeyBERTInspired", "keybert"),
     ("MMR (maximal marginal relevance)", "mmr"),
@@ -77,6 +79,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         _plot_tabs(ui)
         _datamap_tab(ui)
         _representations_tab(ui.state, settings)
+        _stability_tab(ui.state)
         with gr.Tab("Downloads"):
             ui.downloads = gr.File(
                 label="Topic table and document topics (CSV), interactive map (HTML)",
@@ -237,6 +240,7 @@ def _results_panel(ui: SimpleNamespace) -> None:
         )
         ui.search = gr.Button("Search", elem_id="topics-search", scale=1)
     ui.found = Table(headers=["topic", "similarity", "name"], interactive=False, elem_id="topics-found")
+    ui.code = code_panel("topics")
 
 
 def _plot_tabs(ui: SimpleNamespace) -> None:
@@ -330,6 +334,53 @@ def _representations_tab(state: gr.State, settings: Settings) -> None:
 # -- wiring ------------------------------------------------------------------------------------------------
 
 
+def _stability_tab(state: gr.State) -> None:
+    """Why topics move: a min_cluster_size sweep, three UMAP seeds, the outlier strategies."""
+    with gr.Tab("Stability", id="topics-stability-tab"):
+        gr.Markdown(
+            "Topics change between runs and many documents end up as outliers: this is why. The sweep "
+            "re-runs only HDBSCAN on this fit's cached UMAP map, so each point takes about a second; the "
+            "seeds re-run UMAP (a minute each on 10,000 documents on a CPU); the strategies are BERTopic's "
+            "`reduce_outliers`, tried on this fit's outliers."
+        )
+        with gr.Row():
+            sweep_run = gr.Button("Sweep min_cluster_size", variant="primary", elem_id="topics-sweep-run")
+            seeds_run = gr.Button("Three UMAP seeds", elem_id="topics-seeds-run")
+            outliers_run = gr.Button("Outlier strategies", elem_id="topics-outliers-run")
+        sweep_text = gr.Markdown(elem_id="topics-sweep-text")
+        sweep_plot = gr.Plot(label="Topics, outliers and NMI by min_cluster_size", elem_id="topics-sweep")
+        seeds_text = gr.Markdown(elem_id="topics-seeds-text")
+        seeds = Table(interactive=False, elem_id="topics-seeds")
+        outliers = Table(interactive=False, elem_id="topics-outliers")
+
+    def sweep(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Inputs: session. Outputs: the sweep in words, its figure."""
+        chosen = _session(session)
+        run = chosen.run
+        points = topics.sweep_min_cluster_size(
+            run, chosen.corpus.labels, progress=lambda f, t: progress(f, desc=t)
+        )
+        words = view.sweep_markdown(points, run.params["hdbscan"]["min_cluster_size"])
+        return words, topics.stability_sweep(points)
+
+    def by_seed(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Inputs: session. Outputs: the seeds in words, their table."""
+        agreement = topics.seed_agreement(_session(session).run, progress=lambda f, t: progress(f, desc=t))
+        return view.seeds_markdown(agreement), view.seeds_table(agreement)
+
+    def strategies(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> Any:
+        """Inputs: session. Outputs: the outlier strategies' table."""
+        chosen = _session(session)
+        rows = topics.compare_outlier_strategies(
+            chosen.run, chosen.corpus.labels, progress=lambda f, t: progress(f, desc=t)
+        )
+        return view.outliers_table(rows)
+
+    on(sweep_run.click, sweep, state, [sweep_text, sweep_plot], gpu=True, time_factor=LONG_JOB)
+    on(seeds_run.click, by_seed, state, [seeds_text, seeds], gpu=True, time_factor=LONG_JOB)
+    on(outliers_run.click, strategies, state, outliers, gpu=True, time_factor=LONG_JOB)
+
+
 def _wire_upload(ui: SimpleNamespace) -> None:
     form = ui.form
     columns = [form["text_column"], form["title_column"], form["label_column"], form["date_column"]]
@@ -364,8 +415,8 @@ def _wire_upload(ui: SimpleNamespace) -> None:
 def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
     def fit(values: dict[Any, Any], progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Inputs: session and the corpus and pipeline form (read by name). Outputs: session, summary,
-        collapse note and its fix button, timings, agreement, topic table, topic picker, downloads, and
-        the (cleared) interactive map and its status."""
+        collapse note and its fix button, timings, agreement, topic table, topic picker, downloads, the
+        (cleared) interactive map and its status, and the code."""
         form = {name: values[component] for name, component in ui.form.items()}
         progress(0.0, desc="Loading the corpus")
         corpus = topics.corpus_from_form(form)
@@ -388,6 +439,13 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
             session.downloads(),
             "",  # an old interactive map no longer matches
             "",
+            snippets.topics(
+                form["corpus"],
+                choice,
+                file=form.get("file") if form["corpus"] == "upload" else None,
+                columns={name: form.get(name) for name in UPLOAD_COLUMNS},
+                embedding_model=run.params["embedding_model"],
+            ),
         )
 
     def apply_fix(session: topics.TopicSession | None) -> tuple[Any, Any]:
@@ -401,17 +459,24 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
         )
 
     def draw_figures(session: topics.TopicSession | None) -> tuple[Any, ...]:
-        """Inputs: session. Outputs: bar chart, heatmap, hierarchy."""
+        """Inputs: session. Outputs: bar chart, heatmap, hierarchy, the fit's downloads (figures, tables,
+        result)."""
         if session is None:
-            return None, None, None
-        return tuple(
-            view.figure_or_message(draw, session.run)
-            for draw in (topics.barchart, topics.heatmap, topics.hierarchy)
-        )
+            return None, None, None, None
+        figures = {
+            name: view.figure_or_message(draw, session.run)
+            for name, draw in (
+                ("barchart", topics.barchart),
+                ("heatmap", topics.heatmap),
+                ("hierarchy", topics.hierarchy),
+            )
+        }
+        table = view.topic_rows(session.run, session.corpus.labels)
+        return (*figures.values(), export.topic_files(session.run, table, figures))
 
     outputs = [ui.state, ui.summary, ui.collapse, ui.fix, ui.timings, ui.agreement, ui.table, ui.topic]
     inputs = {ui.state, *ui.form.values()}
-    fit_outputs = [*outputs, ui.downloads, ui.datamap, ui.map_status]
+    fit_outputs = [*outputs, ui.downloads, ui.datamap, ui.map_status, ui.code.code]
     fitted = on(ui.fit.click, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
     form = [ui.form["min_cluster_size"], ui.form["cluster_selection_method"]]
     fixed = on(ui.fix.click, apply_fix, ui.state, form)
@@ -424,7 +489,7 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
     on(ui.topic.change, None, ui.topic, js=page_links.sync_js("topics", ["top.topic"]))
     for done in (fitted, refitted, linked):
         # The figures follow the table; the documents map lays the documents out in 2-d the first time.
-        on(done.then, draw_figures, ui.state, [ui.barchart, ui.heatmap, ui.hierarchy])
+        on(done.then, draw_figures, ui.state, [ui.barchart, ui.heatmap, ui.hierarchy, ui.code.files])
         on(done.then, _draw_map, [ui.state, ui.hide_annotations], ui.documents_map)
     on(ui.cancel.click, None, cancels=[fitted, refitted, linked])
 

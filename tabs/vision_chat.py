@@ -7,19 +7,21 @@ Layout and wiring only: the model runs in :mod:`lab.vision_chat`, the page's tex
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
 
-from lab import models, paths, vision_chat
+from lab import engine, export, models, paths, snippets, vision_chat
 from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
 from tabs import access
 from tabs import links as page_links
 from tabs.common import model_choices, on, slider, warn
+from tabs.export import code_panel
 
 INTRO = """
 ### Chapter 9 · BLIP-2: chat about an image
@@ -205,6 +207,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 buttons=["copy"],
             )
             image_notes = gr.Markdown(elem_id="vc-image-notes")
+            caption_panel = code_panel("vc-caption")
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(
                 label="Chat about the image",
@@ -215,6 +218,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 elem_id="vc-chatbot",
             )
             notice = gr.Markdown(elem_id="vc-notice")
+            chat_panel = code_panel("vc-chat")
             with gr.Row(equal_height=True):
                 question = gr.Textbox(
                     placeholder="e.g. Write down what you see in this picture.",
@@ -282,9 +286,18 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     decoding_inputs = [method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty]
     status_inputs = [model_id, folder, quantization]
 
-    def lease(model: str, path: str | None, precision: str) -> Any:
+    def on_engine(model: str, path: str | None, choice: Any = None) -> str | None:
+        """The model id when the serving engine answers for it (LAB_GENERATION_URL), else None."""
         model, path = view.chosen_model(model, path, classroom=settings.classroom)
-        return models.vision_chat_model(model, path, quantization=precision)
+        return model if vision_chat.on_engine(model, path, choice) else None
+
+    @contextlib.contextmanager
+    def lease(model: str, path: str | None, precision: str) -> Iterator[Any]:
+        """The model, in process; with an engine configured these events are off the GPU queue, so
+        in-process answers take turns (:func:`lab.engine.in_process_turn`)."""
+        model, path = view.chosen_model(model, path, classroom=settings.classroom)
+        with engine.in_process_turn(), models.vision_chat_model(model, path, quantization=precision) as vc:
+            yield vc
 
     # -- CPU events ------------------------------------------------------------------------------
 
@@ -343,13 +356,40 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     # -- GPU events ------------------------------------------------------------------------------
 
     def caption_view(path: str | None, model: str, folder_path: str, precision: str) -> tuple[Any, ...]:
-        """Inputs: image, model, folder, precision. Outputs: caption, prompt, panel, status, image notes."""
+        """Inputs: image, model, folder, precision. Outputs: caption, prompt, panel, status, image notes,
+        code, downloads."""
+        served = on_engine(model, folder_path)
+        if served:
+            text = vision_chat.engine_caption(path, served)
+            files = export.vision_chat_files({"model": model, "engine": served, "caption": text})
+            return text, "", *view.engine_hood(), view.engine_status(served), gr.skip(), gr.skip(), files
         with lease(model, folder_path, precision) as vc:
             prepared = vision_chat.prepare_caption(vc, path)
             text = vision_chat.generate_text(vc, prepared)
             hood = view.under_the_hood(vc, prepared)
             status = view.loaded_status(vc, folder_path)
-        return text, prepared.prompt, *hood, status, view.notes_markdown(prepared.notes)
+        code = snippets.vision_chat(model, path, folder=folder_path or None, precision=precision)
+        files = export.vision_chat_files({"model": model, "caption": text, "prompt": prepared.prompt})
+        return text, prepared.prompt, *hood, status, view.notes_markdown(prepared.notes), code, files
+
+    def chat_code(form: dict[Any, Any]) -> tuple[Any, Any]:
+        """Inputs: image, history, model form, decoding. Outputs: the last answer's code and downloads."""
+        turns = [list(t) for t in form[history] or []]
+        if not turns or not form[image]:
+            return caption_panel.unchanged()
+        *earlier, (question_text, answer) = turns
+        decoding = dataclasses.asdict(vision_chat.Decoding(*(form[c] for c in decoding_inputs)))
+        code = snippets.vision_chat(
+            form[model_id],
+            form[image],
+            folder=form[folder] or None,
+            precision=form[quantization],
+            history=earlier,
+            question=question_text,
+            decoding=decoding,
+        )
+        record = {"model": form[model_id], "history": turns, "answer": answer, "decoding": decoding}
+        return code, export.vision_chat_files(record)
 
     def stream_turn(form: dict[Any, Any], again: bool) -> Iterator[tuple[Any, ...]]:
         """Stream one answer; ``again`` asks the last question again, without its answer."""
@@ -358,6 +398,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         if again:
             turns = turns[:-1]
         text, folder_path = form[asked], form[folder]
+        served = on_engine(form[model_id], folder_path, choice)
+        if served:
+            yield from engine_turn(served, form[image], turns, text, choice, again)
+            return
         with lease(form[model_id], folder_path, form[quantization]) as vc:
             prepared = vision_chat.prepare_chat(vc, form[image], [tuple(t) for t in turns], text, choice)
             conversation = [*view.messages(turns), {"role": "user", "content": text}]
@@ -383,6 +427,37 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 *[gr.skip()] * 5,
             )
 
+    def engine_turn(
+        model: str, image_path: str, turns: list[list[str]], text: str, choice: Any, again: bool
+    ) -> Iterator[tuple[Any, ...]]:
+        """One answer from the serving engine, with the outputs of :func:`stream_turn`."""
+        conversation = [*view.messages(turns), {"role": "user", "content": text}]
+        prompt = vision_chat.build_prompt([tuple(t) for t in turns], text)
+        waiting = [*conversation, {"role": "assistant", "content": view.WAITING}]
+        status = view.engine_status(model)
+        yield (
+            waiting,
+            turns,
+            "",
+            prompt,
+            view.engine_hood(),
+            status,
+            gr.skip() if again else gr.update(value=""),
+        )
+        answer = ""
+        history_pairs = [tuple(t) for t in turns]
+        with contextlib.closing(
+            vision_chat.engine_answer_stream(image_path, history_pairs, text, model, choice)
+        ) as stream:
+            for answer in stream:
+                shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
+                yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
+        yield (
+            [*conversation, {"role": "assistant", "content": answer}],
+            [*turns, [text, answer]],
+            *[gr.skip()] * 5,
+        )
+
     def stream_answer(form: dict[Any, Any]) -> Iterator[tuple[Any, ...]]:
         """Inputs: image, question, history, model form, decoding. Outputs: chat, history, notice, prompt,
         panel values, status, question box."""
@@ -395,6 +470,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     # The API's parameter names are these functions' own: keep them plain.
     def api_caption(image: str | None, model: str, folder: str, precision: str) -> str:
         """Inputs: image, model, folder, precision. Outputs: the caption."""
+        served = on_engine(model, folder)
+        if served:
+            return vision_chat.engine_caption(image, served)
         with lease(model, folder, precision) as vc:
             return vision_chat.generate_text(vc, vision_chat.prepare_caption(vc, image))
 
@@ -416,6 +494,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         choice = vision_chat.Decoding(
             method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty
         )
+        served = on_engine(model, folder, choice)
+        if served:
+            yield from vision_chat.engine_answer_stream(image, history, question, served, choice)
+            return
         with lease(model, folder, precision) as vc:
             prepared = vision_chat.prepare_chat(
                 vc, image, vision_chat.check_history(history), question, choice
@@ -431,8 +513,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     new_outputs = [history, chatbot, caption_box, notice, prompt_box, *hood, image_notes, hood_state]
     image_changed = on(image.change, new_image, image, new_outputs)
     _wire_link(demo, image, image_changed, chatbot, history, status_inputs, decoding_inputs, lease)
-    caption_outputs = [caption_box, prompt_box, *hood, model_status, image_notes]
-    on(caption_btn.click, caption_view, [image, *status_inputs], caption_outputs, gpu=True)
+    caption_outputs = [caption_box, prompt_box, *hood, model_status, image_notes, *caption_panel.outputs]
+    on(caption_btn.click, caption_view, [image, *status_inputs], caption_outputs, generates=True)
 
     controls = [question, send, stop, regenerate]
     stream_outputs = [chatbot, history, notice, prompt_box, hood_state, model_status, question]
@@ -441,9 +523,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     def chat_turn(trigger: Any, start: Callable[..., Any], start_inputs: list[Any], stream: Any) -> Any:
         """Check and lock the page (CPU), stream the answer (GPU), then unlock and fill the panel."""
         started = on(trigger, start, start_inputs, [asked, *controls])
-        streaming = on(started.success, stream, stream_inputs, stream_outputs, gpu=True)
+        streaming = on(started.success, stream, stream_inputs, stream_outputs, generates=True)
         finished = on(streaming.then, end_turn, None, controls)
         on(finished.then, show_hood, hood_state, hood)
+        on(finished.then, chat_code, {image, history, *status_inputs, *decoding_inputs}, chat_panel.outputs)
         return streaming
 
     streams = [
@@ -463,7 +546,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         [num_beams, temperature, top_p],
     )
 
-    public = {"gpu": True, "api_visibility": "public"}  # the tab's API: /caption and /chat
+    public = {"generates": True, "api_visibility": "public"}  # the tab's API: /caption and /chat
     on(
         api_caption_btn.click,
         api_caption,

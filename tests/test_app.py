@@ -81,6 +81,7 @@ def test_only_the_documented_endpoints_are_public(lab_server):
         "/attention",
         "/next_token",
         "/logit_lens",
+        "/generate",
         "/similarity",
         "/topics_fit",
         "/topics_search",

@@ -240,3 +240,28 @@ def test_bench_json_reports_every_measure_and_the_cache_beats_reloading():
     } <= set(attention)
     assert attention["attention_tokens"] <= 64 and attention["lens_prompt_tokens"] == 10
     assert results["process"]["details"]["peak_rss_mb"] > 0
+
+
+def test_the_engine_table_reads_its_measures_and_says_when_the_server_is_missing():
+    from bench import engine
+
+    here = [4.0 * (i + 1) for i in range(16)]  # one at a time: each waits for those before it
+    there = [8.0] * 16  # all together
+    details = {
+        "requests": 16,
+        "new_tokens": 32,
+        "cpus": 2,
+        "threads": 1,
+        "in_process_s": here,
+        "engine_s": there,
+        "in_process_total_s": max(here),
+        "engine_total_s": max(there),
+        "in_process_p95_s": engine._p95(here),
+        "engine_p95_s": engine._p95(there),
+        "in_process_per_request_s": 4.0,
+    }
+    rows = {row.name: row for row in engine.section(details).rows}
+    assert rows["16 concurrent requests: all answered"].ratio == 8.0
+    assert rows["16 concurrent requests: p95 latency"].met  # 60 s against 8 s
+    skipped = engine.section({"skipped": "no llama-server"}).rows[0]
+    assert skipped.lab is None and "no llama-server" in skipped.note

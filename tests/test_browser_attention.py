@@ -113,3 +113,31 @@ def test_cancel_during_kv_cache_generation_frees_the_model_for_the_next_request_
     page.wait_for_function(
         "() => document.querySelector('#fwd-chart')?.textContent.includes('Paris')", timeout=TIMEOUT
     )
+
+
+def test_a_request_waiting_for_the_model_shows_its_place_and_then_runs(page):
+    """The server runs in this process: the test holds the model queue itself, as a long request would."""
+    import threading
+
+    from lab.scheduler import SCHEDULER
+
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with SCHEDULER.turn("someone else", "a long request"):
+            holding.set()
+            release.wait(60)
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert holding.wait(10)
+    try:
+        page.locator("#att-run").click()
+        page.wait_for_function(
+            "() => document.body.innerText.includes('next in the model queue')", timeout=TIMEOUT
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "queue_place.png"))
+    finally:
+        release.set()
+    frame = page.frame_locator("#att-head-view iframe")
+    frame.locator("body[data-ready='1']").wait_for(timeout=TIMEOUT)  # its turn came: it ran

@@ -33,6 +33,11 @@ def test_quick_preset_previews_trains_with_a_growing_loss_curve_and_cancels(page
     )
     page.get_by_role("button", name="The data as the model reads it").click()
     assert page.locator("#ft-preview .special").first.inner_text() == "<|im_start|>"
+    preview = page.locator("#ft-preview").inner_text()
+    assert "Loss on every token" in preview and "learns to stop there" in preview
+    assert page.locator("#ft-preview .loss").count() > 10  # every token underlined: it counts
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#ft-preview").screenshot(path=str(ARTIFACTS / "finetune_preview.png"))
 
     page.locator("#ft-start").click()
     page.wait_for_function(f"{POINTS} >= 1", timeout=TIMEOUT)

@@ -71,6 +71,16 @@ def test_fit_the_default_corpus_then_table_map_and_offline_datamap(page):
         timeout=TIMEOUT,
     )
 
+    page.get_by_role("tab", name="Stability").click()
+    page.locator("#topics-sweep-run").click()  # one HDBSCAN per value on the fit's cached UMAP
+    page.wait_for_function(
+        "() => document.querySelector('#topics-sweep-text')?.innerText.includes('this run uses')",
+        timeout=TIMEOUT,
+    )
+    page.locator("#topics-sweep .js-plotly-plot").wait_for(timeout=TIMEOUT)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#topics-sweep").screenshot(path=str(ARTIFACTS / "topics_stability.png"))
+
     page.get_by_role("tab", name="DataMapPlot").click()
     page.locator("#topics-datamap-run").click()
     frame = page.frame_locator("#topics-datamap iframe")

@@ -226,11 +226,11 @@ def test_every_features_forward_step_goes_through_the_one_wrapper() -> None:
     from lab import attention, embeddings, vision_chat
 
     steps = [
-        attention.attention,
-        attention.next_token_logits,
+        attention.attention_batch,
+        attention.next_token_logits_batch,
         attention.logit_lens,
         attention.generate_stream,
-        embeddings.embed,
+        embeddings.embed_batch,
         embeddings.compare_word,
         embeddings.token_vectors,
         embeddings.neighbours,

@@ -116,6 +116,10 @@ def test_tiny_random_llama_trains_saves_and_the_adapter_reloads(tiny_llama, tmp_
 
     base_text, tuned_text = finetune.generate_pair("Tell me about item 3.", None, result.adapter_dir, 6)
     assert isinstance(base_text, str) and isinstance(tuned_text, str)
+    for answer in (base_text, tuned_text):  # each says why it ended, consistently with its length
+        assert (answer.stopped, answer.tokens) == ("limit", 6) or (
+            answer.stopped == "end" and answer.tokens <= 6
+        )
 
 
 def test_tiny_random_merge_writes_a_16_bit_model_that_answers_as_base_plus_adapter(
@@ -706,3 +710,83 @@ def test_api_start_status_queue_cancel_and_compare(finetune_app, tiny_llama, tmp
         alice.predict("Classroom quick (CPU)", settings, "{oops\n", api_name="/finetune_start")
     with pytest.raises(Exception, match="No run"):
         alice.predict("20260101-000000-00000000", 5, api_name="/finetune_status")
+
+
+# -- what the fine-tuned model sees (the data preview) ------------------------------------------------
+
+TWO_TURNS = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello there."},
+    {"role": "user", "content": "Again"},
+    {"role": "assistant", "content": "Hello again."},
+]
+
+
+@pytest.mark.slow
+def test_smollm2_answers_and_their_end_marker_are_what_counts_with_loss_on_answers_only():
+    from lab import models
+    from lab.finetune import data
+
+    tokenizer = models.tokenizer(finetune.SMOLLM2)
+    template = data.chat_template(tokenizer, finetune.SMOLLM2)
+    ids, answer = data.encode_chat(tokenizer, TWO_TURNS, template)
+    assert answer is not None and len(answer) == len(ids)
+    counted = tokenizer.decode([i for i, a in zip(ids, answer, strict=True) if a])
+    assert counted == "Hello there.<|im_end|>\nHello again.<|im_end|>\n"  # answers and their end, no prompt
+    end = data.turn_end(tokenizer, template)
+    assert end.stops and end.marker.startswith("<|im_end|>") and end.stop_token == "<|im_end|>"
+
+
+@pytest.mark.slow
+def test_a_template_that_never_writes_the_stop_token_is_the_never_stops_talking_warning():
+    from lab import models
+    from lab.finetune import data
+
+    tokenizer = models.tokenizer(finetune.SMOLLM2)  # generation stops at <|im_end|>
+    phi_style = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    end = data.turn_end(tokenizer, phi_style)  # ends answers with <|end|>, a marker that stops nothing
+    assert not end.stops and "keep talking" in (end.warning or "")
+    silent = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    nothing = data.turn_end(tokenizer, silent)
+    assert not nothing.stops and "writes nothing after an answer" in (nothing.warning or "")
+
+
+@pytest.mark.slow
+def test_the_preview_marks_counted_masked_and_cut_tokens_and_says_how_answers_end(tmp_path, chats_file):
+    from lab.finetune import view
+
+    config = FineTuneConfig.classroom(dataset=str(chats_file), max_examples=8, eval_examples=0)
+    every = finetune.preview(config, 1)
+    assert {kind for _, kind in every.examples[0].pieces} == {"loss"}
+    assert "".join(text for text, _ in every.examples[0].pieces) == every.examples[0].text
+
+    masked = finetune.preview(config.replace(answers_only=True, max_seq_length=40), 1)
+    kinds = [kind for _, kind in masked.examples[0].pieces]
+    assert {"loss", "masked"} <= set(kinds)
+    page = view.preview_html(masked)
+    assert "Loss on answers only" in page and "class='masked'" in page and "learns to stop there" in page
+
+
+def test_tiny_random_llama_trains_on_answers_only(tiny_llama, tmp_path, chats_file, runner):
+    from lab.finetune import worker
+
+    batch = worker._collate([([5, 6, 7, 8], [False, False, True, True]), ([5, 6], None)], 0, "cpu")
+    assert batch["labels"].tolist() == [[-100, -100, 7, 8], [5, 6, -100, -100]]
+
+    result = finetune.start(tiny(tiny_llama, tmp_path, chats_file, answers_only=True), runner).wait(180)
+    assert result.status == "done" and all(0 < loss < 100 for _, loss in result.losses)
+
+
+@pytest.mark.slow
+def test_smollm2_answers_say_whether_they_ended_by_themselves_or_at_the_token_limit():
+    from lab import models
+    from lab.finetune import compare, view
+
+    tokenizer = models.tokenizer(finetune.SMOLLM2)
+    ids = compare._prompt_ids(tokenizer, finetune.SMOLLM2, "What is the capital of France?")
+    with models.causal_lm(finetune.SMOLLM2) as network:
+        whole = list(compare.stream_text(network, tokenizer, ids, 40))[-1]
+        cut = list(compare.stream_text(network, tokenizer, ids, 3))[-1]
+    assert "Paris" in whole and whole.stopped == "end" and whole.tokens < 40
+    assert (cut.stopped, cut.tokens) == ("limit", 3)
+    assert "by itself" in view.stopped_words(whole) and "3-token limit" in view.stopped_words(cut)

@@ -677,3 +677,78 @@ def test_api_fit_search_and_representations(client, wiki_run):
     # The slider's bound comes first: the API takes no more than the page can send.
     with pytest.raises(Exception, match="min_cluster_size must be a whole number between 2 and 500"):
         client.predict("wikipedia", 15, 20_000, api_name="/topics_fit")
+
+
+# -- stability: why topics move (UMAP + HDBSCAN for real, on the four themes plus scattered noise) ---------
+
+
+@pytest.fixture(scope="module")
+def noisy_run(themes):
+    """The four themes and 12 scattered documents (outliers for HDBSCAN), through real UMAP and HDBSCAN."""
+    rng = np.random.default_rng(1)
+    noise = [f"misc {' '.join(rng.choice(['alpha', 'beta', 'gamma', 'delta'], size=6))}" for _ in range(12)]
+    vectors = np.vstack([themes["embeddings"], rng.normal(scale=4.0, size=(12, 32)).astype(np.float32)])
+    labels = [*themes["labels"], *["noise"] * 12]
+    run = topics.fit(
+        [*themes["docs"], *noise],
+        embeddings=vectors,
+        umap_params={"n_neighbors": 10},
+        hdbscan_params={"min_cluster_size": 10},
+        seed=11,  # a seed of its own: these tests count the UMAP runs
+    )
+    return run, labels
+
+
+@pytest.mark.slow
+def test_the_sweep_reruns_only_hdbscan_on_the_cached_umap(noisy_run):
+    run, labels = noisy_run
+    umaps = topics.STAGE_RUNS["umap"]
+    points = topics.sweep_min_cluster_size(run, labels, sizes=(5, 10, 40, 500))
+    assert topics.STAGE_RUNS["umap"] == umaps  # no UMAP: the sweep reused the run's map
+    assert [p.min_cluster_size for p in points] == [5, 10, 40]  # 500 > the 212 documents: left out
+    own = next(p for p in points if p.min_cluster_size == 10)
+    assert own.n_topics == run.n_topics and own.outlier_share == pytest.approx(run.outlier_share)
+    assert all(p.nmi is not None and 0 <= p.nmi <= 1 for p in points)
+    assert points[0].n_topics >= points[-1].n_topics  # smaller groups allowed: at least as many topics
+    figure = topics.stability_sweep(points)
+    assert [trace.name for trace in figure.data] == ["topics", "outlier share", "NMI with the labels"]
+    from lab.topics import view
+
+    assert "this run uses 10" in view.sweep_markdown(points, 10)
+
+
+@pytest.mark.slow
+def test_three_umap_seeds_cost_two_umaps_and_report_their_agreement(noisy_run):
+    run, _ = noisy_run
+    umaps = topics.STAGE_RUNS["umap"]
+    agreement = topics.seed_agreement(run, seeds=(11, 12, 13))
+    assert topics.STAGE_RUNS["umap"] == umaps + 2  # seed 11 is the run's own, from the cache
+    assert [r.seed for r in agreement.runs] == [11, 12, 13]
+    assert set(agreement.ari) == {(11, 12), (11, 13), (12, 13)}
+    assert agreement.runs[0].n_topics == run.n_topics
+    assert agreement.mean_ari > 0.5  # four well-separated themes: the seeds mostly agree
+    from lab.topics import view
+
+    table = view.seeds_table(agreement)
+    assert len(table) == 6 and "ARI" in view.seeds_markdown(agreement)
+
+
+@pytest.mark.slow
+def test_outlier_strategies_side_by_side_start_from_the_same_outliers(noisy_run):
+    run, labels = noisy_run
+    # PCA keeps the scattered documents apart (UMAP pulls them into the themes): HDBSCAN calls them
+    # outliers, and every strategy starts from those.
+    run = topics.fit(
+        run.docs, embeddings=run.embeddings, reduction="pca", hdbscan_params={"min_cluster_size": 10}
+    )
+    rows = topics.compare_outlier_strategies(run, labels)
+    assert [r.strategy for r in rows] == ["c-tf-idf", "embeddings", "distributions"]
+    before = int((np.asarray(run.topics) == -1).sum())
+    assert before > 0 and all(r.outliers_before == before for r in rows)
+    assert all(0 <= r.outliers_after <= before for r in rows)
+    by_name = {r.strategy: r for r in rows}
+    # the nearest topic by cosine similarity, for every outlier whose best similarity is above 0
+    assert 0 < by_name["embeddings"].moved <= before
+    from lab.topics import view
+
+    assert list(view.outliers_table(rows)["moved into topics"]) == [r.moved for r in rows]

@@ -93,6 +93,7 @@ def test_the_apps_sliders_stop_where_the_api_does():
         ("topics-min-cluster-size", "min_cluster_size"),
         ("fwd-temperature", "temperature"),
         ("fwd-top-p", "top_p"),
+        ("fwd-gen-tokens", "new_tokens"),
         ("clip-k", "clip_k"),
         ("vc-max-new-tokens", "vc_max_new_tokens"),
     ]:

@@ -151,17 +151,30 @@ class Galleries:
         base = self.default_index(model)
         if gallery is None or not gallery.uploads:
             return base
-        wanted = (model.key, len(gallery.uploads))
-        if gallery.index is None or gallery.index_of != wanted:
+        if not _up_to_date(gallery, model):
             gallery.index = base.extend(gallery.uploads)
-            gallery.index_of = wanted
+            gallery.index_of = (model.key, len(gallery.uploads))
         return gallery.index
+
+    def built(self, name: str, gallery: Gallery | None) -> bool:
+        """Whether :meth:`model` and :meth:`index` would answer at once, without running a model: a text
+        search can then send only its query to the model queue, batched with other readers'."""
+        with self._lock:
+            model = self._models.get(parse_name(name))
+            if model is None or model.key not in self._indexes:
+                return False
+        return gallery is None or not gallery.uploads or _up_to_date(gallery, model)
 
     def clear(self) -> None:
         """Forget every described model and default index (they are built again on next use)."""
         with self._lock:
             self._models.clear()
             self._indexes.clear()
+
+
+def _up_to_date(gallery: Gallery, model: ClipModel) -> bool:
+    """Whether the reader's index holds all of their images, embedded with ``model``."""
+    return gallery.index is not None and gallery.index_of == (model.key, len(gallery.uploads))
 
 
 def gallery_fingerprint(files: Sequence[tuple[str, Path]]) -> str:

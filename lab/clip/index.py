@@ -20,10 +20,11 @@ from typing import Any, Literal
 import numpy as np
 
 from lab import config, paths
+from lab.batching import alone
 from lab.clip import approximate
 from lab.clip.approximate import APPROX_ABOVE, RERANK, approx_above, faiss_index
-from lab.clip.model import ClipModel
-from lab.clip.prepare import ImageSource, PreparedImage, check_query, prepare_image
+from lab.clip.model import ClipModel, TextQuery, embed_queries
+from lab.clip.prepare import ImageSource, PreparedImage, prepare_image
 from lab.errors import InputError
 from lab.images import BadImage
 
@@ -276,7 +277,15 @@ class ImageIndex:
     # -- queries -------------------------------------------------------------------------------------
     def text_scores(self, query: str) -> np.ndarray:
         """Cosine similarity of every indexed image to a text, ``(n,)``."""
-        return self.vectors @ self._model().embed_texts([check_query(query)])[0]
+        return self.vector_scores(self.text_vector(query))
+
+    def text_vector(self, query: str) -> np.ndarray:
+        """The unit embedding of a text query by the index's model (a batch of one)."""
+        return alone(embed_queries, TextQuery.prepare(query, self._model()))
+
+    def vector_scores(self, query: np.ndarray) -> np.ndarray:
+        """Cosine similarity of every indexed image to a unit vector, ``(n,)``."""
+        return self.vectors @ np.asarray(query, dtype=np.float32)
 
     def image_scores(self, image: ImageSource) -> np.ndarray:
         """Cosine similarity of every indexed image to an image, ``(n,)``."""
@@ -284,7 +293,7 @@ class ImageIndex:
 
     def search_text(self, query: str, k: int = 8) -> list[tuple[str, float]]:
         """The ``k`` images closest to a text: ``[(id, cosine), ...]``, best first."""
-        return self.search_vector(self._model().embed_texts([check_query(query)])[0], k)
+        return self.search_vector(self.text_vector(query), k)
 
     def search_image(self, image: ImageSource, k: int = 8) -> list[tuple[str, float]]:
         """The ``k`` images closest to an image (an indexed image itself comes first, at cosine 1)."""

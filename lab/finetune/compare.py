@@ -3,16 +3,24 @@
 prepare (the run's base model, the prompt in the chat template the adapter was trained with) → forward
 (:func:`answer_stream`: one model's greedy answer, streamed through :class:`lab.streaming.TokenStream`,
 inside the model's lease) → the pair, as ``(base, tuned)`` so far.
+
+With a serving engine (:mod:`lab.engine`), the base model's answer comes from the engine when it serves the
+base model, and the tuned answer when it serves the run's adapter under ``adapter:<run id>`` in
+``LAB_GENERATION_MODELS`` (vLLM serves LoRA adapters next to one base model: ``vllm serve <base>
+--enable-lora --lora-modules <run id>=<run folder>/adapter``). The engine applies its own chat template
+to the prompt; anything it does not serve runs here, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import models, validate
+from lab import engine, models, validate
 from lab.errors import InputError
 from lab.finetune.config import model_and_path
 from lab.finetune.data import chat_template, encode_text, render_chat
@@ -39,8 +47,32 @@ def _prompt_ids(tokenizer: Any, model_id: str, prompt: str) -> list[int]:
     return encode_text(tokenizer, text)
 
 
+class Answer(str):
+    """A finished answer's text, with why it ended: ``stopped`` is ``"end"`` (the model wrote its
+    end-of-text token) or ``"limit"`` (it reached the new-token limit, still talking), after ``tokens``
+    new tokens. A plain ``str`` everywhere else (the web API returns it as text)."""
+
+    stopped: str
+    tokens: int
+
+    @classmethod
+    def of(cls, text: str, stopped: str, tokens: int) -> Answer:
+        answer = cls(text)
+        answer.stopped, answer.tokens = stopped, tokens
+        return answer
+
+
+def _stop_ids(network: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end generation: the model's generation config's and the tokenizer's."""
+    configured = getattr(getattr(network, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(getattr(tokenizer, "eos_token_id", None))
+    return {i for i in ids if i is not None}
+
+
 def stream_text(network: Any, tokenizer: Any, ids: list[int], max_new_tokens: int) -> Iterator[str]:
-    """The text a model generates greedily after ``ids``, growing as it comes.
+    """The text a model generates greedily after ``ids``, growing as it comes; the last item is an
+    :class:`Answer` that says why it ended (end-of-text, or the token limit).
 
     Closing this generator (the page's Stop) ends the generation thread before it returns, so a caller
     that holds the model's lease releases it only once nothing runs on the model.
@@ -52,7 +84,11 @@ def stream_text(network: Any, tokenizer: Any, ids: list[int], max_new_tokens: in
     with TokenStream(
         network, tokenizer, name="finetune-compare", max_new_tokens=max_new_tokens, **greedy
     ) as stream:
-        yield from stream.texts()
+        text = ""
+        for text in stream.texts():
+            yield text
+        ended = stream.last_token in _stop_ids(network, tokenizer)
+        yield Answer.of(text, "end" if ended else "limit", stream.new_tokens)
 
 
 @forward("answering with the base and the fine-tuned model", duration=120)
@@ -100,11 +136,31 @@ def generate_pair_stream(
         where="the comparison",
     )
     ids = _prompt_ids(tokenizer, model_id, prompt)
+    messages = [{"role": "user", "content": prompt}]
+    here = functools.partial(answer_stream, model_id, path)  # (adapter_dir, tokenizer, ids, count)
     base_text = ""
-    for base_text in answer_stream(model_id, path, None, tokenizer, ids, count):
+    # A model from a local folder (path) is not the engine's: only Hub ids are routed.
+    for base_text in _answers(None if path else model_id, messages, count, here, None, tokenizer, ids):
         yield base_text, ""
-    for tuned_text in answer_stream(model_id, path, adapter_dir, tokenizer, ids, count):
+    tuned = f"adapter:{adapter_dir.parent.name}"  # the run id: `--lora-modules <run id>=<adapter folder>`
+    for tuned_text in _answers(tuned, messages, count, here, adapter_dir, tokenizer, ids):
         yield base_text, tuned_text
+
+
+def _answers(
+    served: str | None,
+    messages: list[dict[str, Any]],
+    count: int,
+    in_process: Callable[..., Iterator[str]],
+    *args: Any,
+) -> Iterator[str]:
+    """One greedy answer, growing: from the engine when it serves ``served``, else ``in_process(*args,
+    count)`` here."""
+    if served is not None and engine.serves(served):
+        yield from engine.growing(engine.chat_stream(served, messages, count))
+        return
+    with engine.in_process_turn(), contextlib.closing(in_process(*args, count)) as texts:
+        yield from texts
 
 
 def _whole(max_new_tokens: Any) -> int:

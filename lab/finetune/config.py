@@ -54,6 +54,7 @@ TITLES = {
     "batch_size": "Batch size",
     "grad_accum": "Gradient accumulation",
     "max_seq_length": "Max sequence length",
+    "answers_only": "Loss on answers only",
     "gradient_checkpointing": "Gradient checkpointing",
     "quantize_4bit": "4-bit",
     "merge": "Merge",
@@ -81,6 +82,8 @@ class FineTuneConfig:
         max_steps: optimizer steps; overrides ``epochs`` when above 0 (as in transformers' Trainer).
         step_cap: an upper bound on the steps whatever the rest says (a classroom server sets it); 0: none.
         target_modules: names of the linear layers that get a LoRA adapter.
+        answers_only: count the loss on the assistant's turns only (the prompt masked); the book's
+            SFTTrainer on rendered text counts every token, which is the default.
         quantize_4bit: load the base model in 4-bit NF4 with double quantisation (bitsandbytes).
         merge: after training, also write the base model with the adapter merged in, in 16-bit.
         output_dir: the folder that holds the run folders (default ``<LAB_CACHE_DIR>/runs``).
@@ -106,6 +109,7 @@ class FineTuneConfig:
     batch_size: int = 2
     grad_accum: int = 4
     max_seq_length: int = 512
+    answers_only: bool = False
     gradient_checkpointing: bool = True
     quantize_4bit: bool = True
     merge: bool = False

@@ -223,35 +223,150 @@ def encode_text(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add_special, verbose=False)["input_ids"])
 
 
+def answer_spans(tokenizer: Any, messages: Messages, template: str) -> list[tuple[int, int]] | None:
+    """Character spans of the assistant's turns in the rendered chat, each with its end-of-turn marker.
+
+    A turn runs from where the chat rendered up to it *with a generation prompt* ends to where the chat
+    rendered through it ends. ``None`` when the template does not render a chat turn by turn (a prefix
+    renders differently), so that no span can be trusted.
+    """
+    text = render_chat(tokenizer, messages, template)
+    spans = []
+    for k, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        before = render_chat(tokenizer, messages[:k], template, generation_prompt=True) if k else ""
+        through = render_chat(tokenizer, messages[: k + 1], template)
+        if not (text.startswith(through) and through.startswith(before)):
+            return None
+        spans.append((len(before), len(through)))
+    return spans
+
+
+def encode_chat(tokenizer: Any, messages: Messages, template: str) -> tuple[list[int], list[bool] | None]:
+    """Token ids of a rendered chat and, per token, whether it belongs to an answer (``None``: unknown).
+
+    Token positions come from the tokenizer's character offsets, so a fast (Rust) tokenizer is needed;
+    with a slow one, or a template that does not render turn by turn, the answers cannot be marked.
+    """
+    text = render_chat(tokenizer, messages, template)
+    ids = encode_text(tokenizer, text)
+    spans = answer_spans(tokenizer, messages, template)
+    if spans is None or not getattr(tokenizer, "is_fast", False):
+        return ids, None
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))
+    offsets = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True, verbose=False)[
+        "offset_mapping"
+    ]
+    if len(offsets) != len(ids):
+        return ids, None
+    answer = [any(a <= start < b for a, b in spans) and end > start for start, end in offsets]
+    return ids, answer
+
+
 @dataclass
 class Tokenized:
-    """Token ids of each training and held-out chat, cut to the max length, and how many were cut."""
+    """Token ids of each training and held-out chat, cut to the max length, and how many were cut.
+
+    ``train_loss`` / ``eval_loss`` say per token whether it counts for the loss (``None``: every token).
+    """
 
     train: list[list[int]]
     eval: list[list[int]]
     truncated: int
     eval_truncated: int
+    train_loss: list[list[bool]] | None = None
+    eval_loss: list[list[bool]] | None = None
 
     @property
     def train_tokens(self) -> int:
         return sum(len(ids) for ids in self.train)
 
 
-def tokenize(tokenizer: Any, chats: Conversations, template: str, max_length: int) -> Tokenized:
-    """Render every chat through the template and tokenize it; longer ones are truncated and counted."""
+def tokenize(
+    tokenizer: Any, chats: Conversations, template: str, max_length: int, answers_only: bool = False
+) -> Tokenized:
+    """Render every chat through the template and tokenize it; longer ones are truncated and counted.
 
-    def encode(rows: list[Messages]) -> tuple[list[list[int]], int]:
-        out, cut = [], 0
+    With ``answers_only`` each chat also gets its loss mask (its answers' tokens); a chat whose answers
+    cannot be found is refused with the reason, rather than silently trained on its prompt too.
+    """
+
+    def encode(rows: list[Messages]) -> tuple[list[list[int]], list[list[bool]], int]:
+        out, masks, cut = [], [], 0
         for messages in rows:
-            ids = encode_text(tokenizer, render_chat(tokenizer, messages, template))
+            if answers_only:
+                ids, answer = encode_chat(tokenizer, messages, template)
+                if answer is None:
+                    raise LabError(
+                        "Loss on answers only needs a fast tokenizer and a chat template that renders a "
+                        "chat turn by turn; this model's do not. Untick it to train on every token."
+                    )
+            else:
+                ids = encode_text(tokenizer, render_chat(tokenizer, messages, template))
+                answer = [True] * len(ids)
             if len(ids) > max_length:
-                ids, cut = ids[:max_length], cut + 1
+                ids, answer, cut = ids[:max_length], answer[:max_length], cut + 1
+            if not any(answer):
+                continue  # no answer token within the max length: nothing to learn from this chat
             out.append(ids)
-        return out, cut
+            masks.append(answer)
+        return out, masks, cut
 
-    train, truncated = encode(chats.train)
-    held_out, eval_truncated = encode(chats.eval)
-    return Tokenized(train, held_out, truncated, eval_truncated)
+    train, train_loss, truncated = encode(chats.train)
+    held_out, eval_loss, eval_truncated = encode(chats.eval)
+    if not train:
+        raise LabError(
+            f"No training chat has an answer within the first {max_length} tokens: raise the max "
+            "sequence length, or untick loss on answers only."
+        )
+    if not answers_only:
+        return Tokenized(train, held_out, truncated, eval_truncated)
+    return Tokenized(train, held_out, truncated, eval_truncated, train_loss, eval_loss)
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """How the chat template ends an answer, and whether generation will stop there.
+
+    A tuned model learns to write what the template puts after each answer; generation stops only at the
+    model's end-of-text token. When the two differ, the tuned model "never stops talking".
+    """
+
+    marker: str  # what the template writes right after an answer's text ("<|im_end|>\n")
+    stop_token: str | None  # the token generation stops at (the tokenizer's end-of-text)
+    warning: str | None  # set when the marker does not end with a stop
+
+    @property
+    def stops(self) -> bool:
+        return self.warning is None
+
+
+ANSWER_PROBE = "LAB-ANSWER-PROBE"  # a text no template changes, to find what follows an answer
+
+
+def turn_end(tokenizer: Any, template: str) -> TurnEnd:
+    """What the template writes after an answer, checked against the token that stops generation."""
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ANSWER_PROBE}]
+    text = render_chat(tokenizer, chat, template)
+    marker = text[text.index(ANSWER_PROBE) + len(ANSWER_PROBE) :] if ANSWER_PROBE in text else ""
+    stop = getattr(tokenizer, "eos_token", None)
+    if not marker.strip():
+        warning = (
+            "The chat template writes nothing after an answer, so the tuned model never sees where an "
+            "answer ends: expect it to run on to the token limit. Use a template that ends each turn."
+        )
+    elif not stop or stop not in marker:
+        warning = (
+            f"The chat template ends answers with {marker.strip()!r}, but generation stops at the "
+            f"end-of-text token {stop!r}, which it never writes: the tuned model will learn to write "
+            f"{marker.strip()!r} and keep talking. Make {marker.strip()!r} the end-of-text token or "
+            "use a template that ends answers with it."
+        )
+    else:
+        warning = None
+    return TurnEnd(marker, stop, warning)
 
 
 # -- preview ------------------------------------------------------------------------------------
@@ -259,9 +374,14 @@ def tokenize(tokenizer: Any, chats: Conversations, template: str, max_length: in
 
 @dataclass
 class PreviewExample:
+    """One chat as the model reads it: ``pieces`` are its tokens' texts, each with where it stands for
+    the loss: ``"loss"`` (counts), ``"masked"`` (read but not counted) or ``"cut"`` (past the max length,
+    never seen)."""
+
     text: str
     tokens: int
     truncated: bool
+    pieces: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -279,22 +399,54 @@ class DatasetPreview:
     source: str
     problems: list[str]
     skipped: int
+    answers_only: bool = False
+    turn_end: TurnEnd | None = None
+
+
+def token_pieces(
+    tokenizer: Any, messages: Messages, template: str, max_length: int, answers_only: bool
+) -> list[tuple[str, str]]:
+    """A rendered chat cut into its tokens' texts, each marked "loss", "masked" or "cut" (see above)."""
+    text = render_chat(tokenizer, messages, template)
+    ids, answer = encode_chat(tokenizer, messages, template)
+    if not getattr(tokenizer, "is_fast", False):
+        return [(text, "loss")]
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))
+    encoded = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True, verbose=False)
+    pieces, cursor = [], 0
+    for index, (_, end) in enumerate(encoded["offset_mapping"]):
+        if end <= cursor:
+            continue  # a token added outside the text (BOS): nothing to show
+        if index >= max_length:
+            kind = "cut"
+        elif answers_only and answer is not None and not answer[index]:
+            kind = "masked"
+        else:
+            kind = "loss"
+        pieces.append((text[cursor:end], kind))
+        cursor = end
+    if cursor < len(text):
+        pieces.append((text[cursor:], "cut" if len(ids) > max_length else "loss"))
+    return pieces
 
 
 def preview(config: FineTuneConfig, n: int = 3, chats: Conversations | None = None) -> DatasetPreview:
-    """Render the first ``n`` chats through the model's chat template and count tokens for all of them."""
+    """Render the first ``n`` chats through the model's chat template, mark which tokens count for the
+    loss, check how answers end, and count tokens for all of them."""
     model_id, path = model_and_path(config.base_model)
     tokenizer = models.tokenizer(model_id, path)
     if chats is None:
         chats = load_conversations(config.dataset, config.max_examples, config.eval_examples, config.seed)
     template = chat_template(tokenizer, model_id)
-    tokens = tokenize(tokenizer, chats, template, config.max_seq_length)
+    tokens = tokenize(tokenizer, chats, template, config.max_seq_length, config.answers_only)
     lengths = [len(ids) for ids in tokens.train]
     examples = []
     for messages in chats.train[:n]:
         text = render_chat(tokenizer, messages, template)
         count = len(encode_text(tokenizer, text))
-        examples.append(PreviewExample(text, count, count > config.max_seq_length))
+        pieces = token_pieces(tokenizer, messages, template, config.max_seq_length, config.answers_only)
+        examples.append(PreviewExample(text, count, count > config.max_seq_length, pieces))
     specials = sorted(
         {t for t in [*tokenizer.all_special_tokens, *getattr(tokenizer, "added_tokens_encoder", {})] if t},
         key=len,
@@ -312,4 +464,6 @@ def preview(config: FineTuneConfig, n: int = 3, chats: Conversations | None = No
         source=chats.source,
         problems=chats.problems,
         skipped=chats.skipped,
+        answers_only=config.answers_only,
+        turn_end=turn_end(tokenizer, template),
     )

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -244,6 +245,9 @@ class Runner:
 
     def __init__(self, max_queued: int = MAX_QUEUED) -> None:
         self.max_queued = max_queued
+        # Raises a LabError to refuse (owner, steps requested, steps used) before a run is created: the
+        # classroom's fine-tune quota (lab.classroom).
+        self.admit: Callable[[str | None, int, int], None] | None = None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: list[Job] = []
@@ -279,6 +283,12 @@ class Runner:
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
+
+    def steps_used(self, owner: str | None) -> int:
+        """Steps ``owner``'s runs trained, counting a queued or running run's planned steps in full."""
+        with self._lock:
+            jobs = [job for job in self._jobs.values() if job.owner == owner]
+        return sum(job.total_steps if job.active else job.step for job in jobs)
 
     def jobs(self) -> list[Job]:
         with self._lock:
@@ -425,10 +435,13 @@ def start(config: FineTuneConfig, runner: Runner | None = None, owner: str | Non
 
     Raises:
         InputError: a bad setting or data set, a model that is not a causal LM, a full disk or queue.
+        LabError: the runner's ``admit`` refused it (a student's quota, a paused tab).
         ModelUnavailable, DatasetUnavailable: the model or the data cannot be had here.
     """
     runner = runner or RUNNER
     run_plan = plan(config)
+    if runner.admit is not None:
+        runner.admit(owner, run_plan.total_steps, runner.steps_used(owner))
     parent = runs.runs_dir(config.output_dir)
     runs.check_disk_space(parent, runs.output_bytes(config, run_plan.facts))
     folder = runs.new_run_dir(config.output_dir)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lab.device import Placement
-    from lab.finetune.data import DatasetPreview
+    from lab.finetune.data import DatasetPreview, PreviewExample
     from lab.finetune.estimate import Plan
 
 Snapshot = dict[str, Any]
@@ -80,6 +80,11 @@ PREVIEW_STYLE = """
 .lab-ft .meta{color:#57606a;font-size:12px}
 .lab-ft .cut{color:#9a6700;font-weight:600}
 .lab-ft .problems{color:#a40e26;font-size:12px}
+.lab-ft .loss{border-bottom:2px solid #1a7f37}
+.lab-ft .masked{color:#8c959f}
+.lab-ft .gone{color:#8c959f;text-decoration:line-through}
+.lab-ft .ends{margin:4px 0}
+.lab-ft .warn{color:#a40e26;font-weight:600}
 </style>
 """
 
@@ -115,14 +120,57 @@ def preview_html(result: DatasetPreview) -> str:
         shown = "<br>".join(html.escape(p) for p in result.problems[:8])
         more = f"<br>… and {len(result.problems) - 8:,} more" if len(result.problems) > 8 else ""
         head += f"<div class='problems'>Skipped {result.skipped:,} line(s):<br>{shown}{more}</div>"
+    head += _loss_and_end(result)
     chats = []
     for index, example in enumerate(result.examples, start=1):
         cut = " · <span class='cut'>truncated</span>" if example.truncated else ""
         chats.append(
             f"<div class='chat'><div class='meta'>example {index} · {example.tokens:,} tokens{cut}</div>"
-            f"<pre>{_highlight(example.text, result.special_tokens)}</pre></div>"
+            f"<pre>{_pieces(example, result.special_tokens)}</pre></div>"
         )
     return f"{PREVIEW_STYLE}<div class='lab-ft'>{head}{''.join(chats)}</div>"
+
+
+PIECE_CLASSES = {"loss": "loss", "masked": "masked", "cut": "gone"}
+
+
+def _pieces(example: PreviewExample, specials: list[str]) -> str:
+    """An example's tokens, underlined where they count for the loss, grey where masked or cut."""
+    if not example.pieces:
+        return _highlight(example.text, specials)
+    return "".join(
+        f"<span class='{PIECE_CLASSES[kind]}'>{_highlight(text, specials)}</span>"
+        for text, kind in example.pieces
+    )
+
+
+def _loss_and_end(result: DatasetPreview) -> str:
+    """Which tokens the loss counts, and how an answer ends (with the "never stops" warning)."""
+    if result.answers_only:
+        loss = (
+            "<b>Loss on answers only</b>: <span class='loss'>underlined</span> tokens (the assistant's "
+            "turns and their end marker) count; <span class='masked'>grey</span> ones are read, not learnt."
+        )
+    else:
+        loss = (
+            "<b>Loss on every token</b>, prompt included (<span class='loss'>underlined</span>), as the "
+            "book's SFTTrainer does on rendered text; tick “loss on answers only” to mask the prompt."
+        )
+    lines = [
+        f"<div class='ends'>{loss} <span class='gone'>Struck-through</span> tokens are past the "
+        "max sequence length and never seen.</div>"
+    ]
+    end = result.turn_end
+    if end is not None:
+        marker = html.escape(repr(end.marker))
+        if end.stops:
+            lines.append(
+                f"<div class='ends'>Each answer ends with {marker}, which holds the end-of-text token "
+                f"{html.escape(repr(end.stop_token))}: the tuned model learns to stop there.</div>"
+            )
+        else:
+            lines.append(f"<div class='ends warn'>⚠ {html.escape(end.warning or '')}</div>")
+    return "".join(lines)
 
 
 def method_markdown(placement: Placement, four_bit: tuple[bool, str]) -> str:
@@ -244,3 +292,16 @@ def status_markdown(snapshot: Snapshot | None) -> str:
     if status == "cancelled":
         return f"⏹ **Cancelled** {run} at step {snapshot['step']}; its memory is freed."
     return f"❌ **Failed** {run}: {snapshot['error']}"
+
+
+def stopped_words(answer: str) -> str | None:
+    """Why a finished answer ended, for the line under its box (None while it grows)."""
+    stopped, tokens = getattr(answer, "stopped", None), getattr(answer, "tokens", 0)
+    if stopped == "end":
+        return f"Stopped by itself after {tokens} tokens: it wrote its end-of-text token."
+    if stopped == "limit":
+        return (
+            f"Cut at the {tokens}-token limit, still talking: it did not write its end-of-text token "
+            "(a model that never learnt where answers end keeps going)."
+        )
+    return None

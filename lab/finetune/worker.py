@@ -104,7 +104,10 @@ def _check(should_stop: ShouldStop) -> None:
         raise Cancelled
 
 
-def _batches(data: list[list[int]], batch_size: int, seed: int) -> Iterator[list[list[int]]]:
+Example = tuple[list[int], list[bool] | None]  # token ids, and per token whether it counts for the loss
+
+
+def _batches(data: list[Example], batch_size: int, seed: int) -> Iterator[list[Example]]:
     """Shuffled batches, epoch after epoch, with a fixed seed (as Trainer's random sampler)."""
     generator = torch.Generator().manual_seed(seed)
     while True:
@@ -113,15 +116,25 @@ def _batches(data: list[list[int]], batch_size: int, seed: int) -> Iterator[list
             yield [data[i] for i in order[start : start + batch_size]]
 
 
-def _collate(rows: list[list[int]], pad_id: int, device_name: str) -> dict[str, Any]:
-    """Right-padded ids, their mask, and labels that ignore the padding (-100)."""
-    width = max(len(r) for r in rows)
+def _examples(ids: list[list[int]], counts: list[list[bool]] | None) -> list[Example]:
+    return list(zip(ids, counts if counts is not None else [None] * len(ids), strict=True))
+
+
+def _collate(rows: list[Example], pad_id: int, device_name: str) -> dict[str, Any]:
+    """Right-padded ids, their mask, and labels that ignore the padding and masked tokens (-100).
+
+    Padding is found by the attention mask, never by the pad id: many tokenizers pad with their
+    end-of-text token, and labels masked by id would hide every answer's end from the model.
+    """
+    width = max(len(r) for r, _ in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
+    counted = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (row, counts) in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
+        counted[i, : len(row)] = True if counts is None else torch.tensor(counts, dtype=torch.bool)
+    labels = ids.masked_fill(~counted, -100)
     return {
         "input_ids": ids.to(device_name),
         "attention_mask": mask.to(device_name),
@@ -152,7 +165,8 @@ def train(cfg: FineTuneConfig, folder: Path, method: str, send: Send, stop: Shou
     tokenizer = models.tokenizer(model_id, path)
     chats = load_conversations(cfg.dataset, cfg.max_examples, cfg.eval_examples, cfg.seed)
     template = chat_template(tokenizer, model_id)
-    data = tokenize(tokenizer, chats, template, cfg.max_seq_length)
+    data = tokenize(tokenizer, chats, template, cfg.max_seq_length, cfg.answers_only)
+    train, held_out = _examples(data.train, data.train_loss), _examples(data.eval, data.eval_loss)
     total = steps_for(cfg, len(data.train))
     every = eval_every(cfg, total)
     send(
@@ -218,7 +232,7 @@ def train(cfg: FineTuneConfig, folder: Path, method: str, send: Send, stop: Shou
         return torch.autocast("cuda", dtype=compute) if compute is not None else contextlib.nullcontext()
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    batches = _batches(data.train, cfg.batch_size, cfg.seed)
+    batches = _batches(train, cfg.batch_size, cfg.seed)
     losses, eval_losses, rates, norms = [], [], [], []
     tokens = 0
 
@@ -226,9 +240,9 @@ def train(cfg: FineTuneConfig, folder: Path, method: str, send: Send, stop: Shou
         model.eval()
         summed, counted = 0.0, 0
         with torch.no_grad():
-            for start in range(0, len(data.eval), cfg.batch_size):
+            for start in range(0, len(held_out), cfg.batch_size):
                 _check(stop)
-                batch = _collate(data.eval[start : start + cfg.batch_size], pad_id, placement.device)
+                batch = _collate(held_out[start : start + cfg.batch_size], pad_id, placement.device)
                 with autocast():
                     out = model(**batch)
                 # mean over the batch's predicted tokens → sum, so the whole set is token-weighted

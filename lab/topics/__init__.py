@@ -22,7 +22,8 @@ computed.
 The modules, in the order of the pipeline: ``settings`` (what :func:`fit` takes), ``corpora`` and
 ``uploads`` (documents in), ``embedding`` and ``stages`` (the cached stages), ``pipeline`` (:func:`fit`),
 ``results`` (:class:`TopicRun` and what to ask of it), ``collapse`` (when HDBSCAN's topics collapse: why,
-and the setting that undoes it), ``representations`` (the book's comparison table),
+and the setting that undoes it), ``stability`` (why topics move: a min_cluster_size sweep, UMAP seeds,
+outlier strategies), ``representations`` (the book's comparison table),
 ``plots`` and ``datamap`` (pictures), ``runs`` (runs kept for sessions and API callers), ``view``
 (what the tab shows) and ``api`` (the tab's web API as plain functions).
 """
@@ -61,6 +62,7 @@ from lab.topics.plots import (
     heatmap,
     hierarchy,
     sample_indices,
+    stability_sweep,
     topic_labels,
     word_bars,
 )
@@ -99,6 +101,14 @@ from lab.topics.settings import (
     UMAP_DEFAULTS,
     Progress,
     TopicSettings,
+)
+from lab.topics.stability import (
+    OutlierStrategy,
+    SeedAgreement,
+    SweepPoint,
+    compare_outlier_strategies,
+    seed_agreement,
+    sweep_min_cluster_size,
 )
 from lab.topics.stages import STAGE_RUNS, Clusters, Reduced, clear_caches, cluster, reduce
 from lab.topics.uploads import (
@@ -185,6 +195,13 @@ __all__ = [
     "detect_collapse",
     "diagnose",
     "find_fix",
+    # stability
+    "OutlierStrategy",
+    "SeedAgreement",
+    "SweepPoint",
+    "compare_outlier_strategies",
+    "seed_agreement",
+    "sweep_min_cluster_size",
     # representations
     "BOOK_PROMPT",
     "REPRESENTATIONS",
@@ -202,6 +219,7 @@ __all__ = [
     "hierarchy",
     "sample_indices",
     "topic_labels",
+    "stability_sweep",
     "word_bars",
     # datamap (was lab.topic_plots)
     "DATAMAP_JS",

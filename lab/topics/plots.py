@@ -140,3 +140,27 @@ def word_bars(words: Sequence[tuple[str, float]], title: str) -> Any:
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return figure
+
+
+def stability_sweep(points: Sequence[Any]) -> Any:
+    """Topics, outlier share and NMI against ``min_cluster_size`` (``lab.topics.sweep_min_cluster_size``):
+    topics on the left axis, the two shares (0–1) on the right."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    sizes = [p.min_cluster_size for p in points]
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure.add_trace(go.Scatter(x=sizes, y=[p.n_topics for p in points], name="topics", mode="lines+markers"))
+    figure.add_trace(
+        go.Scatter(x=sizes, y=[p.outlier_share for p in points], name="outlier share", mode="lines+markers"),
+        secondary_y=True,
+    )
+    if all(p.nmi is not None for p in points):
+        nmi = [p.nmi for p in points]
+        nmi_line = go.Scatter(x=sizes, y=nmi, name="NMI with the labels", mode="lines+markers")
+        figure.add_trace(nmi_line, secondary_y=True)
+    figure.update_xaxes(title_text="min_cluster_size", type="log")
+    figure.update_yaxes(title_text="topics", secondary_y=False)
+    figure.update_yaxes(title_text="share (0–1)", range=[0, 1], secondary_y=True)
+    figure.update_layout(height=380, margin={"t": 30, "b": 40}, legend={"orientation": "h", "y": 1.12})
+    return figure

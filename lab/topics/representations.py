@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lab import catalog, models, validate
+from lab import catalog, engine, models, validate
 from lab.forward import forward
 from lab.topics.errors import TopicInputError
 from lab.topics.results import TopicRun
@@ -59,10 +59,25 @@ def _is_seq2seq(model_id: str) -> bool:
     return config_file.is_file() and bool(json.loads(config_file.read_text()).get("is_encoder_decoder"))
 
 
-@forward("writing a topic label", duration=60)
+LABEL_REQUEST = "\nAnswer with a short topic label only."
+
+
 def generate_label(model_id: str, prompt: str) -> str:
     """A topic label from a prompt: Flan-T5 (encoder-decoder) reads it as it is; a chat model reads it as
-    the user's message through its chat template. Greedy, a few words, cleaned by :func:`clean_label`."""
+    the user's message through its chat template. Greedy, a few words, cleaned by :func:`clean_label`.
+
+    A chat model that a serving engine serves (:mod:`lab.engine`) answers there, with the same message and
+    the engine's copy of the chat template; anything else runs here (:func:`_generate_label_here`). The
+    topics tab's events hold their turn of the model queue either way: they embed documents in process too.
+    """
+    if engine.serves(model_id):
+        messages = [{"role": "user", "content": prompt + LABEL_REQUEST}]
+        return clean_label(engine.chat_text(model_id, messages, max_tokens=16))
+    return _generate_label_here(model_id, prompt)
+
+
+@forward("writing a topic label", duration=60)
+def _generate_label_here(model_id: str, prompt: str) -> str:
     tokenizer = models.tokenizer(model_id)
     if _is_seq2seq(model_id):  # the book's Flan-T5
         with models.seq2seq_lm(model_id) as model:
@@ -73,7 +88,7 @@ def generate_label(model_id: str, prompt: str) -> str:
     import torch
 
     with models.causal_lm(model_id) as model:
-        messages = [{"role": "user", "content": prompt + "\nAnswer with a short topic label only."}]
+        messages = [{"role": "user", "content": prompt + LABEL_REQUEST}]
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
         ids = (ids["input_ids"] if hasattr(ids, "keys") else ids).to(model.device)  # (1, T)
         out = model.generate(

@@ -22,6 +22,7 @@ from lab.topics.results import (
     short_label,
     topic_table,
 )
+from lab.topics.stability import OutlierStrategy, SeedAgreement, SweepPoint
 
 STAGE_NAMES = {
     "import": "Loading BERTopic, UMAP, HDBSCAN (first fit only)",
@@ -199,3 +200,49 @@ def map_frame(page: str, height: int = 800) -> str:
     from lab.attention_view import iframe
 
     return iframe(page, height)
+
+
+def sweep_markdown(points: Sequence[SweepPoint], current: int) -> str:
+    """What the sweep shows, in words: the range of topics and outliers, where the run's own value sits."""
+    if not points:
+        return "*Too few documents for a sweep.*"
+    fewest, most = min(points, key=lambda p: p.n_topics), max(points, key=lambda p: p.n_topics)
+    return (
+        f"From min_cluster_size **{most.min_cluster_size}** (**{most.n_topics}** topics, "
+        f"{most.outlier_share:.0%} outliers) to **{fewest.min_cluster_size}** (**{fewest.n_topics}** topics, "
+        f"{fewest.outlier_share:.0%} outliers); this run uses {current}. Each point is one HDBSCAN on the "
+        "same cached UMAP map: small values split dense regions into many topics, large ones keep only "
+        "big groups and call the rest outliers."
+    )
+
+
+def seeds_table(agreement: SeedAgreement) -> pd.DataFrame:
+    """One row per UMAP seed (topics, outliers) and one per pair of seeds (ARI: 1 = the same topics)."""
+    rows = [[f"seed {r.seed}", r.n_topics, f"{r.outlier_share:.0%}", ""] for r in agreement.runs]
+    rows += [[f"seeds {a} vs {b}", "", "", f"{ari:.2f}"] for (a, b), ari in agreement.ari.items()]
+    return pd.DataFrame(rows, columns=["UMAP run", "topics", "outliers", "agreement (ARI)"])
+
+
+def seeds_markdown(agreement: SeedAgreement) -> str:
+    counts = sorted({r.n_topics for r in agreement.runs})
+    return (
+        f"Same documents, same settings, only UMAP's random seed changed: {', '.join(map(str, counts))} "
+        f"topics, mean agreement ARI **{agreement.mean_ari:.2f}** (1 means the same assignment). UMAP's "
+        "layout is random; another machine's floating point moves it a little too, which is why topic "
+        "numbers are not comparable between runs."
+    )
+
+
+def outliers_table(rows: Sequence[OutlierStrategy]) -> pd.DataFrame:
+    """BERTopic's outlier strategies side by side: outliers before and after, moved, NMI, seconds."""
+    return pd.DataFrame(
+        [
+            [r.strategy, r.outliers_before, r.outliers_after, r.moved, _share(r.nmi), f"{r.seconds:.1f}"]
+            for r in rows
+        ],
+        columns=["strategy", "outliers before", "outliers after", "moved into topics", "NMI", "seconds"],
+    )
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"

@@ -1,0 +1,385 @@
+"""Show the code: the short Python that reproduces a result of the lab, built from the inputs it used.
+
+Every tab shows, beside each result, a snippet a reader can copy into a notebook to get the same numbers:
+first with the lab's library (``from lab import ...``), then, where it is short, the way the book writes
+it (transformers, sentence-transformers). Each snippet starts with a stamp: the models with their source
+and revision as the lab resolves them here (:mod:`lab.catalog`), the seed, and the package versions.
+
+The builders are pure functions of the same inputs and settings the tab passed to the library: they
+format code and read versions, and never load a model, so they cost a result a few microseconds and the
+first page nothing. Their snippets leave the result in named variables (``result``, ``matrix``,
+``run``…) that :mod:`tests.test_snippets` reads after running them in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lab import catalog, models
+
+# The distributions a snippet's stamp lists, by what the snippet imports.
+BASE_PACKAGES = ("torch", "transformers")
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions(packages: Iterable[str]) -> str:
+    """``python 3.11.9, torch 2.14.1, …`` for a stamp (the lab's own version first)."""
+    listed = [f"python {platform.python_version()}", f"llm-lab {_version('llm-lab')}"]
+    listed += [f"{name} {_version(name)}" for name in dict.fromkeys(packages)]
+    return ", ".join(listed)
+
+
+def model_source(model_id: str, part: catalog.Part = "model", path: str | Path | None = None) -> str:
+    """Where ``model_id`` loads from here, with its revision where one is known.
+
+    A Hugging Face cache gives the snapshot's commit; a packaged source its package version; a folder
+    (``LAB_MODEL_DIR`` or a path) has no revision, so its path is the stamp.
+    """
+    try:
+        source = models.source_of(model_id, part, path)
+    except catalog.ModelUnavailable:
+        return "not available on the machine that made this snippet"
+    if source.origin == "hub-cache":
+        return f"Hugging Face cache, revision {_snapshot(model_id, part) or 'unknown'}"
+    if source.origin == "packaged":
+        package = source.detail.removeprefix("packaged: ").split(" ")[0]
+        return f"{source.detail}, version {_version(package)}"
+    if source.origin == "hub":
+        return "Hugging Face Hub, revision main (downloaded on first use)"
+    return source.detail
+
+
+def _snapshot(model_id: str, part: catalog.Part) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        model_id, "tokenizer_config.json" if part == "tokenizer" else "config.json"
+    )
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def stamp(
+    title: str,
+    model_ids: Sequence[tuple[str, catalog.Part, str | None]] = (),
+    *,
+    seed: int | None = None,
+    packages: Iterable[str] = BASE_PACKAGES,
+) -> str:
+    """The comment lines a snippet starts with: what it reproduces, models, seed, versions."""
+    lines = [f"# {title}, as LLM Lab showed it.", "# Runs where the lab is installed (pip install -e .)."]
+    for model_id, part, path in model_ids:
+        lines.append(f"# {part}: {model_id} · {model_source(model_id, part, path)}")
+    if seed is not None:
+        lines.append(f"# seed: {seed}")
+    lines.append(f"# versions: {versions(packages)}")
+    return "\n".join(lines)
+
+
+def _join(*blocks: str) -> str:
+    return "\n\n".join(block.strip("\n") for block in blocks if block) + "\n"
+
+
+def _path_arg(path: str | Path | None) -> str:
+    return f", path={str(path)!r}" if path else ""
+
+
+# -- chapter 2: tokenizers -------------------------------------------------------------------------------
+
+
+def tokenizers(text: str, names: Sequence[str], max_chars: int) -> str:
+    """The tokenizer comparison: every tokenizer's tokens of ``text`` (``results[name].tokens``)."""
+    names = list(names)
+    lab = f"""
+from lab import tokens
+
+TEXT = {text!r}
+results = {{t.name: t for t in tokens.compare(TEXT, {names!r}, max_chars={max_chars})}}
+for name, t in results.items():
+    print(name, t.error or f"{{len(t.ids)}} tokens: {{t.tokens}}")
+"""
+    book = ""
+    first = next((n for n in names if _is_transformers_tokenizer(n)), None)
+    if first is not None:
+        book = f"""
+# The book's way (chapter 2), for {first}: each id decoded on its own.
+from transformers import AutoTokenizer
+from lab import models
+
+tokenizer = AutoTokenizer.from_pretrained(models.locate({first!r}, "tokenizer"))
+token_ids = tokenizer(TEXT).input_ids
+book_tokens = [tokenizer.decode(token_id) for token_id in token_ids]
+print(book_tokens)
+"""
+    stamped = [(name, "tokenizer", None) for name in names]
+    return _join(stamp("Tokenizer comparison", stamped), lab, book)
+
+
+def _is_transformers_tokenizer(name: str) -> bool:
+    """Whether ``AutoTokenizer`` can open ``name`` here (tiktoken encodings and missing ones cannot)."""
+    try:
+        return not models.locate(name, "tokenizer").startswith("tiktoken:")
+    except catalog.ModelUnavailable:
+        return False
+
+
+# -- chapters 2-3: attention, the forward pass, embeddings -----------------------------------------------
+
+
+def attention(text: str, model: str) -> str:
+    """Every attention weight of ``model`` on ``text`` (``result.weights``: layers, heads, T, T)."""
+    lab = f"""
+from lab import attention
+
+TEXT, MODEL = {text!r}, {model!r}
+result = attention.attention(TEXT, MODEL)
+print(result.tokens)
+print(result.weights.shape)  # (layers, heads, tokens, tokens)
+"""
+    book = """
+# With transformers directly: eager attention returns the weights (SDPA returns none).
+import torch
+from transformers import AutoModel, AutoTokenizer
+from lab import models
+
+tokenizer = AutoTokenizer.from_pretrained(models.locate(MODEL, "tokenizer"))
+network = AutoModel.from_pretrained(models.locate(MODEL), attn_implementation="eager")
+with torch.no_grad():
+    output = network(**tokenizer(TEXT, return_tensors="pt"), output_attentions=True)
+attentions = torch.stack([layer[0] for layer in output.attentions])  # (layers, heads, T, T)
+print(attentions.shape)
+"""
+    return _join(stamp("Attention weights", [(model, "model", None)]), lab, book)
+
+
+def next_token(prompt: str, model: str, k: int, temperature: float, top_p: float) -> str:
+    """The next-token distribution: top ``k`` after temperature and top-p (``result``)."""
+    lab = f"""
+from lab import attention
+
+PROMPT, MODEL = {prompt!r}, {model!r}
+logits = attention.next_token_logits(PROMPT, MODEL)  # (vocabulary,)
+result = attention.distribution(logits, MODEL, k={k}, temperature={temperature}, top_p={top_p})
+for token, p, reshaped in zip(result.tokens, result.raw, result.reshaped):
+    print(f"{{token!r:>16}}  p={{p:.3f}}  after temperature and top-p: {{reshaped:.3f}}")
+"""
+    book = """
+# The book's way (chapter 3): the LM head's scores for the last position, softmaxed.
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from lab import models
+
+tokenizer = AutoTokenizer.from_pretrained(models.locate(MODEL, "tokenizer"))
+network = AutoModelForCausalLM.from_pretrained(models.locate(MODEL))
+input_ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+with torch.no_grad():
+    lm_head_output = network(input_ids).logits
+probabilities = lm_head_output[0, -1].double().softmax(-1)
+token_id = int(probabilities.argmax())
+top_token, top_probability = tokenizer.decode(token_id), float(probabilities[token_id])
+print(repr(top_token), round(top_probability, 3))
+"""
+    return _join(stamp("Next-token distribution", [(model, "model", None)]), lab, book)
+
+
+def logit_lens(prompt: str, model: str, k: int = 1) -> str:
+    """The logit lens: the LM head on every layer's output (``rows[layer][position]``)."""
+    lab = f"""
+from lab import attention
+
+PROMPT, MODEL = {prompt!r}, {model!r}
+rows = attention.logit_lens(PROMPT, MODEL, k={k})  # [layer][position] -> [(token, probability)]
+for layer, row in enumerate(rows):
+    print(layer, [cell[0][0] for cell in row])
+"""
+    return _join(stamp("Logit lens", [(model, "model", None)]), lab)
+
+
+def similarity(sentences: Sequence[str], model: str) -> str:
+    """Sentence similarity: the cosine of every pair of sentence embeddings (``matrix``)."""
+    lab = f"""
+from lab import embeddings
+
+SENTENCES, MODEL = {list(sentences)!r}, {model!r}
+matrix = embeddings.similarity(SENTENCES, MODEL)  # (sentences, sentences) cosines
+print(matrix.round(3))
+"""
+    book = """
+# The book's way (chapter 4): sentence-transformers.
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import cos_sim
+from lab import models
+
+encoder = SentenceTransformer(models.locate(MODEL))
+vectors = encoder.encode(SENTENCES)
+book_matrix = cos_sim(vectors, vectors).numpy()
+"""
+    packages = (*BASE_PACKAGES, "sentence-transformers")
+    return _join(stamp("Sentence similarity", [(model, "model", None)], packages=packages), lab, book)
+
+
+# -- chapter 5: topics -----------------------------------------------------------------------------------
+
+
+def topics(
+    corpus: str,
+    settings: Any,
+    *,
+    file: str | None = None,
+    columns: Mapping[str, str | None] | None = None,
+    embedding_model: str | None = None,
+) -> str:
+    """A topic fit: the corpus as chosen and every setting that differs from the book's (``run``).
+
+    ``settings`` is the :class:`lab.topics.TopicSettings` the tab fitted with.
+    """
+    if file:
+        chosen = {name: value for name, value in (columns or {}).items() if value}
+        options = "".join(f", {name}={value!r}" for name, value in chosen.items())
+        load = f"corpus = topics.load_choice({corpus!r}, {str(file)!r}{options})  # the file you uploaded"
+    else:
+        load = f"corpus = topics.load_corpus({corpus!r})"
+    defaults = type(settings)()
+    changed = {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(settings)
+        if getattr(settings, f.name) != getattr(defaults, f.name) or f.name == "seed"
+    }
+    arguments = "".join(f"\n    {name}={value!r}," for name, value in changed.items())
+    lab = f"""
+from lab import topics
+
+{load}
+settings = topics.TopicSettings({arguments}
+)
+run = topics.fit_corpus(corpus, settings)
+print(run.n_topics, "topics,", f"{{run.outlier_share:.0%}} outliers")
+print(run.info[["Topic", "Count", "Name"]].head(10))
+"""
+    model = embedding_model or settings.model_id
+    packages = (*BASE_PACKAGES, "sentence-transformers", "bertopic", "umap-learn", "hdbscan", "scikit-learn")
+    header = stamp("Topic model", [(model, "model", None)], seed=settings.seed, packages=packages)
+    return _join(header, lab)
+
+
+# -- chapter 9: CLIP and BLIP-2 --------------------------------------------------------------------------
+
+CLIP_PACKAGES = ("torch", "open_clip_torch", "pillow")
+
+
+def clip_search(model: str, query: str, k: int, *, by: str = "text", own_images: int = 0) -> str:
+    """A CLIP search over the default gallery, by text or by an image (``hits``: ``[(image, cosine)]``)."""
+    search = "search_text" if by == "text" else "search_image"
+    note = (
+        f"\n# The page also searched {own_images} image(s) of your own: add them with "
+        "index = index.extend({'name': 'path', ...})."
+        if own_images
+        else ""
+    )
+    lab = f"""
+from lab import clip
+
+MODEL, QUERY = {model!r}, {query!r}
+model = clip.load(MODEL)
+index = clip.ImageIndex.build(clip.default_gallery(), model){note}
+hits = index.{search}(QUERY, k={k})
+for name, cosine in hits:
+    print(f"{{cosine:.3f}}  {{name}}")
+"""
+    return _join(stamp("CLIP search", [(model, "model", None)], packages=CLIP_PACKAGES), lab)
+
+
+def zero_shot(model: str, image: str, labels: Sequence[str], template: str) -> str:
+    """CLIP zero-shot classification of one image (``result.probabilities``, one per label)."""
+    lab = f"""
+from lab import clip
+
+MODEL = {model!r}
+IMAGE = {str(image)!r}  # the image the page classified: put your copy's path here
+model = clip.load(MODEL)
+result = clip.classify(IMAGE, {list(labels)!r}, model, {template!r})
+for label, cosine, p in zip(result.labels, result.cosines, result.probabilities):
+    print(f"{{label:>20}}  cosine {{cosine:.3f}}  p={{p:.3f}}")
+"""
+    return _join(stamp("CLIP zero-shot", [(model, "model", None)], packages=CLIP_PACKAGES), lab)
+
+
+def vision_chat(
+    model: str,
+    image: str,
+    *,
+    folder: str | None = None,
+    precision: str = "auto",
+    history: Sequence[Sequence[str]] = (),
+    question: str | None = None,
+    decoding: Mapping[str, Any] | None = None,
+) -> str:
+    """A BLIP-2 caption (``question`` None: ``caption``) or a chat answer (``answer``)."""
+    head = f"""
+from lab import vision_chat
+
+MODEL = {model!r}
+IMAGE = {str(image)!r}  # the image of the page: put your copy's path here
+"""
+    options = f"{_path_arg(folder)}, quantization={precision!r}"
+    if question is None:
+        call = f"caption = vision_chat.caption(IMAGE, MODEL{options})\nprint(caption)"
+    else:
+        turns = [list(turn) for turn in history]
+        extra = "".join(f", {name}={value!r}" for name, value in (decoding or {}).items())
+        call = (
+            f"HISTORY = {turns!r}  # earlier (question, answer) turns\n"
+            f"answer = vision_chat.answer(IMAGE, HISTORY, {question!r}, MODEL{options}{extra})\nprint(answer)"
+        )
+    title = "BLIP-2 caption" if question is None else "BLIP-2 chat answer"
+    return _join(stamp(title, [(model, "model", folder)]), head, call)
+
+
+# -- chapter 12: fine-tuning -----------------------------------------------------------------------------
+
+FINETUNE_PACKAGES = ("torch", "transformers", "peft", "accelerate")
+
+
+def finetune_run(config: Mapping[str, Any]) -> str:
+    """A fine-tuning run with the settings it ran with (``result.losses``: the training loss curve)."""
+    values = {name: value for name, value in config.items() if name != "output_dir"}
+    arguments = "".join(f"\n    {name!r}: {value!r}," for name, value in values.items())
+    lab = f"""
+from lab import finetune
+
+config = finetune.FineTuneConfig.from_dict({{{arguments}
+}})
+result = finetune.start(config).wait()  # trains in its own process; a script needs no main guard
+print(result.status, result.method)
+print("loss by step:", [round(loss, 4) for _, loss in result.losses])
+print("adapter:", result.adapter_dir)
+"""
+    model = str(config.get("base_model"))
+    header = stamp(
+        "Fine-tuning run", [(model, "model", None)], seed=config.get("seed"), packages=FINETUNE_PACKAGES
+    )
+    return _join(header, lab)
+
+
+def finetune_compare(prompt: str, base_model: str | None, adapter: str, max_new_tokens: int) -> str:
+    """Base against fine-tuned answers to one prompt, greedy (``base``, ``tuned``)."""
+    lab = f"""
+from lab import finetune
+
+ADAPTER = {str(adapter)!r}  # the run's adapter folder (in the run's zip)
+base, tuned = finetune.generate_pair({prompt!r}, {base_model!r}, ADAPTER, max_new_tokens={max_new_tokens})
+print("base:", base)
+print("fine-tuned:", tuned)
+"""
+    stamped = [(base_model, "model", None)] if base_model else []
+    return _join(stamp("Base and fine-tuned answers", stamped, packages=FINETUNE_PACKAGES), lab)

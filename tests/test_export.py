@@ -1,0 +1,187 @@
+"""Export: each tab's figures as PNG and SVG, tables as CSV and result as JSON, from small made-up results.
+
+No model runs here: the exporters take the results the tabs already hold, so these build those results
+from numbers and check that every file is written and parses (a PNG header, SVG that is XML with drawn
+shapes, CSV rows, JSON with the result's keys).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab import attention_view, export
+from lab.attention import AttentionResult, NextToken
+from lab.clip.zero_shot import ZeroShot
+from lab.finetune import view as finetune_view
+from lab.tokens import Tokenization
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def by_suffix(paths: list[str]) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for path in map(Path, paths):
+        assert path.is_file() and path.stat().st_size > 0, path
+        found.setdefault(path.suffix, []).append(path)
+    return found
+
+
+def check_figures(files: dict[str, list[Path]], count: int) -> None:
+    """``count`` figures, each a PNG and an SVG that parse, and every SVG draws something."""
+    assert len(files[".png"]) == count and len(files[".svg"]) == count
+    for png in files[".png"]:
+        assert png.read_bytes().startswith(PNG)
+    for svg in files[".svg"]:
+        root = ET.parse(svg).getroot()
+        assert root.tag == f"{SVG}svg"
+        assert sum(1 for e in root.iter() if e.tag.removeprefix(SVG) in {"path", "rect", "line", "use"}) > 3
+
+
+def rows(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.fixture
+def attention_result() -> AttentionResult:
+    rng = np.random.default_rng(0)
+    weights = rng.random((2, 3, 4, 4)).astype(np.float32)
+    weights /= weights.sum(-1, keepdims=True)
+    return AttentionResult(
+        "tiny", ["[CLS]", "the", "cat", "[SEP]"], weights, [True, False, False, True], False
+    )
+
+
+def test_tokenizer_export_writes_the_statistics_and_tokens_csv_and_json():
+    result = Tokenization(
+        "gpt2", tokens=["Hello", " world"], ids=[15496, 995], vocab_size=50257, method="BPE"
+    )
+    files = by_suffix(export.tokenizer_files([result], (["tokenizer", "tokens"], [["gpt2", 2]])))
+    tables = {p.stem.split("-", 1)[1]: rows(p) for p in files[".csv"]}
+    assert tables["tokens"] == [["tokenizer", "position", "token", "id"], ["gpt2", "0", "Hello", "15496"],
+                                ["gpt2", "1", " world", "995"]]  # fmt: skip
+    assert tables["statistics"][1] == ["gpt2", "2"]
+    assert json.loads(files[".json"][0].read_text())[0]["tokens"] == ["Hello", " world"]
+
+
+def test_attention_export_draws_the_head_view_and_the_model_view_as_png_and_svg(attention_result):
+    files = by_suffix(export.attention_files(attention_result, layer=1))
+    check_figures(files, 3)  # head view of layer 1, one head's heat map, the model view grid
+    names = sorted(p.stem for p in files[".svg"])
+    assert names == ["attention-head-view-layer-1", "attention-layer-0-head-0", "attention-model-view"]
+    grid = ET.parse(next(p for p in files[".svg"] if p.stem.endswith("model-view"))).getroot()
+    assert len(grid.findall(f"{SVG}g")) == 2 * 3  # one group per layer and head
+    data = json.loads(files[".json"][0].read_text())
+    assert set(data) == {"model", "tokens", "causal", "weights"}
+    assert np.asarray(data["weights"]).shape == (2, 3, 4, 4)
+
+
+def test_next_token_export_has_the_chart_the_top_k_table_and_the_result():
+    result = NextToken([" Paris", " the"], [7042, 260], [0.77, 0.07], [0.9, 0.1], [True, True], " Paris", 2)
+    figure = attention_view.next_token_figure(result, 0.7, 0.9)
+    asked = {"model": "m", "prompt": "The capital of France is", "k": 2, "temperature": 0.7, "top_p": 0.9}
+    files = by_suffix(export.next_token_files(result, figure, asked))
+    check_figures(files, 1)
+    table = rows(files[".csv"][0])
+    assert table[0][0] == "token" and table[1][:3] == [" Paris", "7042", "0.77"]
+    data = json.loads(files[".json"][0].read_text())
+    assert data["tokens"][0] == " Paris" and data["temperature"] == 0.7
+
+
+def test_logit_lens_export_has_one_row_per_layer_and_position():
+    lens = [[[("a", 0.1)], [("b", 0.2)]], [[("c", 0.3)], [("Paris", 0.8)]]]
+    files = by_suffix(export.logit_lens_files(lens, ["The", " capital"]))
+    table = rows(files[".csv"][0])
+    assert len(table) == 1 + 4 and table[-1] == ["1", "1", " capital", "Paris", "0.8"]
+    assert set(json.loads(files[".json"][0].read_text())) == {"tokens", "rows"}
+
+
+def test_similarity_export_has_the_heatmap_and_the_matrix():
+    sentences = ["bread", "loaf", "stocks"]
+    matrix = np.array([[1, 0.8, 0.1], [0.8, 1, 0.2], [0.1, 0.2, 1]])
+    figure = attention_view.matrix_heatmap(matrix, sentences, "Cosine similarity")
+    files = by_suffix(export.similarity_files(sentences, matrix, figure, "minilm"))
+    check_figures(files, 1)
+    assert rows(files[".csv"][0])[0] == ["", *sentences] and rows(files[".csv"][0])[2][1] == "0.8"
+    assert json.loads(files[".json"][0].read_text())["cosine"][0][1] == 0.8
+
+
+def test_topic_export_has_the_figures_the_topic_and_document_tables_and_the_assignments():
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    info = pd.DataFrame({"Topic": [-1, 0, 1], "Count": [1, 2, 2], "Name": ["-1_x", "0_bread", "1_cats"]})
+    run = SimpleNamespace(
+        topics=[0, 0, 1, 1, -1],
+        titles=list("abcde"),
+        info=info,
+        params={"seed": 42},
+        n_topics=2,
+        outlier_share=0.2,
+    )
+    bars = make_subplots(rows=1, cols=2)  # BERTopic's bar chart: one subplot per topic
+    bars.add_trace(go.Bar(x=[0.3, 0.2], y=["bread", "loaf"], orientation="h"), row=1, col=1)
+    bars.add_trace(go.Bar(x=[0.4, 0.1], y=["cat", "nap"], orientation="h"), row=1, col=2)
+    heat = go.Figure(go.Heatmap(z=[[1, 0.2], [0.2, 1]], x=["0", "1"], y=["0", "1"]))
+    files = by_suffix(export.topic_files(run, info, {"barchart": bars, "heatmap": heat}))
+    check_figures(files, 2)
+    tables = {p.stem: rows(p) for p in files[".csv"]}
+    assert len(tables["topics-documents"]) == 1 + 5 and tables["topics-topics"][0] == [
+        "Topic",
+        "Count",
+        "Name",
+    ]
+    data = json.loads(files[".json"][0].read_text())
+    assert (
+        data["assignments"] == run.topics and data["n_topics"] == 2 and data["topics"][1]["Name"] == "0_bread"
+    )
+
+
+def test_clip_exports_rank_the_search_and_chart_the_zero_shot_probabilities():
+    search = by_suffix(export.clip_search_files([("cat.jpg", 0.31), ("dog.jpg", 0.2)], "a cat", "clip"))
+    assert rows(search[".csv"][0])[1] == ["1", "cat.jpg", "0.31"]
+    assert json.loads(search[".json"][0].read_text())["query"] == "a cat"
+    shot = ZeroShot(
+        ["puppy", "car"], ["a photo of a puppy.", "a photo of a car."], [0.3, 0.1], [0.9, 0.1], 100.0
+    )
+    files = by_suffix(export.zero_shot_files(shot, "clip"))
+    check_figures(files, 1)
+    assert rows(files[".csv"][0])[1][0] == "puppy"
+    assert json.loads(files[".json"][0].read_text())["probabilities"] == [0.9, 0.1]
+
+
+def test_blip2_export_keeps_the_conversation_as_csv_and_json():
+    record = {"model": "blip2", "history": [["What is it?", "a car"]], "answer": "a car"}
+    files = by_suffix(export.vision_chat_files(record))
+    assert rows(files[".csv"][0]) == [["question", "answer"], ["What is it?", "a car"]]
+    assert json.loads(files[".json"][0].read_text())["answer"] == "a car"
+
+
+def test_finetune_export_has_the_loss_curve_with_its_second_axis_and_the_losses():
+    snap = {"job_id": "r1", "status": "done", "step": 3, "total_steps": 3, "output_dir": "/secret",
+            "losses": [[1, 2.5], [2, 2.1], [3, 1.9]], "eval_losses": [[3, 2.0]],
+            "learning_rates": [[1, 1e-3], [2, 5e-4], [3, 0.0]]}  # fmt: skip
+    files = by_suffix(export.finetune_files(snap, finetune_view.loss_figure(snap)))
+    check_figures(files, 1)
+    assert rows(files[".csv"][0])[1:] == [["1", "2.5", ""], ["2", "2.1", ""], ["3", "1.9", "2.0"]]
+    data = json.loads(files[".json"][0].read_text())
+    assert "output_dir" not in data and data["losses"][0] == [1, 2.5]
+
+
+def test_old_export_folders_are_removed_when_a_new_one_is_made(tmp_path):
+    import os
+    import time
+
+    old = export.new_folder(tmp_path)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    new = export.new_folder(tmp_path, keep_s=3600)
+    assert new.is_dir() and not old.exists()

