@@ -508,3 +508,9 @@ def finetune_files(snapshot: Mapping[str, Any], figure: Any) -> list[str]:
         tables={"losses": (["step", "training loss", "held-out loss"], rows)},
         data=public,
     )
+
+
+def stability_files(name: str, table: Any = None, figure: Any = None, data: Any = None) -> list[str]:
+    """One topic-stability measurement (``sweep``, ``seeds`` or ``outliers``): its figure (PNG, SVG), its
+    table (CSV) and its rows (JSON)."""
+    return write(f"topic-{name}", figures={name: figure}, tables={name: table}, data=data)

@@ -383,3 +383,15 @@ print("fine-tuned:", tuned)
 """
     stamped = [(base_model, "model", None)] if base_model else []
     return _join(stamp("Base and fine-tuned answers", stamped, packages=FINETUNE_PACKAGES), lab)
+
+
+STABILITY_CALLS = {
+    "sweep": "topics.sweep_min_cluster_size(run, corpus.labels)  # one HDBSCAN per value, cached UMAP",
+    "seeds": "topics.seed_agreement(run)  # UMAP and HDBSCAN again for seeds 7 and 2024; ARI between runs",
+    "outliers": "topics.compare_outlier_strategies(run, corpus.labels)  # BERTopic's reduce_outliers",
+}
+
+
+def topic_stability(fit_code: str, measure: str) -> str:
+    """A stability measurement (``sweep``, ``seeds``, ``outliers``) after the topic fit's own snippet."""
+    return f"{fit_code.rstrip()}\n\nresult = {STABILITY_CALLS[measure]}\nprint(result)\n"

@@ -352,6 +352,7 @@ def _stability_tab(state: gr.State) -> None:
         seeds_text = gr.Markdown(elem_id="topics-seeds-text")
         seeds = Table(interactive=False, elem_id="topics-seeds")
         outliers = Table(interactive=False, elem_id="topics-outliers")
+        panel = code_panel("topics-stability")
 
     def sweep(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
         """Inputs: session. Outputs: the sweep in words, its figure."""
@@ -361,12 +362,17 @@ def _stability_tab(state: gr.State) -> None:
             run, chosen.corpus.labels, progress=lambda f, t: progress(f, desc=t)
         )
         words = view.sweep_markdown(points, run.params["hdbscan"]["min_cluster_size"])
-        return words, topics.stability_sweep(points)
+        figure = topics.stability_sweep(points)
+        files = export.stability_files("sweep", figure=figure, data=points)
+        return words, figure, snippets.topic_stability(chosen.code, "sweep"), files
 
     def by_seed(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> tuple:
         """Inputs: session. Outputs: the seeds in words, their table."""
-        agreement = topics.seed_agreement(_session(session).run, progress=lambda f, t: progress(f, desc=t))
-        return view.seeds_markdown(agreement), view.seeds_table(agreement)
+        chosen = _session(session)
+        agreement = topics.seed_agreement(chosen.run, progress=lambda f, t: progress(f, desc=t))
+        table = view.seeds_table(agreement)
+        files = export.stability_files("seeds", table=table, data=agreement)
+        return view.seeds_markdown(agreement), table, snippets.topic_stability(chosen.code, "seeds"), files
 
     def strategies(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> Any:
         """Inputs: session. Outputs: the outlier strategies' table."""
@@ -374,11 +380,14 @@ def _stability_tab(state: gr.State) -> None:
         rows = topics.compare_outlier_strategies(
             chosen.run, chosen.corpus.labels, progress=lambda f, t: progress(f, desc=t)
         )
-        return view.outliers_table(rows)
+        table = view.outliers_table(rows)
+        files = export.stability_files("outliers", table=table, data=rows)
+        return table, snippets.topic_stability(chosen.code, "outliers"), files
 
-    on(sweep_run.click, sweep, state, [sweep_text, sweep_plot], gpu=True, time_factor=LONG_JOB)
-    on(seeds_run.click, by_seed, state, [seeds_text, seeds], gpu=True, time_factor=LONG_JOB)
-    on(outliers_run.click, strategies, state, outliers, gpu=True, time_factor=LONG_JOB)
+    long_job = {"gpu": True, "time_factor": LONG_JOB}
+    on(sweep_run.click, sweep, state, [sweep_text, sweep_plot, *panel.outputs], **long_job)
+    on(seeds_run.click, by_seed, state, [seeds_text, seeds, *panel.outputs], **long_job)
+    on(outliers_run.click, strategies, state, [outliers, *panel.outputs], **long_job)
 
 
 def _wire_upload(ui: SimpleNamespace) -> None:
@@ -427,6 +436,13 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
         previous = values[ui.state]
         collapse, fix = topics.diagnose(run, previous.run if previous else None, progress=say)
         session = topics.TopicSession.start(run, corpus, previous, fix=fix)
+        session.code = snippets.topics(
+            form["corpus"],
+            choice,
+            file=form.get("file") if form["corpus"] == "upload" else None,
+            columns={name: form.get(name) for name in UPLOAD_COLUMNS},
+            embedding_model=run.params["embedding_model"],
+        )
         return (
             session,
             view.summary_markdown(run, corpus),
@@ -439,13 +455,7 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
             session.downloads(),
             "",  # an old interactive map no longer matches
             "",
-            snippets.topics(
-                form["corpus"],
-                choice,
-                file=form.get("file") if form["corpus"] == "upload" else None,
-                columns={name: form.get(name) for name in UPLOAD_COLUMNS},
-                embedding_model=run.params["embedding_model"],
-            ),
+            session.code,
         )
 
     def apply_fix(session: topics.TopicSession | None) -> tuple[Any, Any]:

@@ -715,6 +715,13 @@ def test_the_sweep_reruns_only_hdbscan_on_the_cached_umap(noisy_run):
     from lab.topics import view
 
     assert "this run uses 10" in view.sweep_markdown(points, 10)
+    from lab import export, snippets
+
+    files = export.stability_files("sweep", figure=figure, data=points)
+    assert sorted(Path(f).suffix for f in files) == [".json", ".png", ".svg"]
+    assert json.loads(Path(files[-1]).read_text())[0]["min_cluster_size"] == 5
+    code = snippets.topic_stability("run = topics.fit_corpus(corpus, settings)\n", "sweep")
+    assert code.startswith("run = topics.fit_corpus") and "result = topics.sweep_min_cluster_size(run" in code
 
 
 @pytest.mark.slow

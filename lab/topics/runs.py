@@ -29,6 +29,7 @@ class TopicSession:
     corpus: Corpus
     folder: Path
     fix: Fix | None = None  # a setting that undoes a collapse of the run's topics, if they collapsed
+    code: str = ""  # the Python that reproduces the fit (lab.snippets.topics), for what builds on it
 
     @classmethod
     def start(
