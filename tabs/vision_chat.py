@@ -102,6 +102,7 @@ URL_SYNC_JS = """
     : Array.isArray(content) ? content.map((part) => part.text || "").join("")
     : (content && content.text) || "";
   const questions = (chat || []).filter((m) => m.role === "user").map((m) => text(m.content));
+  if (!questions.length) return;  // a new image clears the chat: the address keeps the last conversation
   window.labLinks && window.labLinks.write("vision-chat", ["vc.image", "vc.q"],
     [image && image.orig_name, questions.slice(-5)]);
 }

@@ -188,6 +188,9 @@
 
   let pending = false;
   const observer = new MutationObserver(() => {
+    // The address's tab first, as soon as its button exists: values a link sends to a tab's widgets are
+    // kept only once the tab has drawn them, so the tab must open before the link's event answers.
+    if (!tabShown) tabShown = selectTab(window.location.search);
     if (pending) return;
     pending = true;
     window.setTimeout(() => {
