@@ -26,6 +26,7 @@ from tabs import (  # noqa: E402
     common,
     finetune,
     instructor,
+    links,
     system,
     tokenizers,
     topics,
@@ -68,13 +69,15 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     with gr.Blocks(title="LLM Lab", delete_cache=delete_cache) as demo:
         gr.Markdown(HEADER)
         message_box = instructor.banner()
-        notices = {}
-        with gr.Tabs() as tabs:
+        links.palette_toggle()
+        notices, items = {}, {}
+        with gr.Tabs(elem_id="lab-tabs") as tabs:
             for title, tab_id, tab in TABS:
-                with gr.Tab(title, id=tab_id):
+                with gr.Tab(title, id=tab_id) as items[tab_id]:
                     notices[tab_id] = instructor.pause_notice(tab_id)
                     tab.build(demo, settings)
         instructor.build(demo, settings, tabs, TABS, notices, message_box)
+        links.wire(demo, items, settings)  # the address: shareable views, links between tabs
         system.build(demo)
         access.free_closed_sessions(demo, settings)
     return demo
@@ -104,6 +107,7 @@ def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
             ]
         },
         theme=THEME,
+        head=links.head(),
         ssr_mode=False,
         footer_links=["api", "settings"],
         prevent_thread_lock=not block,

@@ -103,6 +103,7 @@ class AttentionResult:
     weights: np.ndarray  # (layers, heads, T, T)
     special: list[bool]  # tokens the tokenizer added or treats as special ([CLS], <s> …)
     causal: bool
+    text: str = ""  # what was read (links from its tokens quote it)
 
     @property
     def layers(self) -> int:
@@ -124,6 +125,7 @@ class AttentionInput:
     ids: tuple[int, ...]
     pieces: tuple[str, ...]
     special: tuple[bool, ...]
+    text: str = ""  # what was read (the result keeps it: links from its tokens quote it)
 
     @property
     def batch_key(self) -> tuple[str, str, str | None]:
@@ -145,7 +147,7 @@ def prepare_attention(
     ids, pieces = _encode(model, text, max_tokens)
     special_ids = set(models.tokenizer(model).all_special_ids)
     row = ids[0].tolist()
-    return AttentionInput(model, tuple(row), tuple(pieces), tuple(i in special_ids for i in row))
+    return AttentionInput(model, tuple(row), tuple(pieces), tuple(i in special_ids for i in row), text)
 
 
 @isolated
@@ -178,6 +180,7 @@ def attention_batch(inputs: list[AttentionInput]) -> list[AttentionResult]:
             stacked[row, :, :, :n, :n].numpy().copy(),  # (layers, heads, n, n): this text's own corner
             list(item.special),
             causal=causal,
+            text=item.text,
         )
         for row, (item, n) in enumerate(zip(inputs, lengths.tolist()))
     ]

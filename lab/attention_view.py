@@ -22,31 +22,37 @@ if TYPE_CHECKING:
 
 HEAD_VIEW_JS = paths.JS / "head_view.js"
 
-_PAGE = """<!doctype html><html><head><meta charset="utf-8"><style>
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Head view</title><style>
 body{{font-family:ui-sans-serif,system-ui,sans-serif;margin:6px;color:#1f2328}}
 .bar{{display:flex;gap:6px;align-items:center;flex-wrap:wrap;font-size:12px;margin-bottom:6px}}
-.head{{width:22px;height:20px;border:0;border-radius:4px;color:#fff;font-size:10px;cursor:pointer;
-  opacity:.25}}
-.head.on{{opacity:1}}
+.head{{min-width:24px;height:22px;border:2px solid;border-radius:4px;font-size:11px;cursor:pointer;
+  background:#fff;color:#1f2328}}
 .view{{display:flex;align-items:flex-start}}
 .col{{width:150px;padding-top:8px;font-family:ui-monospace,monospace;font-size:12px}}
 #left .tok{{text-align:right;padding-right:4px}} #right .tok{{padding-left:4px}}
 .tok{{white-space:pre;overflow:hidden;text-overflow:ellipsis;line-height:18px;cursor:default}}
-.tok:hover{{background:#fff3b0}} .special{{color:#cf222e;font-weight:600}}
+.tok:hover,.tok:focus,.tok.pinned{{background:#fff3b0}} .special{{color:#cf222e;font-weight:600}}
+.tok:focus,.head:focus,button:focus{{outline:2px solid #0969da;outline-offset:1px}}
+#follow{{font-size:12px;min-height:18px;margin:2px 0 4px 0}} #follow a{{margin-right:12px}}
 .note{{font-size:12px;color:#57606a;margin:4px 0}}
 </style></head><body>
-<div class="bar"><b>{title}</b> · layer {layer} · heads (click to toggle):<span id="heads"></span>
+<div class="bar"><b>{title}</b> · layer {layer} · heads (click to toggle):<span id="heads" role="group"
+aria-label="Heads: each button shows or hides one head's lines"></span>
 <button id="all">all</button><button id="none">none</button>
 <label><input type="checkbox" id="sinks"> hide attention to special tokens and the first token</label></div>
 <div class="note">{note}</div>
-<div class="view"><div class="col" id="left"></div><canvas id="lines"></canvas>
-<div class="col" id="right"></div></div>
+<div id="follow" aria-live="polite"></div>
+<div class="view"><div class="col" id="left" role="listbox" aria-label="Tokens attending (queries)"></div>
+<canvas id="lines" role="img" aria-label="Lines from each token on the left to the tokens it attends to on
+the right; the tables under the model view give the numbers"></canvas>
+<div class="col" id="right" role="listbox" aria-label="Tokens attended to (keys)"></div></div>
 <script type="application/json" id="attention-data">{data}</script>
 <script>{script}</script></body></html>"""
 
 
-def head_view_page(result: AttentionResult, layer: int) -> str:
-    """A complete HTML page for one layer's head view (for an ``<iframe srcdoc>``)."""
+def head_view_page(result: AttentionResult, layer: int, follow: dict[str, Any] | None = None) -> str:
+    """A complete HTML page for one layer's head view (for an ``<iframe srcdoc>``); ``follow``
+    (:func:`lab.links.attention_follow`) adds each token's links to its neighbours and logit lens."""
     if not 0 <= layer < result.layers:
         raise InputError(f"{result.model} has layers 0 to {result.layers - 1}, not {layer}.")
     quantised = np.clip(np.rint(result.weights[layer] * 255), 0, 255).astype(np.uint8)  # (heads, T, T)
@@ -57,6 +63,7 @@ def head_view_page(result: AttentionResult, layer: int) -> str:
         "heads": result.heads,
         "layer": layer,
         "weights": base64.b64encode(quantised.tobytes()).decode("ascii"),
+        "follow": follow,
     }
     note = (
         "Decoder: each token sees only itself and the tokens before it (the causal mask), so no line goes "
@@ -66,6 +73,8 @@ def head_view_page(result: AttentionResult, layer: int) -> str:
     )
     note += (
         " Hover a token to isolate its lines; left is the token attending (query), right is attended (key)."
+        " Keyboard: Tab to a token, arrow keys to move, Enter to keep its lines (and its links); on the head"
+        " buttons, Enter or Space shows or hides a head."
     )
     # "</" would end the script element early; JSON allows the escaped form.
     payload = json.dumps(data).replace("</", "<\\/")
@@ -78,17 +87,18 @@ def head_view_page(result: AttentionResult, layer: int) -> str:
     )
 
 
-def iframe(page: str, height: int) -> str:
+def iframe(page: str, height: int, title: str = "Interactive view") -> str:
     """Embed a page in an isolated iframe: Gradio's HTML component does not run scripts itself."""
     return (
-        f'<iframe class="lab-frame" srcdoc="{html.escape(page, quote=True)}" '
+        f'<iframe class="lab-frame" title="{html.escape(title)}" srcdoc="{html.escape(page, quote=True)}" '
         f'style="width:100%;height:{height}px;border:1px solid #d0d7de;border-radius:8px"></iframe>'
     )
 
 
-def head_view(result: AttentionResult, layer: int) -> str:
+def head_view(result: AttentionResult, layer: int, follow: dict[str, Any] | None = None) -> str:
     """The head view of one layer, ready for ``gr.HTML``."""
-    return iframe(head_view_page(result, layer), height=min(2400, 90 + 18 * len(result.tokens)))
+    height = min(2400, 120 + 18 * len(result.tokens))
+    return iframe(head_view_page(result, layer, follow), height=height, title=f"Head view of layer {layer}")
 
 
 GAP, MARGIN = 4, 28

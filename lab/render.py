@@ -6,6 +6,7 @@ Used by the tokenizer tab and usable in a notebook (``IPython.display.HTML(rende
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 
 from lab.tokens import Boundaries, ChatRendering, Tokenization, describe_char
 
@@ -77,7 +78,7 @@ def _token_spans(result: Tokenization, show_ids: bool, show_whitespace: bool) ->
     parts = []
     for index, (token, token_id) in enumerate(zip(result.tokens, result.ids)):
         colour = BOOK_COLOURS[index % len(BOOK_COLOURS)]
-        classes = ["t"]
+        classes = ["t", f"c{index % len(BOOK_COLOURS)}"]  # cN: the colour-blind-safe palette's Nth colour
         piece = result.pieces[index] if index < len(result.pieces) else None
         hover = f"id {token_id}"
         if piece is not None:
@@ -137,11 +138,26 @@ def _stats(result: Tokenization, text: str) -> str:
 
 
 def token_column(
-    result: Tokenization, text: str, *, show_ids: bool = False, show_whitespace: bool = True
+    result: Tokenization,
+    text: str,
+    *,
+    show_ids: bool = False,
+    show_whitespace: bool = True,
+    follow: str | None = None,
 ) -> str:
-    """One tokenizer's column: header, stats, the book's note and the coloured tokens."""
+    """One tokenizer's column: header, stats, the book's note and the coloured tokens.
+
+    ``follow`` is a link (``?tab=attention&…``) that the header offers and that a click on any token
+    opens: the same text in the attention tab with a model of this tokenizer's family."""
+    link = (
+        f'<a class="lab-follow" href="{html.escape(follow)}" '
+        f'aria-label="Open this text in the attention tab with a model of the {html.escape(result.name)} '
+        'family">attention ↗</a>'
+        if follow and not result.pending and not result.error
+        else ""
+    )
     head = (
-        f"<h4>{html.escape(result.title or result.name)}</h4>"
+        f"<h4>{html.escape(result.title or result.name)}{link}</h4>"
         f'<div class="hub">{html.escape(result.name)}</div>'
     )
     if result.pending:
@@ -158,8 +174,9 @@ def token_column(
             "</div>"
         )
     note = f'<div class="note">{html.escape(result.note)}</div>' if result.note else ""
+    data = f' data-follow="{html.escape(follow)}"' if follow else ""
     return (
-        f'<div class="col" data-tokenizer="{html.escape(result.name)}">{head}'
+        f'<div class="col" data-tokenizer="{html.escape(result.name)}"{data}>{head}'
         f'<div class="stats">{_stats(result, text)}</div>{note}'
         f'<div class="toks">{_token_spans(result, show_ids, show_whitespace)}</div>'
         f'<div class="src">{html.escape(result.source)}</div></div>'
@@ -173,11 +190,19 @@ def token_columns(
     show_ids: bool = False,
     show_whitespace: bool = True,
     notes: list[str] | None = None,
+    follow: Callable[[str], str | None] | None = None,
 ) -> str:
-    """Every tokenizer's column in a responsive grid."""
+    """Every tokenizer's column in a responsive grid (``follow``: a tokenizer's name -> its column's link)."""
     banner = "".join(f'<div class="note">⚠ {html.escape(n)}</div>' for n in notes or [])
     columns = "".join(
-        token_column(r, text, show_ids=show_ids, show_whitespace=show_whitespace) for r in results
+        token_column(
+            r,
+            text,
+            show_ids=show_ids,
+            show_whitespace=show_whitespace,
+            follow=follow(r.name) if follow else None,
+        )
+        for r in results
     )
     return f'{STYLE}<div class="lab-tok">{banner}<div class="cols">{columns}</div></div>'
 
@@ -209,7 +234,7 @@ def chat_view(rendering: ChatRendering, *, show_whitespace: bool = True) -> str:
         zip(rendering.tokens, rendering.ids, rendering.special)
     ):
         colour = "255,255,255" if special else BOOK_COLOURS[index % len(BOOK_COLOURS)]
-        classes = "t special" if special else "t"
+        classes = "t special" if special else f"t c{index % len(BOOK_COLOURS)}"
         label = _visible(token, show_whitespace) if token else "∅"
         parts.append(
             f'<span class="{classes}" style="background:rgba({colour},0.45)" '

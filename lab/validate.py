@@ -71,6 +71,8 @@ BOUNDS: dict[str, Bound] = {
     "top_p": Bound("top_p", 0, 1, 1.0, step=0.01, whole=False),
     "lens_k": Bound("k", 1, 10, 1),
     "kv_new_tokens": Bound("new tokens", 10, 200, 40, step=10),
+    "att_layer": Bound("layer", 0, 127, 0),  # a shared link's layer and head: each model has fewer
+    "att_head": Bound("head", 0, 127, 0),
     "new_tokens": Bound("new tokens", 1, 200, 30),
     # topic modelling
     "n_neighbors": Bound("n_neighbors", 2, 100, 15),
@@ -81,6 +83,7 @@ BOUNDS: dict[str, Bound] = {
     "top_n": Bound("top_n", 1, 50, 5),
     "diversity": Bound("diversity", 0, 1, 0.2, step=0.05, whole=False),
     "max_topics": Bound("max_topics", 1, 30, 10),
+    "topic": Bound("topic", -1, 10_000, None),  # a shared link's selected topic (-1: the outliers)
     "generation_topics": Bound("topics to label", 1, 30, 8),
     # CLIP search
     "clip_k": Bound("k", 1, 24, 8),

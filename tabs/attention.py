@@ -15,9 +15,10 @@ import numpy as np
 
 from lab import attention as attn
 from lab import attention_view as view
-from lab import embeddings, export, snippets, validate
+from lab import embeddings, export, links, snippets, validate
 from lab.config import Settings
 from tabs import access
+from tabs import links as page_links
 from tabs.common import api, check_allowed, explained, in_batch, model_choices, on, slider
 from tabs.export import code_panel
 
@@ -88,18 +89,27 @@ def _sentence_vectors(texts: list[str], model_id: str) -> np.ndarray:
 
 def build(demo: gr.Blocks, settings: Settings) -> None:
     """Lay out the attention and embeddings tab inside ``demo``."""
-    del demo  # no page-load events here
     gr.Markdown(INTRO)
-    with gr.Tabs():
-        with gr.Tab("Attention"):
-            _attention_section(settings)
-        with gr.Tab("Inside the forward pass"):
-            _forward_section(settings)
-        with gr.Tab("Embeddings"):
-            _embeddings_section(settings)
+    with gr.Tabs() as sections:
+        with gr.Tab("Attention", id="att-attention"):
+            _attention_section(demo, settings)
+        with gr.Tab("Inside the forward pass", id="att-forward"):
+            _forward_section(demo, settings, sections)
+        with gr.Tab("Embeddings", id="att-embeddings"):
+            _embeddings_section(demo, settings, sections)
 
 
-def _attention_section(settings: Settings) -> None:
+def _head_view(result: attn.AttentionResult, layer: int) -> str:
+    """One layer's head view, each token linked to its embedding neighbours and logit-lens column."""
+    emb_model = result.model if result.model in embeddings.TOKEN_MODELS else embeddings.SENTENCE_MODEL
+    lens_model = result.model if result.model in attn.DECODER_MODELS else attn.DECODER
+    follow = links.attention_follow(
+        result.text, result.tokens, result.special, emb_model=emb_model, lens_model=lens_model
+    )
+    return view.head_view(result, layer, follow)
+
+
+def _attention_section(demo: gr.Blocks, settings: Settings) -> None:
     gr.Markdown(
         "Each head scores every token against the others (query · key), softmaxes the scores and "
         "mixes the value vectors by those weights. Lines show the weights of one layer; the grid "
@@ -110,7 +120,9 @@ def _attention_section(settings: Settings) -> None:
         text = gr.Textbox(ATTENTION_TEXT, label="Text", lines=2, elem_id="att-text", scale=4)
         run = gr.Button("Show attention", variant="primary", elem_id="att-run", scale=1)
     state = access.session_state(None, settings)  # this reader's attention weights
-    layer = gr.Slider(0, 5, value=0, step=1, label="Layer (head view)", elem_id="att-layer")
+    with gr.Row():
+        layer = gr.Slider(0, 5, value=0, step=1, label="Layer (head view)", elem_id="att-layer")
+        head = gr.Slider(0, 11, value=0, step=1, label="Head (one head's heat map)", elem_id="att-head")
     head_view = gr.HTML(elem_id="att-head-view")
     with gr.Row():
         with gr.Column():
@@ -129,46 +141,70 @@ def _attention_section(settings: Settings) -> None:
         single = gr.Plot(label="One head", elem_id="att-single")
     panel = code_panel("att")
 
-    def compute(model_id: str, text: str) -> tuple[Any, ...]:
-        """Inputs: model, text. Outputs: the result (state), layer slider, head view, model view, one head,
-        code, downloads."""
+    def compute(model_id: str, text: str, at_layer: int = 0, at_head: int = 0) -> tuple[Any, ...]:
+        """Inputs: model, text. Outputs: the result (state), layer and head sliders, head view, model view,
+        one head (layer and head 0, or a link's where the model has them), code, downloads."""
         check_allowed(model_id, settings)
         result = _attention(text or "", model_id)
         result.weights = result.weights.astype(np.float16)  # per-user state: half the memory
-        slider = gr.update(maximum=result.layers - 1, value=0)
+        at_layer, at_head = min(at_layer, result.layers - 1), min(at_head, result.heads - 1)
         return (
             result,
-            slider,
-            view.head_view(result, 0),
+            gr.update(maximum=result.layers - 1, value=at_layer),
+            gr.update(maximum=result.heads - 1, value=at_head),
+            _head_view(result, at_layer),
             view.model_view(result),
-            view.head_heatmap(result, 0, 0),
+            view.head_heatmap(result, at_layer, at_head),
             snippets.attention(text or "", model_id),
-            export.attention_files(result, 0),
+            export.attention_files(result, at_layer),
         )
 
-    def change_layer(result: attn.AttentionResult | None, layer: float) -> str:
-        """Inputs: the result, layer. Outputs: that layer's head view."""
-        return "" if result is None else view.head_view(result, int(layer))
+    def from_link(model_id: str, text: str, link: dict[str, Any]) -> tuple[Any, ...]:
+        """Inputs: model, text (both set by the link), the link. Outputs: those of :func:`compute`."""
+        return compute(model_id, text, link.get("att.layer", 0), link.get("att.head", 0))
 
-    def open_cell(result: attn.AttentionResult | None, event: gr.SelectData) -> tuple[Any, Any, Any]:
-        """Inputs: the result, a click on the model view. Outputs: layer slider, head view, one head."""
+    def change_layer(result: attn.AttentionResult | None, layer: float, head: float) -> tuple[Any, Any]:
+        """Inputs: the result, layer, head. Outputs: that layer's head view, that head's heat map."""
+        if result is None:
+            return "", gr.update()
+        return (
+            _head_view(result, int(layer)),
+            view.head_heatmap(result, int(layer), int(head)),
+        )
+
+    def change_head(result: attn.AttentionResult | None, layer: float, head: float) -> Any:
+        """Inputs: the result, layer, head. Outputs: that head's heat map."""
+        return gr.update() if result is None else view.head_heatmap(result, int(layer), int(head))
+
+    def open_cell(result: attn.AttentionResult | None, event: gr.SelectData) -> tuple[Any, ...]:
+        """Inputs: the result, a click on the model view. Outputs: layer and head sliders, head view, one
+        head."""
         if result is None:
             raise gr.Error("Press 'Show attention' first.")
         cell = view.cell_at(result, *event.index)
         if cell is None:
-            return gr.update(), gr.update(), gr.update()
+            return gr.update(), gr.update(), gr.update(), gr.update()
         layer_index, head_index = cell
         return (
             gr.update(value=layer_index),
-            view.head_view(result, layer_index),
+            gr.update(value=head_index),
+            _head_view(result, layer_index),
             view.head_heatmap(result, layer_index, head_index),
         )
 
-    outputs = [state, layer, head_view, grid, single, *panel.outputs]
+    outputs = [state, layer, head, head_view, grid, single, *panel.outputs]
+    sync = page_links.sync_js("attention", ["att.model", "att.text", "att.layer", "att.head"])
     for trigger in (run.click, text.submit):
         on(trigger, compute, [model, text], outputs, gpu=True, batched=True)
-    on(layer.release, change_layer, [state, layer], head_view)
-    on(grid.select, open_cell, [state], [layer, head_view, single])
+    on(layer.release, change_layer, [state, layer, head], [head_view, single])
+    on(head.release, change_head, [state, layer, head], single)
+    on(grid.select, open_cell, [state], [layer, head, head_view, single])
+    for shown in (single.change, layer.release, head.release):
+        on(shown, None, [model, text, layer, head], None, js=sync)
+    arrived = page_links.share(
+        demo, "attention", {"att.model": model, "att.text": text}, extra=("att.layer", "att.head")
+    )
+    on(arrived.ready, from_link, [model, text, arrived.state], outputs, gpu=True, batched=True)
 
     def attention(text: str, model: str = attn.ENCODER) -> dict[str, Any]:
         """Attention weights of every layer and head: {tokens, weights[layer][head][query][key]}."""
@@ -181,7 +217,7 @@ def _attention_section(settings: Settings) -> None:
     api(attention, batched=True)
 
 
-def _forward_section(settings: Settings) -> None:
+def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> None:
     with gr.Row():
         model = _model_menu(attn.DECODER_MODELS, attn.DECODER, settings, elem_id="fwd-model", scale=2)
         prompt = gr.Textbox(PROMPT, label="Prompt", elem_id="fwd-prompt", scale=4)
@@ -211,7 +247,7 @@ def _forward_section(settings: Settings) -> None:
             free_run = gr.Button("Generate", elem_id="fwd-gen-run")
             free_stop = gr.Button("Stop", elem_id="fwd-gen-stop")
         free_text = gr.Textbox(label="Generated text (greedy)", lines=4, elem_id="fwd-gen-text")
-    with gr.Accordion("Layer by layer: the logit lens", open=False):
+    with gr.Accordion("Layer by layer: the logit lens", open=False) as lens_section:
         lens_run = gr.Button("Run the logit lens", elem_id="fwd-lens-run")
         lens = gr.HTML(elem_id="fwd-lens")
         lens_panel = code_panel("fwd-lens")
@@ -306,6 +342,11 @@ def _forward_section(settings: Settings) -> None:
     for knob in (k, temperature, top_p):
         on(knob.release, reshape, [logits, k, temperature, top_p], [chart, *panel.outputs])
     on(lens_run.click, run_lens, [model, prompt], [lens, *lens_panel.outputs], gpu=True)
+    # A link from a token of the attention view: the lens of the text up to that token.
+    arrived = page_links.share(demo, "attention", {"lens.model": model, "lens.text": prompt})
+    opened = [sections, lens_section]
+    on(arrived.ready, lambda: (gr.Tabs(selected="att-forward"), gr.Accordion(open=True)), None, opened)
+    on(arrived.ready, run_lens, [model, prompt], [lens, *lens_panel.outputs], gpu=True)
     on(structure_run.click, show_structure, [model], [summary, tree], gpu=True)
     free_event = on(free_run.click, free_generate, [model, prompt, free_tokens], free_text, generates=True)
     on(free_stop.click, None, None, None, cancels=[free_event])
@@ -342,7 +383,7 @@ def _forward_section(settings: Settings) -> None:
     api(generate, generates=True)
 
 
-def _embeddings_section(settings: Settings) -> None:
+def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> None:
     with gr.Accordion("Sentence similarity", open=True):
         with gr.Row():
             sentence_model = _model_menu(
@@ -355,7 +396,7 @@ def _embeddings_section(settings: Settings) -> None:
         similar_plot = gr.Plot(elem_id="emb-sim-plot")
         vector = gr.Markdown(elem_id="emb-vector")
         similar_panel = code_panel("emb-sim")
-    with gr.Accordion("A map of embeddings", open=False):
+    with gr.Accordion("A map of embeddings", open=False) as map_section:
         with gr.Row():
             source = gr.Radio(
                 ["vocabulary tokens (static)", "the sentences above"],
@@ -431,6 +472,11 @@ def _embeddings_section(settings: Settings) -> None:
     map_inputs = [source, method, token_model, words, sentences, sentence_model]
     on(map_run.click, draw_map, map_inputs, map_plot, gpu=True)
     on(probe_run.click, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
+    # A link from a token of the attention view: its nearest neighbours.
+    arrived = page_links.share(demo, "attention", {"emb.token": probe, "emb.model": token_model})
+    shown = [sections, map_section]
+    on(arrived.ready, lambda: (gr.Tabs(selected="att-embeddings"), gr.Accordion(open=True)), None, shown)
+    on(arrived.ready, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
     on(
         bank_run.click,
         compare_bank,

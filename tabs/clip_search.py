@@ -16,6 +16,7 @@ from lab.config import Settings
 from lab.errors import LabError
 from lab.images import max_pixels
 from tabs import access
+from tabs import links as page_links
 from tabs.common import api, in_batch, model_choices, model_turn, on, slider
 from tabs.export import code_panel
 
@@ -78,7 +79,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     status = gr.Markdown(elem_id="clip-status")
     session = access.session_state(None, settings, delete_callback=_delete_gallery)
 
-    with gr.Tabs():
+    with gr.Tabs() as sections:
         with gr.Tab("Text → image", id="clip-text"):
             with gr.Row():
                 query = gr.Textbox(
@@ -448,6 +449,40 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     )
     on(added.then, embed_uploads, [*model_inputs, session, upload_status], upload_status, gpu=True)
     on(clear.click, clear_uploads, session, upload_outputs)
+
+    # -- links: the model, the text query and the zero-shot labels live in the page address ----------
+    searched = page_links.share(demo, "clip", {"clip.model": model_choice, "clip.q": query, "clip.k": k})
+    on(searched.ready, lambda: gr.Tabs(selected="clip-text"), None, sections)
+    on(
+        searched.ready,
+        text_search,
+        [*model_inputs, query, k, session],
+        search_outputs,
+        gpu=True,
+        batched=True,
+    )
+    on(searched.ready, show_tokens, [*model_inputs, query], tokens_view)
+    book_image = (zs_image, lambda name: gr.update(value=str(clip.BOOK_IMAGES / name)))
+    labelled = page_links.share(demo, "clip", {"clip.labels": labels, "clip.image": book_image})
+    on(labelled.ready, zero_shot, zs_inputs, [chart, zs_table, facts, *zs_panel.outputs], gpu=True)
+    on(
+        search.click,
+        None,
+        [model_choice, query, k],
+        js=page_links.sync_js("clip", ["clip.model", "clip.q", "clip.k"]),
+    )
+    on(
+        query.submit,
+        None,
+        [model_choice, query, k],
+        js=page_links.sync_js("clip", ["clip.model", "clip.q", "clip.k"]),
+    )
+    on(
+        classify.click,
+        None,
+        [model_choice, labels],
+        js=page_links.sync_js("clip", ["clip.model", "clip.labels"]),
+    )
 
     # -- public API ----------------------------------------------------------------------------------
     def clip_search(query: str, k: int = 8, model: str = clip.DEFAULT_MODEL) -> list[dict[str, Any]]:

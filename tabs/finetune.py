@@ -15,8 +15,9 @@ import gradio as gr
 from lab import device, export, finetune, snippets, validate
 from lab.config import Settings
 from lab.errors import LabError
-from lab.finetune import view
+from lab.finetune import share, view
 from lab.sessions import owner_of
+from tabs import links as page_links
 from tabs.common import api, check_allowed, model_choices, on, slider, warn
 from tabs.export import code_panel
 
@@ -194,6 +195,11 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         base_text = gr.Textbox(label="Base model", lines=6, elem_id="ft-base")
         tuned_text = gr.Textbox(label="Fine-tuned", lines=6, elem_id="ft-tuned")
     compare_panel = code_panel("ft-compare")
+    with gr.Row():
+        share_button = gr.Button(
+            "Share the results (curves and these answers, read-only)", elem_id="ft-share"
+        )
+        share_code = gr.Textbox(visible="hidden", elem_id="ft-share-code")
     job_state = gr.State(None)
     run_state = gr.State(None)
     presettable = [widget for name, widget in form.items() if name != "upload"]
@@ -262,8 +268,30 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         """Inputs: the finished run, prompt, new tokens. Outputs: base and fine-tuned answers, streamed."""
         count = validate.bound("ft_new_tokens", count)
         adapter = finetune.run_folder(run_id or "", owner_of(request)) / "adapter"
+        base = tuned = ""
         for base, tuned in finetune.generate_pair_stream(text, None, adapter, count):
             yield _with_reason(base), _with_reason(tuned)
+        share.record_comparison(adapter.parent, text, base, tuned)  # what "Share the results" may show
+
+    def publish(run_id: str | None, request: gr.Request) -> tuple[str, str]:
+        """Inputs: the finished run. Outputs: its share code (the page address takes it), a status line."""
+        if not run_id:
+            raise gr.Error("Train a run to the end first: only a finished run can be shared.")
+        job = finetune.owned_job(run_id, owner_of(request))
+        code = share.publish(job.snapshot(), job.output_dir)
+        return code, share.describe(share.load(code)) + " **The page address now links here: copy it.**"
+
+    def open_shared(link: dict[str, Any]) -> tuple[Any, ...]:
+        """Inputs: the link. Outputs: status, loss curve, prompt and answers of the shared run."""
+        public = share.load(link["ft.share"])
+        comparison = public.get("comparison") or {}
+        return (
+            share.describe(public),
+            view.loss_figure(public),
+            comparison.get("prompt", gr.skip()),
+            comparison.get("base", ""),
+            comparison.get("tuned", ""),
+        )
 
     def run_code(current: str | None) -> tuple[Any, Any]:
         """Inputs: the page's job. Outputs: the run's code and downloads (loss curve, losses, state)."""
@@ -314,6 +342,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     )
     answers = [run_state, prompt, new_tokens, base_text, tuned_text]
     on(compared.then, compare_code, answers, compare_panel.outputs)
+    on(share_button.click, publish, run_state, [share_code, status])
+    on(share_code.change, None, share_code, js=page_links.sync_js("finetune", ["ft.share"]))
+    shared = page_links.share(demo, "finetune", {}, extra=("ft.share",))
+    on(shared.ready, open_shared, shared.state, [status, plot, prompt, base_text, tuned_text])
     _api(settings)
 
 

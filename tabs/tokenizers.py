@@ -9,8 +9,9 @@ from typing import Any
 
 import gradio as gr
 
-from lab import catalog, export, render, snippets, tokens, validate
+from lab import catalog, export, links, render, snippets, tokens, validate
 from lab.config import Settings
+from tabs import links as page_links
 from tabs.common import CPU_EVENT, check_allowed, explained, model_choices, user_errors
 from tabs.export import code_panel
 
@@ -25,15 +26,6 @@ capital letters, the emoji and 鸟, code keywords, runs of spaces and tabs, newl
 
 MAX_API_TOKENIZERS = 20  # tokenizers one /tokenize call may name
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
-
-URL_SYNC_JS = """
-(text, names) => {
-  const params = new URLSearchParams(window.location.search);
-  params.set("text", text);
-  params.set("tok", (names || []).join(","));
-  window.history.replaceState(null, "", "?" + params.toString() + window.location.hash);
-}
-"""
 
 
 def _stats_rows(results: list[tokens.Tokenization], text: str) -> list[list[Any]]:
@@ -159,7 +151,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         def view() -> tuple[str, str]:
             shown = list(results.values())
             columns = render.token_columns(
-                shown, clean, show_ids=show_ids, show_whitespace=show_ws, notes=notes
+                shown,
+                clean,
+                show_ids=show_ids,
+                show_whitespace=show_ws,
+                notes=notes,
+                follow=lambda name: links.attention_link(name, clean),
             )
             done = [r for r in shown if not r.pending]
             return columns, render.table(STATS_HEADERS, _stats_rows(done, clean), "Statistics")
@@ -241,23 +238,15 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 views.append(render.token_column(tokens.Tokenization(name=name, error=str(error)), ""))
         return "".join(views)
 
-    def from_url(request: gr.Request) -> tuple[Any, Any]:
-        """Restore the text and tokenizers from a shared link (``?text=…&tok=a,b``)."""
-        params = dict(request.query_params) if request is not None else {}
-        new_text = params.get("text", gr.update())
-        if isinstance(new_text, str) and len(new_text) > settings.max_text_chars:
-            gr.Warning(
-                f"The shared text was longer than {settings.max_text_chars:,} characters; "
-                "the sample text is shown instead."
-            )
-            new_text = gr.update()
-        requested = [n for n in params.get("tok", "").split(",") if n]
-        if settings.classroom:
-            requested = [n for n in requested if catalog.is_known(n)]
-        if not requested:
-            return new_text, gr.update()
+    def restore_names(requested: list[str]) -> Any:
+        """A link's tokenizers, added to the choices (the link was checked by lab.links)."""
         choices = list(dict.fromkeys([*tokens.PRESET, *requested]))
-        return new_text, gr.update(choices=model_choices(choices), value=requested)
+        return gr.update(choices=model_choices(choices), value=requested)
+
+    # The link (?text=…&tok=a,b) is applied on page load; the first view is drawn after it, with or without.
+    arrived = page_links.share(
+        demo, "tokenizers", {"text": text, "tok": (names, restore_names)}, on_load=True
+    )
 
     inputs = [text, names, show_ws, show_ids]
     run.click(tokenize_view, inputs, [columns, stats, *panel.outputs], api_visibility="private", **CPU_EVENT)
@@ -270,8 +259,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             trigger_mode="always_last",
             **CPU_EVENT,
         )
-    text.change(None, [text, names], None, js=URL_SYNC_JS, api_visibility="private")
-    names.change(None, [text, names], None, js=URL_SYNC_JS, api_visibility="private")
+    sync = page_links.sync_js("tokenizers", ["text", "tok"])
+    text.change(None, [text, names], None, js=sync, api_visibility="private")
+    names.change(None, [text, names], None, js=sync, api_visibility="private")
     add.click(add_tokenizer, [hub_id, names], [names, hub_id], api_visibility="private", **CPU_EVENT)
     hub_id.submit(add_tokenizer, [hub_id, names], [names, hub_id], api_visibility="private", **CPU_EVENT)
     compare_btn.click(
@@ -279,9 +269,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     )
     chat_btn.click(chat_view, [chat_names, conversation], chat_html, api_visibility="private", **CPU_EVENT)
 
-    demo.load(from_url, None, [text, names], api_visibility="private").then(
-        first_view, inputs, [columns, stats, *panel.outputs], api_visibility="private", **CPU_EVENT
-    )
+    arrived.ready(first_view, inputs, [columns, stats, *panel.outputs], api_visibility="private", **CPU_EVENT)
 
     @user_errors
     def tokenize_api(text: str, tokenizers: list[str] | None = None) -> list[dict[str, Any]]:

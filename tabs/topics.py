@@ -16,6 +16,7 @@ from lab import export, snippets, topics
 from lab.config import Settings
 from lab.topics import view
 from tabs import access
+from tabs import links as page_links
 from tabs.common import LONG_JOB, Table, api, check_allowed, model_choices, on
 from tabs.export import code_panel
 
@@ -39,6 +40,20 @@ OUTLIER_CHOICES = [
     ("c-TF-IDF: nearest topic by words", "c-tf-idf"),
     ("embeddings: nearest topic centroid", "embeddings"),
 ]
+# Form field -> its link parameter (lab.links.SCHEME["topics"]).
+LINK_NAMES = {
+    "corpus": "top.corpus",
+    "embedding_model": "top.model",
+    "n_neighbors": "top.n_neighbors",
+    "clustering": "top.clustering",
+    "min_cluster_size": "top.min_cluster_size",
+    "min_samples": "top.min_samples",
+    "cluster_selection_method": "top.selection",
+    "n_clusters": "top.n_clusters",
+    "nr_topics": "top.nr_topics",
+    "outliers": "top.outliers",
+    "stop_words": "top.stop_words",
+}
 UPLOAD_COLUMNS = ("text_column", "title_column", "label_column", "date_column")  # a CSV file's columns
 REPRESENTATION_CHOICES = [
     ("KeyBERTInspired", "keybert"),
@@ -49,7 +64,6 @@ REPRESENTATION_CHOICES = [
 
 def build(demo: gr.Blocks, settings: Settings) -> None:
     """Lay out the topic-modelling tab inside ``demo`` (call it within ``with demo:`` and a ``gr.Tab``)."""
-    del demo  # no page-load events here
     gr.Markdown(INTRO)
     # The session's topics.TopicSession (run, corpus, downloads folder), or None before the first fit.
     ui = SimpleNamespace(state=access.session_state(None, settings, delete_callback=topics.TopicSession.end))
@@ -73,6 +87,13 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 interactive=False,
                 elem_id="topics-downloads",
             )
+    # A link names the corpus and every setting (upload excepted: a file is not in an address), and a topic.
+    ui.arrived = page_links.share(
+        demo,
+        "topics",
+        {LINK_NAMES[n]: w for n, w in ui.form.items() if n in LINK_NAMES},
+        extra=("top.topic",),
+    )
     _wire_upload(ui)
     _wire_fit(ui, settings)
     _wire_results(ui)
@@ -91,6 +112,14 @@ def _draw_map(
         return None
     session.run.layout(progress=lambda fraction, text: progress(fraction, desc=text))
     return topics.documents_map(session.run, hide_annotations=bool(hide))
+
+
+def _linked_topic(session: topics.TopicSession | None, link: dict[str, Any] | None) -> Any:
+    """Inputs: session, the link. Outputs: the topic picker, set to the link's topic if this fit has it."""
+    topic = (link or {}).get("top.topic")
+    if session is None or topic is None or topic not in set(session.run.info["Topic"]):
+        return gr.update()
+    return gr.update(value=topic)
 
 
 def _session(session: topics.TopicSession | None) -> topics.TopicSession:
@@ -462,11 +491,17 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
     form = [ui.form["min_cluster_size"], ui.form["cluster_selection_method"]]
     fixed = on(ui.fix.click, apply_fix, ui.state, form)
     refitted = on(fixed.success, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
-    for done in (fitted, refitted):
+    linked = on(ui.arrived.ready, fit, inputs, fit_outputs, gpu=True, time_factor=LONG_JOB)
+    on(linked.success, _linked_topic, [ui.state, ui.arrived.state], ui.topic)
+    names = list(LINK_NAMES.values())
+    sync = page_links.sync_js("topics", names)
+    on(ui.fit.click, None, [ui.form[n] for n in LINK_NAMES], js=sync)
+    on(ui.topic.change, None, ui.topic, js=page_links.sync_js("topics", ["top.topic"]))
+    for done in (fitted, refitted, linked):
         # The figures follow the table; the documents map lays the documents out in 2-d the first time.
         on(done.then, draw_figures, ui.state, [ui.barchart, ui.heatmap, ui.hierarchy, ui.code.files])
         on(done.then, _draw_map, [ui.state, ui.hide_annotations], ui.documents_map)
-    on(ui.cancel.click, None, cancels=[fitted, refitted])
+    on(ui.cancel.click, None, cancels=[fitted, refitted, linked])
 
 
 def _wire_results(ui: SimpleNamespace) -> None:

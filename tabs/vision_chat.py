@@ -19,6 +19,7 @@ from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
 from tabs import access
+from tabs import links as page_links
 from tabs.common import model_choices, on, slider, warn
 from tabs.export import code_panel
 
@@ -91,6 +92,63 @@ def _controls(busy: bool) -> tuple[Any, ...]:
     """The question box, Send, Stop and Regenerate while an answer streams (``busy``) or not."""
     box, send, regenerate = (gr.update(interactive=not busy) for _ in range(3))
     return box, send, gr.update(visible=busy), regenerate
+
+
+# What the page address keeps of a conversation: the book image's name and the questions (the answers are
+# computed again, not read from the address: a link cannot put words in the model's mouth).
+URL_SYNC_JS = """
+(image, chat) => {
+  const text = (content) => typeof content === "string" ? content
+    : Array.isArray(content) ? content.map((part) => part.text || "").join("")
+    : (content && content.text) || "";
+  const questions = (chat || []).filter((m) => m.role === "user").map((m) => text(m.content));
+  if (!questions.length) return;  // a new image clears the chat: the address keeps the last conversation
+  window.labLinks && window.labLinks.write("vision-chat", ["vc.image", "vc.q"],
+    [image && image.orig_name, questions.slice(-5)]);
+}
+"""
+
+
+def _wire_link(
+    demo: gr.Blocks,
+    image: gr.Image,
+    image_changed: Any,
+    chatbot: gr.Chatbot,
+    history: gr.State,
+    status_inputs: list[Any],
+    decoding_inputs: list[Any],
+    lease: Callable[..., Any],
+) -> None:
+    """A link's book image opens as any new image does; its questions are then asked again, in order.
+
+    The questions wait for the new image's event (which starts a fresh conversation), so they are asked
+    after it, not wiped by it."""
+    book_image = (image, lambda name: gr.update(value=str(BOOK_IMAGES / name)))
+    linked = page_links.share(demo, "vision-chat", {"vc.image": book_image}, extra=("vc.q",))
+    replay = gr.State(None)
+
+    def pending(link: dict[str, Any] | None) -> Any:
+        """Inputs: the last link. Outputs: the questions to ask again (unchanged when already asked)."""
+        return link if link and link.get("vc.q") else gr.skip()
+
+    def ask_again(values: dict[Any, Any]) -> Iterator[tuple[Any, Any]]:
+        """Inputs: the link, image, model form, decoding (by component). Outputs: chat, history."""
+        link = values[replay]
+        choice = vision_chat.Decoding(*(values[c] for c in decoding_inputs))
+        model, folder_path, precision = (values[c] for c in status_inputs)
+        turns: list[list[str]] = []
+        with lease(model, folder_path, precision) as vc:
+            for question in link["vc.q"]:
+                question = vision_chat.check_question(question)
+                earlier = [(q, a) for q, a in turns]
+                prepared = vision_chat.prepare_chat(vc, values[image], earlier, question, choice)
+                turns.append([question, vision_chat.generate_text(vc, prepared)])
+                yield view.messages(turns), turns
+
+    on(image_changed.then, pending, linked.state, replay)
+    form = {replay, image, *status_inputs, *decoding_inputs}
+    on(page_links.ready(replay), ask_again, form, [chatbot, history], gpu=True)
+    on(chatbot.change, None, [image, chatbot], js=URL_SYNC_JS)
 
 
 def build(demo: gr.Blocks, settings: Settings) -> None:
@@ -454,7 +512,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     hood = [hood_image, hood_info, hood_tokens]
     new_outputs = [history, chatbot, caption_box, notice, prompt_box, *hood, image_notes, hood_state]
-    on(image.change, new_image, image, new_outputs)
+    image_changed = on(image.change, new_image, image, new_outputs)
+    _wire_link(demo, image, image_changed, chatbot, history, status_inputs, decoding_inputs, lease)
     caption_outputs = [caption_box, prompt_box, *hood, model_status, image_notes, *caption_panel.outputs]
     on(caption_btn.click, caption_view, [image, *status_inputs], caption_outputs, generates=True)
 

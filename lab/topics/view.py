@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from lab.links import tokenizer_link
 from lab.topics.collapse import Collapse, Fix, detect_collapse
 from lab.topics.corpora import Corpus
 from lab.topics.errors import TopicInputError
@@ -127,7 +128,8 @@ def detail_markdown(run: TopicRun, topic: int) -> str:
     lines = [f"**Topic {topic}** · {count:,} documents · representative documents (c-TF-IDF):"]
     for title, text in representative_docs(run, topic):
         head = f"**{_text(title)}**: " if title else ""
-        lines.append(f"- {head}{_text(short_label(text, 320))}")
+        follow = f' [tokens ↗]({tokenizer_link(text[:2000])} "Open this document in the tokenizer tab")'
+        lines.append(f"- {head}{_text(short_label(text, 320))}{follow}")
     return "\n".join(lines)
 
 
