@@ -162,5 +162,6 @@ def stability_sweep(points: Sequence[Any]) -> Any:
     figure.update_xaxes(title_text="min_cluster_size", type="log")
     figure.update_yaxes(title_text="topics", secondary_y=False)
     figure.update_yaxes(title_text="share (0–1)", range=[0, 1], secondary_y=True)
-    figure.update_layout(height=380, margin={"t": 30, "b": 40}, legend={"orientation": "h", "y": 1.12})
+    # The legend under the axis: above it, the page's plot label would cover it.
+    figure.update_layout(height=400, margin={"t": 30, "b": 90}, legend={"orientation": "h", "y": -0.3})
     return figure
