@@ -151,6 +151,21 @@ def _wire_link(
     on(chatbot.change, None, [image, chatbot], js=URL_SYNC_JS)
 
 
+def _answer_outputs(
+    conversation: list[dict[str, Any]], turns: list[list[str]], text: str, stream: Iterator[str]
+) -> Iterator[tuple[Any, ...]]:
+    """The chat and the history after every piece of a streamed answer (in process or from the engine),
+    then once more with the whole answer. The history follows every piece, so Stop keeps the answer shown
+    so far; closing this generator closes ``stream``."""
+    answer = ""
+    with contextlib.closing(stream):
+        for answer in stream:
+            shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
+            yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
+    whole = [*conversation, {"role": "assistant", "content": answer}]
+    yield whole, [*turns, [text, answer]], *[gr.skip()] * 5
+
+
 def build(demo: gr.Blocks, settings: Settings) -> None:
     """Lay out the BLIP-2 tab inside ``demo`` (call it within ``with demo:`` and a ``gr.Tab``)."""
     busy = _Busy()
@@ -415,18 +430,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 view.loaded_status(vc, folder_path),
                 gr.skip() if again else gr.update(value=""),
             )
-            answer = ""
-            # closing(): on Stop the stream ends its thread before the lease above is returned.
-            with contextlib.closing(vision_chat.generate_stream(vc, prepared)) as stream:
-                for answer in stream:
-                    # The state follows every token, so Stop keeps the answer shown so far.
-                    shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
-                    yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
-            yield (
-                [*conversation, {"role": "assistant", "content": answer}],
-                [*turns, [text, answer]],
-                *[gr.skip()] * 5,
-            )
+            # Inside the lease: on Stop the stream ends its thread before the lease is returned.
+            yield from _answer_outputs(conversation, turns, text, vision_chat.generate_stream(vc, prepared))
 
     def engine_turn(
         model: str, image_path: str, turns: list[list[str]], text: str, choice: Any, again: bool
@@ -445,19 +450,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             status,
             gr.skip() if again else gr.update(value=""),
         )
-        answer = ""
         history_pairs = [tuple(t) for t in turns]
-        with contextlib.closing(
-            vision_chat.engine_answer_stream(image_path, history_pairs, text, model, choice)
-        ) as stream:
-            for answer in stream:
-                shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
-                yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
-        yield (
-            [*conversation, {"role": "assistant", "content": answer}],
-            [*turns, [text, answer]],
-            *[gr.skip()] * 5,
-        )
+        stream = vision_chat.engine_answer_stream(image_path, history_pairs, text, model, choice)
+        yield from _answer_outputs(conversation, turns, text, stream)
 
     def stream_answer(form: dict[Any, Any]) -> Iterator[tuple[Any, ...]]:
         """Inputs: image, question, history, model form, decoding. Outputs: chat, history, notice, prompt,
