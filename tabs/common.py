@@ -232,14 +232,11 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
     kind = kind or kind_of(fn)
     signature, slot, added = _progress_slot(fn, add=show_place)
 
-    def split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], Callable[[Place], None] | None]:
-        return _place_reporter(args, slot, added)
-
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         async def generator_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            args, on_wait = split(args)
+            args, on_wait = _place_reporter(args, slot, added)
             async with SCHEDULER.turn_async(student(), kind, on_wait):
                 steps = fn(*args, **kwargs)
                 try:
@@ -256,7 +253,7 @@ def queued(fn: F, kind: str | None = None, *, show_place: bool = True) -> F:
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        args, on_wait = split(args)
+        args, on_wait = _place_reporter(args, slot, added)
         async with SCHEDULER.turn_async(student(), kind, on_wait):
             return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
