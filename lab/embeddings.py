@@ -30,6 +30,15 @@ TOKEN_MODELS = [
     "microsoft/deberta-v3-xsmall",
     "gpt2",
 ]
+# The tab's first example and the batching bench's: two sentences on each of three subjects.
+EXAMPLE_SENTENCES = [
+    "I love eating fresh bread.",
+    "Baking a loaf at home is fun.",
+    "The stock market fell today.",
+    "Shares dropped sharply this morning.",
+    "My cat sleeps all day.",
+    "Kittens like to nap in the sun.",
+]
 MAX_TEXTS = 200
 MAX_TEXT_TOKENS = validate.TOKEN_CAPS["embeddings"]
 """Tokens one text may have: MiniLM reads 256 word pieces, and would cut the rest off unread."""

@@ -33,16 +33,7 @@ Hugging Face Hub is reachable or `LAB_MODEL_DIR` holds them.
 
 ATTENTION_TEXT = "The animal didn't cross the street because it was too tired."
 PROMPT = "The capital of France is"
-SENTENCES = "\n".join(
-    [
-        "I love eating fresh bread.",
-        "Baking a loaf at home is fun.",
-        "The stock market fell today.",
-        "Shares dropped sharply this morning.",
-        "My cat sleeps all day.",
-        "Kittens like to nap in the sun.",
-    ]
-)
+SENTENCES = "\n".join(embeddings.EXAMPLE_SENTENCES)
 WORDS = "king\nqueen\nman\nwoman\nprince\napple\nbanana\norange\nParis\nLondon\nBerlin\ndog\ncat\npuppy"
 BANK = "\n".join(
     [
