@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab import catalog, engine, models, validate
+from lab.batching import isolated
 from lab.errors import InputError
 from lab.forward import forward
 from lab.images import OpenedImage, open_image
@@ -269,6 +270,58 @@ def prepare_caption(vc: models.VisionChatModel, image: Any, max_new_tokens: int 
     )
 
 
+@dataclass(frozen=True)
+class CaptionRequest:
+    """One caption, asked for: the image opened and checked in the asker's own request (a bad file is
+    refused before it waits) and the model it is for. Requests with the same :attr:`batch_key` share one
+    ``generate`` (:func:`caption_batch`): a class captioning at once costs little more than one caption.
+    """
+
+    image: OpenedImage
+    model: str = DEFAULT_MODEL
+    path: str | None = None
+    quantization: str = "auto"
+    max_new_tokens: int = CAPTION_TOKENS
+
+    @classmethod
+    def prepare(
+        cls,
+        image: Any,
+        model: str = DEFAULT_MODEL,
+        path: str | Path | None = None,
+        quantization: str = "auto",
+        max_new_tokens: int = CAPTION_TOKENS,
+    ) -> CaptionRequest:
+        """Open ``image`` (see :func:`open_for_model`; raises its errors) for a caption by ``model``."""
+        return cls(open_for_model(image), model, str(path) if path else None, quantization, max_new_tokens)
+
+    @property
+    def batch_key(self) -> tuple[str, str, str | None, str, int]:
+        return ("caption", self.model, self.path, self.quantization, self.max_new_tokens)
+
+
+@dataclass
+class Caption:
+    """A caption and what the panel shows beside it: the call as the model received it, and the model."""
+
+    text: str
+    prepared: Prepared
+    model: models.VisionChatModel
+
+
+@isolated
+def caption_batch(requests: list[CaptionRequest]) -> list[Caption]:
+    """Caption several images (same :attr:`CaptionRequest.batch_key`) with one ``generate`` call.
+
+    The model is leased here, in the model queue's turn, so that it loads there on first use.
+    """
+    first = requests[0]
+    with models.vision_chat_model(first.model, first.path, quantization=first.quantization) as vc:
+        prepared = [prepare_caption(vc, r.image, r.max_new_tokens) for r in requests]
+        texts = generate_texts(vc, prepared)
+    return [Caption(text, p, vc) for text, p in zip(texts, prepared, strict=True)]
+
+
 def fit_history(
     history: Sequence[Turn], question: str, count_tokens: Callable[[str], int], budget: int
 ) -> tuple[list[Turn], int]:
@@ -369,9 +422,10 @@ def _on_device(vc: models.VisionChatModel, prepared: Prepared) -> dict[str, Any]
     return inputs
 
 
-def _decode(vc: models.VisionChatModel, prepared: Prepared, output: Any) -> str:
-    # A decoder's output repeats the prompt; an encoder-decoder's holds only the answer.
-    new = output[0, prepared.prompt_tokens :] if vc.decoder_only else output[0]
+def _decode(vc: models.VisionChatModel, prepared: Prepared, row: Any) -> str:
+    """One row of ``generate``'s output as text. A decoder's output repeats the prompt; an
+    encoder-decoder's holds only the answer."""
+    new = row[prepared.prompt_tokens :] if vc.decoder_only else row
     return vc.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
@@ -387,7 +441,34 @@ def generate_text(vc: models.VisionChatModel, prepared: Prepared) -> str:
         lab.cache.OutOfMemory: the GPU ran out of memory; the next call can proceed.
     """
     output = vc.model.generate(**_on_device(vc, prepared), **prepared.generate_kwargs)
-    return _decode(vc, prepared, output)
+    return _decode(vc, prepared, output[0])
+
+
+def _what_many(vc: models.VisionChatModel, prepared: Sequence[Prepared]) -> str:
+    many = f"{len(prepared)} captions at once" if len(prepared) > 1 else "a caption"
+    return f"{_title(vc)} was writing {many}"
+
+
+@forward(_what_many, duration=120)
+def generate_texts(vc: models.VisionChatModel, prepared: Sequence[Prepared]) -> list[str]:
+    """:func:`generate_text` for several calls in one ``generate``: the same prompt length and
+    generation settings for all (captions: the image alone, greedy), so no row needs padding and each
+    row is the text it would get alone.
+
+    Raises:
+        ValueError: the calls differ in prompt length or generation settings.
+        lab.cache.OutOfMemory: the GPU ran out of memory; the next call can proceed.
+    """
+    import torch
+
+    first = prepared[0]
+    shapes = {(p.prompt_tokens, repr(sorted(p.generate_kwargs.items()))) for p in prepared}
+    if len(shapes) > 1:
+        raise ValueError("a batch of generate calls needs one prompt length and one set of settings")
+    one = [_on_device(vc, p) for p in prepared]
+    inputs = {name: torch.cat([each[name] for each in one]) for name in one[0]}  # (B, ...)
+    output = vc.model.generate(**inputs, **first.generate_kwargs)  # (B, prompt + new) or (B, new)
+    return [_decode(vc, p, row) for p, row in zip(prepared, output, strict=True)]
 
 
 @forward(_what, duration=120)

@@ -38,6 +38,7 @@ BATCHED_KINDS = {
     "next_token": "attention",
     "similarity": "attention",
     "clip_text": "clip_search",
+    "caption": "vision_chat",
 }
 NOTICE = "⏸ **The instructor paused this tab for now.** Its models run again when they resume it."
 Page = tuple[str, str, ModuleType]  # (tab title, tab id, tab module), as app.TABS lists them

@@ -20,7 +20,7 @@ from lab.config import Settings
 from lab.images import BadImage
 from tabs import access
 from tabs import links as page_links
-from tabs.common import model_choices, on, slider, warn
+from tabs.common import in_batch, model_choices, on, slider, warn
 from tabs.export import code_panel
 
 INTRO = """
@@ -315,6 +315,13 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         with engine.in_process_turn(), models.vision_chat_model(model, path, quantization=precision) as vc:
             yield vc
 
+    def captioned(path: Any, model: str, folder: str | None, precision: str) -> vision_chat.Caption:
+        """A caption in process, its generate call shared with other students' captions: the image is
+        opened here, the model loads and writes in the model queue (:func:`tabs.common.in_batch`)."""
+        model, folder = view.chosen_model(model, folder, classroom=settings.classroom)
+        request = vision_chat.CaptionRequest.prepare(path, model, folder, precision)
+        return in_batch("caption", request.batch_key, request, vision_chat.caption_batch)
+
     # -- CPU events ------------------------------------------------------------------------------
 
     def model_status_view(model: str, path: str | None, precision: str) -> str:
@@ -379,11 +386,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             text = vision_chat.engine_caption(path, served)
             files = export.vision_chat_files({"model": model, "engine": served, "caption": text})
             return text, "", *view.engine_hood(), view.engine_status(served), gr.skip(), gr.skip(), files
-        with lease(model, folder_path, precision) as vc:
-            prepared = vision_chat.prepare_caption(vc, path)
-            text = vision_chat.generate_text(vc, prepared)
-            hood = view.under_the_hood(vc, prepared)
-            status = view.loaded_status(vc, folder_path)
+        done = captioned(path, model, folder_path, precision)
+        text, prepared = done.text, done.prepared
+        hood, status = view.under_the_hood(done.model, prepared), view.loaded_status(done.model, folder_path)
         code = snippets.vision_chat(model, path, folder=folder_path or None, precision=precision)
         files = export.vision_chat_files({"model": model, "caption": text, "prompt": prepared.prompt})
         return text, prepared.prompt, *hood, status, view.notes_markdown(prepared.notes), code, files
@@ -469,8 +474,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         served = on_engine(model, folder)
         if served:
             return vision_chat.engine_caption(image, served)
-        with lease(model, folder, precision) as vc:
-            return vision_chat.generate_text(vc, vision_chat.prepare_caption(vc, image))
+        return captioned(image, model, folder, precision).text
 
     def api_chat(
         image: str | None,
@@ -510,7 +514,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     image_changed = on(image.change, new_image, image, new_outputs)
     _wire_link(demo, image, image_changed, chatbot, history, status_inputs, decoding_inputs, lease)
     caption_outputs = [caption_box, prompt_box, *hood, model_status, image_notes, *caption_panel.outputs]
-    on(caption_btn.click, caption_view, [image, *status_inputs], caption_outputs, generates=True)
+    caption_inputs = [image, *status_inputs]
+    on(caption_btn.click, caption_view, caption_inputs, caption_outputs, generates=True, batched=True)
 
     controls = [question, send, stop, regenerate]
     stream_outputs = [chatbot, history, notice, prompt_box, hood_state, model_status, question]
@@ -549,6 +554,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         [image, *status_inputs],
         api_caption_out,
         api_name="caption",
+        batched=True,
         **public,
     )
     api_inputs = [image, question, api_history, *status_inputs, *decoding_inputs]

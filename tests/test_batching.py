@@ -168,3 +168,20 @@ def test_eight_clients_calling_next_token_at_once_are_answered_by_one_batch():
     for answer, want in zip(answers, expected, strict=True):
         assert [token for token, _ in answer] == [token for token, _ in want]
         assert np.allclose([p for _, p in answer], [p for _, p in want], atol=1e-4)
+
+
+def test_tiny_random_blip2_captions_of_several_students_in_one_generate_equal_each_caption_alone(tiny_blip2):
+    from lab import vision_chat
+    from tests.helpers import ROOT
+
+    images = [ROOT / "assets" / "book" / "images" / name for name in ("car.png", "cat.png", "puppy.png")]
+    requests = [vision_chat.CaptionRequest.prepare(path, "tiny/random-blip2", tiny_blip2) for path in images]
+    assert len({r.batch_key for r in requests}) == 1  # one model, one setting: they may share a batch
+    batched = vision_chat.caption_batch(requests)
+    alone_texts = [alone(vision_chat.caption_batch, r).text for r in requests]
+    assert [c.text for c in batched] == alone_texts
+    assert len(set(alone_texts)) > 1  # the rows are not one image's caption copied
+    pixels = [c.prepared.inputs["pixel_values"] for c in batched]  # each caption kept its own image
+    assert not np.allclose(pixels[0], pixels[1])
+    with pytest.raises(vision_chat.NoImage):
+        vision_chat.CaptionRequest.prepare(None, "tiny/random-blip2", tiny_blip2)  # refused before it waits
