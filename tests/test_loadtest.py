@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from gradio import Request
 
 from bench import ROOT
 from bench.classroom import MIX, fair_share_bound
@@ -52,9 +54,15 @@ def test_the_students_http_client_reads_answers_and_errors_as_gradio_client_does
         """One output that is a list."""
         return [a, a]
 
+    closed: list[str] = []
+
+    def unloaded(request: Request) -> None:  # a module-level name: the annotation is read as a string
+        closed.append(request.session_hash)
+
     with gr.Blocks() as demo:
         gr.api(double, api_name="double")
         gr.api(pair, api_name="pair")
+        demo.unload(unloaded)
     demo.queue().launch(
         server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
     )
@@ -65,6 +73,15 @@ def test_the_students_http_client_reads_answers_and_errors_as_gradio_client_does
             api.call("/double", -1)
         with pytest.raises(ApiError, match="HTTP 5|HTTP 4"):
             api.call("/no_such_endpoint", 1)
+        # A student's tab: open while they work, closed when they leave, and the server sees it close
+        # (the page's unload events run, as for a browser tab: what frees the session in the lab).
+        api.open_page()
+        assert api.call("/double", 1) == 2 and closed == []
+        api.close_page()
+        deadline = time.monotonic() + 30
+        while not closed and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert closed == [api.session_hash]
     finally:
         demo.close()
 
@@ -72,8 +89,11 @@ def test_the_students_http_client_reads_answers_and_errors_as_gradio_client_does
 def _recorded() -> Recorder:
     """A run of 2 students as the recorder would have seen it (times are made up, counts are the point)."""
     recorder = Recorder(t0=0.0)
-    recorder.marks.update(start=0.0, warm=10.0, load_start=10.0, load_end=40.0, end=45.0)
-    recorder.memory = [(0.0, 200.0, 0.0), (10.0, 1000.0, 0.0), (25.0, 1010.0, 300.0), (45.0, 1020.0, 0.0)]
+    recorder.marks.update(
+        start=0.0, warm=10.0, load_start=10.0, leaving=40.0, load_end=40.0, end=45.0, left=60.0
+    )
+    recorder.memory = [(0.0, 200.0, 0.0), (10.0, 1000.0, 0.0), (25.0, 1010.0, 300.0), (30.0, 1012.0, 0.0)]
+    recorder.memory += [(35.0, 1014.0, 0.0), (40.0, 1016.0, 0.0), (45.0, 1020.0, 0.0), (60.0, 1005.0, 0.0)]
     for i, name in enumerate(MIX):
         recorder.on_request(name, response_time=100.0 * (i + 1))
         recorder.on_request(name, response_time=300.0 * (i + 1))
@@ -98,7 +118,9 @@ def test_summarize_counts_every_endpoint_its_errors_and_the_memory_milestones():
         assert ("bound_s" in entry) == (kind == "model")
     memory = details["memory"]
     assert (memory["start_mb"], memory["warm_mb"], memory["end_mb"]) == (200.0, 1000.0, 1020.0)
-    assert memory["growth_mb"] == 20.0 and memory["peak_workers_mb"] == 300.0
+    assert memory["growth_mb"] == 16.0 and memory["peak_workers_mb"] == 300.0  # the class there, at 40 s
+    assert memory["left_growth_mb"] == 5.0  # after they left: what their sessions kept
+    assert memory["second_half_slope_mb_per_min"] == pytest.approx(24.0)  # 25–40 s: 0.4 MB/s
     assert details["load_s"] == 30.0 and details["finetune"] == {"status": "not started", "seconds": None}
     table = endpoint_table(details)
     assert "| endpoint | kind | calls | errors | p50 | p95 | max | alone | p95 target |" in table

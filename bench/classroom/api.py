@@ -27,6 +27,27 @@ class LabAPI:
         # One session of the app, as one browser tab has: what the lab's owners (a fine-tune run answers
         # "not yours" to another session) and a per-student queue go by.
         self.session_hash = session_hash or uuid.uuid4().hex[:11]
+        self._page: Any = None  # the heartbeat stream while the page is open
+
+    def open_page(self) -> None:
+        """Hold the session's heartbeat stream open, as a browser tab does while it shows the lab.
+
+        When it closes (:meth:`close_page`) the server sees the tab close: it runs the page's unload
+        events and frees the session after ``LAB_CLOSED_GRACE_S``. Nothing reads the stream: the server
+        writes a few bytes every 15 s, which the socket's buffer holds."""
+        import requests
+
+        # Its own connection, as a page's heartbeat has (a pooled one may have been closed by the server).
+        self._page = requests.get(
+            f"{self.url}/gradio_api/heartbeat/{self.session_hash}", stream=True, timeout=60
+        )
+
+    def close_page(self) -> None:
+        """Close the tab: drop the heartbeat connection."""
+        if self._page is not None:
+            self._page.raw.close()  # the socket itself: returning it to the pool would keep it open
+            self._page.close()
+            self._page = None
 
     def call(self, name: str, *inputs: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
         """The endpoint's output (a generator's last one); :class:`ApiError` when it answers an error."""

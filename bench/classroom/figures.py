@@ -48,9 +48,12 @@ def endpoint_table(details: dict[str, Any]) -> str:
     lines += [
         "",
         f"Server memory (RSS): {megabytes(m['start_mb'])} at start, {megabytes(m['warm_mb'])} warm, "
-        f"{megabytes(m['end_mb'])} at the end; growth after warm-up {megabytes(m['growth_mb'])} (target "
-        f"< {MEMORY_GROWTH_TARGET_MB:g} MB), trend {number(m['slope_mb_per_min'] or 0.0)} MB/min, peak "
-        f"{megabytes(m['peak_mb'])}; fine-tune worker peak {megabytes(m['peak_workers_mb'])}.",
+        f"{megabytes(m.get('class_there_mb'))} with the class there "
+        f"({megabytes(m['growth_mb'])} above warm), "
+        f"{megabytes(m.get('left_mb'))} after they left ({megabytes(m.get('left_growth_mb'))} above warm; "
+        f"target < {MEMORY_GROWTH_TARGET_MB:g} MB); trend over the class's second half "
+        f"{number(m.get('second_half_slope_mb_per_min') or 0.0)} MB/min, peak {megabytes(m['peak_mb'])}; "
+        f"fine-tune worker peak {megabytes(m['peak_workers_mb'])}.",
         f"Fine-tune run: {f['status']}{ran}. "
         + (
             f"Warm-up: topic fit {number(w['topics_fit_s'])} s, all of it {number(w['seconds'])} s."
@@ -67,8 +70,8 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| students | calls | errors | calls/s | "
         + " | ".join(f"{n} p95" for n in names)
-        + " | memory growth |",
-        "| " + " | ".join(["---"] * (len(names) + 5)) + " |",
+        + " | memory, class there | memory after they left | trend, 2nd half |",
+        "| " + " | ".join(["---"] * (len(names) + 7)) + " |",
     ]
     for d in runs:
         p95s = [seconds(d["endpoints"][n]["p95_s"]) for n in names]
@@ -79,7 +82,13 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
             number(d["calls_per_s"] or 0.0),
             *p95s,
         ]
-        lines.append("| " + " | ".join([*cells, megabytes(d["memory"]["growth_mb"])]) + " |")
+        m = d["memory"]
+        memory = [
+            f"+{megabytes(m['growth_mb'])}",
+            f"+{megabytes(m.get('left_growth_mb'))}",
+            f"{number(m.get('second_half_slope_mb_per_min') or 0.0)} MB/min",
+        ]
+        lines.append("| " + " | ".join([*cells, *memory]) + " |")
     return "\n".join(lines)
 
 
@@ -116,6 +125,8 @@ def plot(details: dict[str, Any], path: Path) -> Path:
     )
     if marks["warm"] > marks["start"]:
         right.axvline(marks["warm"], linestyle=":", color="grey", label="warmed up")
+    if "left" in marks:
+        right.axvline(marks["left"], linestyle="--", color="grey", label="tabs closed and freed")
     right.set_xlabel("seconds")
     right.set_ylabel("MB")
     right.set_title("server memory")

@@ -136,7 +136,13 @@ def summarize(recorder: Recorder, students: int, minutes: float, warm: dict[str,
         endpoints[name] = entry
     load_s = marks["load_end"] - marks["load_start"]
     warm_mb, end_mb = recorder.memory_at(marks["warm"]), recorder.memory_at(marks["end"])
+    there_mb = recorder.memory_at(marks.get("leaving", marks["end"]))
+    left_mb = recorder.memory_at(marks["left"]) if "left" in marks else None
     after_warm = [(t, mb) for t, mb, _ in recorder.memory if t >= marks["warm"]]
+    # The second half of the class: every student has arrived and visited every tab, so memory that
+    # still rises there grows with time, not with the class's size.
+    half = marks["load_start"] + load_s / 2
+    second_half = [(t, mb) for t, mb, _ in recorder.memory if half <= t <= marks["load_end"]]
     finetune: dict[str, Any] = {"status": recorder.finetune_status or "not started", "seconds": None}
     if "finetune_done" in marks and "finetune_started" in marks:
         finetune["seconds"] = marks["finetune_done"] - marks["finetune_started"]
@@ -157,8 +163,12 @@ def summarize(recorder: Recorder, students: int, minutes: float, warm: dict[str,
             "warm_mb": warm_mb,
             "end_mb": end_mb,
             "peak_mb": max((mb for _, mb in after_warm), default=None),
-            "growth_mb": None if warm_mb is None or end_mb is None else end_mb - warm_mb,
+            "class_there_mb": there_mb,
+            "growth_mb": None if warm_mb is None or there_mb is None else there_mb - warm_mb,
+            "left_mb": left_mb,
+            "left_growth_mb": None if warm_mb is None or left_mb is None else left_mb - warm_mb,
             "slope_mb_per_min": _slope(after_warm) * 60 if len(after_warm) >= 3 else None,
+            "second_half_slope_mb_per_min": _slope(second_half) * 60 if len(second_half) >= 3 else None,
             "peak_workers_mb": max((w for _, _, w in recorder.memory), default=0.0),
             "samples": [[round(t, 1), round(mb, 1), round(w, 1)] for t, mb, w in recorder.memory],
         },

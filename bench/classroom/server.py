@@ -22,6 +22,7 @@ START_TIMEOUT_S = 300.0
 FINETUNE_DRAIN_S = 300.0  # after the students leave, how long the class's fine-tune run may take to end
 TINY_LLAMA = "tiny-finetune-llama"
 ALONE_REPEATS = 3  # an endpoint's time alone: the median of 3 calls on the idle, warm server
+CLOSED_GRACE_S = 5.0  # a closed tab's session is freed this long after (LAB_CLOSED_GRACE_S; 60 by default)
 
 
 def free_port() -> int:
@@ -62,13 +63,18 @@ def launched_app(model_dir: Path, log: Path) -> Iterator[tuple[str, subprocess.P
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_SERVER_PORT": str(port),
         "LAB_MODEL_DIR": str(model_dir),
+        "LAB_CLOSED_GRACE_S": str(CLOSED_GRACE_S),  # so the run can measure what leaving gives back
     }
     for name in ("LAB_CLASSROOM", "LAB_AUTH", "LAB_PRELOAD"):  # served as `python app.py` serves by default
         env.pop(name, None)
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+            [sys.executable, "app.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_for(url, process)
@@ -120,6 +126,13 @@ def warm_up(plan: Plan, repeats: int = ALONE_REPEATS) -> dict[str, Any]:
 def settle(plan: Plan) -> None:
     """Wait for the requests the students left behind: one call through the model queue, behind them."""
     LabAPI(plan.url).call("/next_token", "The", SMOLLM2, 1, 1.0, 1.0)
+
+
+def let_go(plan: Plan) -> None:
+    """After the students closed their tabs: wait until the server has freed their sessions (the
+    grace, then a few seconds for the unload events and the sweep), then sample the memory: ``left``."""
+    time.sleep(CLOSED_GRACE_S + 10)
+    plan.recorder.mark("left")
 
 
 def finish_finetune(plan: Plan) -> None:

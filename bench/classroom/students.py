@@ -113,12 +113,16 @@ def user_classes() -> list[type]:
         def on_start(self) -> None:
             self.plan: Plan = self.environment.lab_plan
             self.api = LabAPI(self.plan.url)
+            self.api.open_page()  # the tab is open until the student leaves (on_stop)
             Student.arrived += 1
             self.rng = random.Random(Student.arrived)
             names = list(MIX)
             start = Student.arrived % len(names)
             self.tour = names[start:] + names[:start]
             self.image: Any = None
+
+        def on_stop(self) -> None:
+            self.api.close_page()  # the student closes the tab: the server frees their session
 
         def timed(self, name: str, *inputs: Any) -> Any:
             """Call ``name`` and report it to locust (whose ``request`` event the recorder listens to)."""
