@@ -23,16 +23,16 @@ STYLE = """
 .lab-tok .hub{font-family:ui-monospace,monospace;font-size:11px;color:#57606a}
 .lab-tok .stats{font-size:12px;color:#57606a;margin:4px 0}
 .lab-tok .note{font-size:12px;margin:4px 0 8px 0;color:#24292f}
-.lab-tok .src{font-size:11px;color:#8c959f}
+.lab-tok .src{font-size:11px;color:#57606a}
 .lab-tok .toks{font-family:ui-monospace,monospace;font-size:13px;line-height:1.9}
 .lab-tok .t{display:inline-block;white-space:pre;min-width:4px;border-radius:3px;padding:0 1px;
   margin:1px 1px 1px 0;unicode-bidi:isolate;color:#111;line-height:1.5}
 .lab-tok .t.special{outline:2px solid #cf222e;font-weight:600}
 .lab-tok .t.byte{font-size:11px;font-style:italic}
 .lab-tok .t.unk{outline:2px dashed #8250df}
-.lab-tok .id{display:inline-block;font-size:9px;color:#57606a;vertical-align:sub;margin-left:1px}
-.lab-tok .ws{color:#8c959f}
-.lab-tok .ctl{color:#9a6700;font-size:10px}
+.lab-tok .id{display:inline-block;font-size:9px;color:#424a53;vertical-align:sub;margin-left:1px}
+.lab-tok .ws{color:#424a53}
+.lab-tok .ctl{color:#744500;font-size:10px}
 .lab-tok .decoded{font-size:12px;color:#57606a;margin:0 4px 0 1px}
 .lab-tok .why{font-size:12px;white-space:pre-wrap}
 .lab-tok .text{font-family:ui-monospace,monospace;font-size:14px;line-height:2.1;white-space:pre-wrap;

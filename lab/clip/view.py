@@ -32,7 +32,7 @@ STYLE = """
 .lab-clip .toks{font-family:ui-monospace,monospace;font-size:13px;line-height:2.2}
 .lab-clip .t{display:inline-block;border-radius:4px;padding:0 4px;margin:1px 2px 1px 0;white-space:pre}
 .lab-clip .t.special{outline:2px solid #cf222e;font-weight:600;background:#fff}
-.lab-clip .id{font-size:10px;color:#57606a;margin-left:3px;vertical-align:sub}
+.lab-clip .id{font-size:10px;color:#424a53;margin-left:3px;vertical-align:sub}
 .lab-clip .note{font-size:12px;color:#57606a;margin:4px 0}
 .lab-clip table.heat{border-collapse:collapse;font-size:13px;border:none;width:auto}
 .lab-clip table.heat,.lab-clip table.heat tr,.lab-clip table.heat th,.lab-clip table.heat td.img{

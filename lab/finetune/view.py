@@ -81,8 +81,8 @@ PREVIEW_STYLE = """
 .lab-ft .cut{color:#9a6700;font-weight:600}
 .lab-ft .problems{color:#a40e26;font-size:12px}
 .lab-ft .loss{border-bottom:2px solid #1a7f37}
-.lab-ft .masked{color:#8c959f}
-.lab-ft .gone{color:#8c959f;text-decoration:line-through}
+.lab-ft .masked{color:#6e7781}
+.lab-ft .gone{color:#6e7781;text-decoration:line-through}
 .lab-ft .ends{margin:4px 0}
 .lab-ft .warn{color:#a40e26;font-weight:600}
 </style>
