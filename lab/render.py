@@ -19,7 +19,7 @@ STYLE = """
 .lab-tok .cols{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px}
 .lab-tok .col{border:1px solid #d0d7de;border-radius:8px;padding:10px;background:#fff}
 .lab-tok .col.unavailable{background:#fff8f0;border-color:#f0b37e}
-.lab-tok h4{margin:0 0 2px 0;font-size:15px}
+.lab-tok h3{margin:0 0 2px 0;font-size:15px}
 .lab-tok .hub{font-family:ui-monospace,monospace;font-size:11px;color:#57606a}
 .lab-tok .stats{font-size:12px;color:#57606a;margin:4px 0}
 .lab-tok .note{font-size:12px;margin:4px 0 8px 0;color:#24292f}
@@ -157,7 +157,7 @@ def token_column(
         else ""
     )
     head = (
-        f"<h4>{html.escape(result.title or result.name)}{link}</h4>"
+        f"<h3>{html.escape(result.title or result.name)}{link}</h3>"
         f'<div class="hub">{html.escape(result.name)}</div>'
     )
     if result.pending:
@@ -243,7 +243,7 @@ def chat_view(rendering: ChatRendering, *, show_whitespace: bool = True) -> str:
     specials = sum(rendering.special)
     return (
         f'{STYLE}<div class="lab-tok"><div class="col" data-tokenizer="{html.escape(rendering.name)}">'
-        f"<h4>{html.escape(rendering.name)}</h4>"
+        f"<h3>{html.escape(rendering.name)}</h3>"
         f'<div class="stats">{len(rendering.ids)} tokens, {specials} special</div>'
         f'<div class="toks">{"".join(parts)}</div></div></div>'
     )

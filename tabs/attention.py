@@ -23,7 +23,7 @@ from tabs.common import api, check_allowed, explained, in_batch, model_choices, 
 from tabs.export import code_panel
 
 INTRO = """
-### Chapters 2–3 · Looking inside a language model
+## Chapters 2–3 · Looking inside a language model
 A transformer LLM is a tokenizer, a stack of blocks (attention + feed-forward) and an LM head that scores
 every token of the vocabulary. Here you can watch each part on real models: **MiniLM** (a BERT-style
 encoder, 6 layers × 12 heads) and **SmolLM2-135M** (a Llama-style decoder, 30 layers × 9 heads with

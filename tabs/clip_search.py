@@ -21,7 +21,7 @@ from tabs.common import api, in_batch, model_choices, model_turn, on, slider
 from tabs.export import code_panel
 
 INTRO = """
-### Chapter 9 · Multimodal embeddings: CLIP
+## Chapter 9 · Multimodal embeddings: CLIP
 CLIP embeds images **and** texts into one vector space, so that a photo of a dog and the caption "a photo
 of a dog" land close together; **cosine similarity** compares them. That is enough to search a gallery by
 text or by image, and to classify an image against labels nobody trained it on (*zero-shot*). The gallery

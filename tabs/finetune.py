@@ -22,7 +22,7 @@ from tabs.common import api, check_allowed, model_choices, on, slider, warn
 from tabs.export import code_panel
 
 INTRO = """
-### Chapter 12 · Fine-tuning a chat model with QLoRA
+## Chapter 12 · Fine-tuning a chat model with QLoRA
 The book instruction-tunes **TinyLlama** on 3,000 **UltraChat** conversations: the base model is loaded in
 **4-bit NF4** (the *Q*), frozen, and only a small **LoRA** adapter (r=64 on seven projection layers) learns;
 375 steps took 12:45 on a free T4 and the loss fell from 1.67 to about 1.4. Here you run the same recipe:

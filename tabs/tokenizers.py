@@ -16,7 +16,7 @@ from tabs.common import CPU_EVENT, check_allowed, explained, model_choices, user
 from tabs.export import code_panel
 
 INTRO = """
-### Chapter 2 · Tokens
+## Chapter 2 · Tokens
 A language model never sees letters: a **tokenizer** first cuts the text into tokens from a fixed
 vocabulary and hands the model their ids. Below, the book's sample text goes through the book's
 tokenizers and some newer ones. Each colour is one token (the book's six colours, cycling); hover a token

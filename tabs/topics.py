@@ -21,7 +21,7 @@ from tabs.common import LONG_JOB, Table, api, check_allowed, model_choices, on
 from tabs.export import code_panel
 
 INTRO = """
-### Chapter 5 · Topic modelling: embed → reduce → cluster → describe
+## Chapter 5 · Topic modelling: embed → reduce → cluster → describe
 BERTopic embeds every document, reduces the embeddings with **UMAP** (5 dimensions, for clustering),
 clusters them with **HDBSCAN** (documents in no dense group become outliers, topic -1), and describes each
 cluster by its most distinctive words (**c-TF-IDF**). Each stage is computed once for its inputs: change

@@ -24,7 +24,7 @@ from tabs.common import in_batch, model_choices, on, slider, warn
 from tabs.export import code_panel
 
 INTRO = """
-### Chapter 9 · BLIP-2: chat about an image
+## Chapter 9 · BLIP-2: chat about an image
 BLIP-2 joins a frozen image encoder (a ViT) to a frozen language model (OPT-2.7b) with a small
 **Q-Former**, which turns the image into 32 *query tokens* that the language model reads before your text.
 Pick an image, press **Caption** for the book's caption, then ask questions. The model has no memory of
