@@ -125,6 +125,8 @@ def _attention_section(demo: gr.Blocks, settings: Settings) -> None:
                 show_label=False,
                 interactive=False,
                 elem_id="att-model-view",
+                alt_text="Model view: attention of every layer (rows) and head (columns); click a square "
+                "to open that head",
                 type="pil",
                 height=560,
                 buttons=["fullscreen"],

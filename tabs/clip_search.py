@@ -192,6 +192,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             facts = gr.Markdown(elem_id="clip-facts")
         model_view = gr.Image(
             label="What the vision tower sees",
+            alt_text="The image as CLIP's vision tower receives it, resized and cropped to its input size",
             height=240,
             interactive=False,
             elem_id="clip-model-view",

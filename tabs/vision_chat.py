@@ -277,6 +277,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         with gr.Row():
             hood_image = gr.Image(
                 label="What the vision encoder sees",
+                alt_text="The image as the vision encoder receives it, squashed to its input size",
                 type="pil",
                 interactive=False,
                 height=240,
