@@ -2,7 +2,8 @@
 //  - links: keep each tab's view in the address (history.replaceState) and follow links inside the page
 //    (history.pushState, then the hidden "#lab-link-go" button asks the server to apply the new address);
 //  - the colour-blind-safe palette switch, remembered in localStorage, shared with the head view's frame;
-//  - a table beside every heat map drawn with plotly, for screen readers and for reading exact values.
+//  - a table beside every heat map drawn with plotly, for screen readers and for reading exact values;
+//  - names that Gradio's own markup leaves out, for screen readers (see nameGradioParts).
 (function () {
   "use strict";
   const PALETTE_KEY = "lab-palette";
@@ -170,6 +171,93 @@
     return details;
   }
 
+  // -- what Gradio's markup leaves out for screen readers and low vision -------------------------------
+  // Parts of Gradio 6.31's own markup fail axe-core's serious rules and have no Python setting (the lab's
+  // own widgets are fixed where they are built: the theme in app.py, alt_text on images). The lab adds
+  // what is missing; each pass, after the page changes, checks again and changes only what still fails.
+  function fileName(url) {
+    try {
+      return decodeURIComponent(new URL(url, window.location.href).pathname.split("/").pop() || "");
+    } catch (error) {
+      return "";
+    }
+  }
+
+  function luminance(rgb) {
+    const [r, g, b] = rgb.map((c) => {
+      const v = c / 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  }
+
+  const codeSheets = new WeakMap(); // a stylesheet -> its number of rules when it was last looked at
+
+  /** gr.Code colours tokens with CodeMirror's "Nord light" palette: strings, numbers and names at 2:1 to
+   * 4:1 on white. Each such colour rule is darkened, keeping its hue, to WCAG AA's 4.5:1. A dark page
+   * is left alone: its code has another palette, on a dark ground. */
+  function darkenCodeColours() {
+    const app = document.querySelector("gradio-app");
+    if (app && app.closest(".dark")) return;
+    document.querySelectorAll("style").forEach((element) => {
+      const sheet = element.sheet;
+      if (!sheet || codeSheets.get(sheet) === sheet.cssRules.length) return;
+      codeSheets.set(sheet, sheet.cssRules.length);
+      for (const rule of sheet.cssRules) {
+        // CodeMirror's highlight rules are one generated class each (".ͼ28"), holding a colour.
+        if (!rule.style || !rule.style.color || !/^\.ͼ\w+$/.test(rule.selectorText || "")) continue;
+        let rgb = (rule.style.color.match(/\d+(\.\d+)?/g) || []).slice(0, 3).map(Number);
+        if (rgb.length !== 3 || 1.05 / (luminance(rgb) + 0.05) >= 4.5) continue;
+        while (1.05 / (luminance(rgb) + 0.05) < 4.5) rgb = rgb.map((c) => c * 0.95);
+        rule.style.color = `rgb(${rgb.map(Math.round).join(", ")})`;
+      }
+    });
+  }
+
+  function nameGradioParts() {
+    // The "no value yet" box of an empty plot or image (Gradio's Empty) is a <div aria-label="Empty value">
+    // holding one icon: a name is not allowed on a plain div (aria-prohibited-attr). It is an image of
+    // "nothing yet", so it gets that role, and keeps its name.
+    document.querySelectorAll("div.empty[aria-label]:not([role])").forEach((box) => {
+      box.setAttribute("role", "img");
+    });
+    // gr.Examples draws an image example as a button holding only <img alt=""> (button-name): the image
+    // is named by its file name (the book's images are named for what they show: car.png, puppy.png),
+    // named again if Gradio reuses the <img> for another example.
+    document.querySelectorAll("button.gallery-item img").forEach((image) => {
+      if (image.closest("button").textContent.trim()) return;
+      if (image.alt !== "" && image.alt !== image.dataset.labAlt) return; // an alt of Gradio's own
+      image.alt = image.dataset.labAlt = fileName(image.getAttribute("src"));
+    });
+    // An upload box is named "Drop an image file here to upload" while it shows "Drop Image Here - or -
+    // Click to Upload" (label-content-name-mismatch): it is named by what it shows, in the page's language.
+    document.querySelectorAll("button.upload-container[aria-label]").forEach((button) => {
+      const shown = button.textContent.replace(/\s+/g, " ").trim();
+      if (shown && button.getAttribute("aria-label") !== shown) button.setAttribute("aria-label", shown);
+    });
+    // A gr.Code (CodeMirror) that scrolls must hold something the keyboard reaches (scrollable-region-
+    // focusable). An editable one does, but by contenteditable alone, which axe-core does not count; a
+    // read-only one holds nothing focusable. Its text joins the tab order, so that arrows scroll it.
+    document.querySelectorAll(".cm-content:not([tabindex])").forEach((content) => {
+      content.tabIndex = 0;
+    });
+    // A gr.Gallery thumbnail is named "Thumbnail 1 of 17" while it shows its caption (puppy.png): the name
+    // must contain the visible text (label-content-name-mismatch), so the caption goes first. Gradio sets
+    // its name again when the gallery changes; then the caption is put in front of its new name.
+    document.querySelectorAll("button.thumbnail-item[aria-label]").forEach((button) => {
+      const caption = button.querySelector(".caption-label");
+      const text = caption ? caption.textContent.trim() : "";
+      if (!text) return;
+      const label = button.getAttribute("aria-label");
+      if (label !== button.dataset.labLabel) button.dataset.labGradioLabel = label; // Gradio's own name
+      const named = `${text} (${button.dataset.labGradioLabel})`;
+      if (label !== named) {
+        button.dataset.labLabel = named;
+        button.setAttribute("aria-label", named);
+      }
+    });
+  }
+
   function addTables() {
     if (!tabShown) tabShown = selectTab(window.location.search);
     document.querySelectorAll(".js-plotly-plot").forEach((plot) => {
@@ -191,6 +279,10 @@
     // The address's tab first, as soon as its button exists: values a link sends to a tab's widgets are
     // kept only once the tab has drawn them, so the tab must open before the link's event answers.
     if (!tabShown) tabShown = selectTab(window.location.search);
+    // What Gradio leaves out is added as soon as Gradio draws it, before anyone reads the page (a few
+    // selector look-ups; what these passes change are attributes, which this observer does not watch).
+    nameGradioParts();
+    darkenCodeColours();
     if (pending) return;
     pending = true;
     window.setTimeout(() => {
@@ -201,6 +293,8 @@
   function observe() {
     observer.observe(document.body, { childList: true, subtree: true });
     addTables();
+    nameGradioParts();
+    darkenCodeColours();
   }
   if (document.body) observe();
   else document.addEventListener("DOMContentLoaded", observe);
