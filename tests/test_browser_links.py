@@ -192,11 +192,6 @@ def test_the_palette_switch_recolours_tokens_and_is_remembered_after_a_reload(op
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: Gradio's own empty-state and icon-only buttons and the lab's headings still give serious "
-    "violations (test-artifacts/axe.json lists them); remove this mark when the audit is clean",
-)
 def test_axe_finds_no_serious_or_critical_violation_on_any_tab(open_page, lab_server):
     page = ready(open_page(lab_server))
     found: dict[str, list[dict]] = {}
