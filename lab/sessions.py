@@ -15,6 +15,7 @@ Pure Python: the app's web layer (``tabs/access.py``) feeds these objects; a not
 
 from __future__ import annotations
 
+import math
 import secrets
 import shutil
 import threading
@@ -198,6 +199,7 @@ class PrivateFolders:
         self.root = Path(root).resolve()
         self._lock = threading.Lock()
         self._owners: dict[str, str] = {}
+        self._swept_at = -math.inf
 
     def create(self, owner: str) -> Path:
         """A new empty folder owned by ``owner``."""
@@ -233,6 +235,27 @@ class PrivateFolders:
             return user is not None and owner == f"{USER}{user}"
         return True
 
+    def sweep(self, older_than_s: float, every_s: float = 0.0) -> None:
+        """Remove the folders not changed for ``older_than_s`` seconds (those of an earlier server too);
+        ``every_s``: do nothing if the last sweep was more recent than that (a sweep reads the whole root)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._swept_at < every_s:
+                return
+            self._swept_at = now
+        cutoff = time.time() - older_than_s
+        try:
+            folders = list(self.root.iterdir())
+        except FileNotFoundError:
+            return
+        for folder in folders:
+            try:
+                old = folder.stat().st_mtime < cutoff
+            except FileNotFoundError:  # another request removed it first
+                continue
+            if old:
+                self.delete(folder)
+
     def delete(self, folder: str | Path | None) -> None:
         """Remove a folder and forget its owner (a session's end, or "remove my images")."""
         if folder is None:
@@ -250,3 +273,52 @@ class PrivateFolders:
         except (ValueError, OSError):
             return None
         return relative.parts[0] if relative.parts else None
+
+
+class UploadOwners:
+    """Which logins uploaded each file, so that an upload is served to those logins only.
+
+    Gradio names an uploaded file by its content, so two students who upload the same bytes share one path;
+    both own it (each has the bytes anyway). Files nobody uploaded (the lab's own, Gradio's cache) are not
+    recorded here. Safe to use from several threads.
+    """
+
+    def __init__(self, max_files: int = 100_000) -> None:
+        self.max_files = max_files
+        self._lock = threading.Lock()
+        self._owners: dict[str, set[str]] = {}
+
+    def add(self, path: str | Path, user: str) -> None:
+        """``user`` (a login name) uploaded the file at ``path``."""
+        key = _key(path)
+        with self._lock:
+            self._owners.setdefault(key, set()).add(user)
+            if len(self._owners) > self.max_files:
+                self._forget_deleted()
+
+    def owners(self, path: str | Path) -> frozenset[str] | None:
+        """The logins that uploaded ``path``, or None when it is not an upload of a login."""
+        with self._lock:
+            found = self._owners.get(_key(path))
+            return frozenset(found) if found is not None else None
+
+    def may_read(self, path: str | Path, user: str | None) -> bool:
+        """True unless ``path`` was uploaded by logins other than ``user`` (None: no login)."""
+        owners = self.owners(path)
+        return owners is None or user in owners
+
+    def forget(self, path: str | Path) -> None:
+        """The file was deleted."""
+        with self._lock:
+            self._owners.pop(_key(path), None)
+
+    def _forget_deleted(self) -> None:
+        for key in [k for k in self._owners if not Path(k).exists()]:
+            del self._owners[key]
+
+
+def _key(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return str(path)

@@ -5,8 +5,9 @@
 - ``POST /login``: after 5 wrong passwords within a minute, an address gets HTTP 429 for 30 s;
 - ``POST /gradio_api/upload``: caps per request (bytes, files: 413) and per student per hour (429), on top
   of Gradio's per-file ``max_file_size``;
-- ``GET /gradio_api/file=…``: a file in a student's private folder (:data:`PRIVATE`) is served to its
-  owner's login only.
+- ``GET /gradio_api/file=…`` (and its older spelling ``/gradio_api/file/…``): a file in a student's
+  private folder (:data:`PRIVATE`), a result's download (:data:`RESULTS`) or a file a login uploaded
+  (:data:`UPLOADS`) is served to its owner's login only; anyone else gets 403.
 
 The rules themselves (owners, throttle, budgets, private folders) are :mod:`lab.sessions`'s.
 """
@@ -23,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.context import LocalContext
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 from starlette.requests import Request
 
-from lab import sessions
+from lab import export, sessions
 from lab.config import Settings
 from lab.scheduler import SCHEDULER
-from lab.sessions import LoginThrottle, PrivateFolders, TooMuch, UploadBudget, owner_of
+from lab.sessions import LoginThrottle, PrivateFolders, TooMuch, UploadBudget, UploadOwners, owner_of
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,20 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-FILE_ROUTE = "/gradio_api/file="
+FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")  # Gradio serves files under both
 UPLOAD_ROUTE = "/gradio_api/upload"
 MB = 2**20
 
-# Students' private files live inside Gradio's upload folder, so Gradio serves them where they are (it
-# copies any other file into its cache, under a name anyone could fetch) and the guard can see them.
+# The lab's own files live inside Gradio's upload folder, so Gradio serves them where they are (it copies
+# any other file into its cache, under a name anyone could fetch) and the guard can see them: students'
+# private files (galleries, topic runs), each result's downloads (one folder per result, gone after
+# lab.export.KEEP_S), and the class's files (what the instructor sends to everyone).
 PRIVATE = PrivateFolders(Path(get_upload_folder()) / "llm-lab-private")
+RESULTS = PrivateFolders(Path(get_upload_folder()) / "llm-lab-results")
+CLASS_FILES = Path(get_upload_folder()) / "llm-lab-class"
+# The logins that uploaded each file Gradio received (read from the upload route's answers).
+UPLOADS = UploadOwners()
+SWEEP_S = 60.0  # old result folders are looked for at most this often
 
 
 def private_folder(request: gr.Request | None) -> Path:
@@ -53,15 +62,54 @@ def private_folder(request: gr.Request | None) -> Path:
     return PRIVATE.create(owner_of(request))
 
 
+def result_folder() -> Path:
+    """A new folder for one result's downloads, readable by the login of the request being handled only.
+
+    A served lab writes every result's files here (``lab.export.result_folder``); folders older than
+    ``lab.export.KEEP_S`` are removed, as the library's own result folders are.
+    """
+    RESULTS.sweep(export.KEEP_S, every_s=SWEEP_S)
+    return RESULTS.create(owner_of(LocalContext.request.get(None)))
+
+
+def kept_by_page(blocks: Any, path: str | Path) -> bool:
+    """True for a file Gradio keeps for the page itself (an example's picture, a component's first value):
+    every reader of the page may read it, and nobody may delete it. A student who uploads the same bytes
+    under the same name gets that very path back from Gradio."""
+    if blocks is None:
+        return False
+    target = _resolved(path)
+    kept = (file for block in blocks.blocks.values() for file in getattr(block, "keep_in_cache", ()))
+    return any(_resolved(file) == target for file in kept)
+
+
+def is_lab_file(path: str | Path) -> bool:
+    """True for a file of the lab's own folders (private files, results, the class's files)."""
+    target = _resolved(path)
+    return PRIVATE.holds(target) or RESULTS.holds(target) or target.is_relative_to(CLASS_FILES.resolve())
+
+
 def delete_upload(path: str | Path) -> None:
-    """Delete a file Gradio received by upload, once read (only files in Gradio's upload folder)."""
+    """Delete a file Gradio received by upload, once read: only files in Gradio's upload folder, and never
+    the lab's own files nor a file the page keeps (an example the student uploaded again)."""
     upload_root = Path(get_upload_folder()).resolve()
-    target = Path(path).resolve()
-    if target.is_relative_to(upload_root) and not PRIVATE.holds(target):
-        target.unlink(missing_ok=True)
-        if target.parent != upload_root:
-            with contextlib.suppress(OSError):  # Gradio keeps each upload in a folder of its own
-                target.parent.rmdir()
+    target = _resolved(path)
+    if not target.is_relative_to(upload_root) or is_lab_file(target):
+        return
+    if kept_by_page(LocalContext.blocks.get(None), target):
+        return
+    target.unlink(missing_ok=True)
+    UPLOADS.forget(target)
+    if target.parent != upload_root:
+        with contextlib.suppress(OSError):  # Gradio keeps each upload in a folder of its own
+            target.parent.rmdir()
+
+
+def _resolved(path: str | Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(path)
 
 
 # -- per-session state ------------------------------------------------------------------------------------
@@ -138,7 +186,7 @@ class AccessGuard:
             await self._login(scope, receive, send)
         elif method == "POST" and path.rstrip("/").endswith(UPLOAD_ROUTE):
             await self._upload(scope, receive, send)
-        elif method in ("GET", "HEAD") and FILE_ROUTE in path:
+        elif method in ("GET", "HEAD") and any(route in path for route in FILE_ROUTES):
             await self._file(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -182,6 +230,7 @@ class AccessGuard:
         seen = {"bytes": 0, "markers": 0, "tail": b""}
         refused: list[TooMuch] = []
         started: list[int] = []
+        answer = bytearray()  # Gradio's answer: the uploaded files' paths, as JSON
 
         async def counted() -> Message:
             if refused:
@@ -206,6 +255,8 @@ class AccessGuard:
                 return
             if message["type"] == "http.response.start":
                 started.append(message["status"])
+            elif message["type"] == "http.response.body" and started and started[0] < 300:
+                answer.extend(message.get("body", b""))
             await send(message)
 
         try:
@@ -217,6 +268,9 @@ class AccessGuard:
             await _refuse(send, refused[0].status, str(refused[0]), text=True)
         elif started and started[0] < 300:
             self.budget.charge(student, seen["bytes"])
+            user = _username(scope, request)
+            if user:
+                _record_uploads(bytes(answer), user)
 
     def _check_size(self, size: int) -> None:
         if size > self.max_request_bytes:
@@ -236,11 +290,34 @@ class AccessGuard:
 
     # -- private files -------------------------------------------------------------------------------
     async def _file(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"].split(FILE_ROUTE, 1)[1]
-        if PRIVATE.holds(path) and not PRIVATE.may_read(path, _username(scope, Request(scope))):
-            await _refuse(send, 403, "This file belongs to another student's session.")
+        route = next(r for r in FILE_ROUTES if r in scope["path"])
+        path = scope["path"].split(route, 1)[1]
+        if not _may_read(scope, path, _username(scope, Request(scope))):
+            await _refuse(send, 403, "This file belongs to another student's session: it is not yours.")
             return
         await self.app(scope, receive, send)
+
+
+def _may_read(scope: Scope, path: str, user: str | None) -> bool:
+    """May the login ``user`` (None without logins) read the file at ``path``?"""
+    for folders in (PRIVATE, RESULTS):
+        if folders.holds(path):
+            return folders.may_read(path, user)
+    if UPLOADS.may_read(path, user):
+        return True
+    app = scope.get("app")
+    return kept_by_page(app.get_blocks() if hasattr(app, "get_blocks") else None, path)
+
+
+def _record_uploads(answer: bytes, user: str) -> None:
+    """Record ``user`` as an owner of each file in the upload route's answer (a JSON list of paths)."""
+    try:
+        paths = json.loads(answer)
+    except ValueError:
+        return
+    for path in paths if isinstance(paths, list) else []:
+        if isinstance(path, str):
+            UPLOADS.add(path, user)
 
 
 def _address(scope: Scope) -> str:
@@ -283,11 +360,17 @@ async def _refuse(
 
 
 __all__ = [
+    "CLASS_FILES",
     "PRIVATE",
+    "RESULTS",
+    "UPLOADS",
     "AccessGuard",
     "delete_upload",
     "free_closed_sessions",
+    "is_lab_file",
+    "kept_by_page",
     "middleware",
     "private_folder",
+    "result_folder",
     "session_state",
 ]

@@ -104,6 +104,32 @@ def test_private_folders_are_read_by_their_login_only(tmp_path):
     assert not ada.exists() and not folders.may_read(ada / "0000.jpg", "ada")
 
 
+def test_old_result_folders_are_swept_with_their_owners_and_not_too_often(tmp_path):
+    folders = sessions.PrivateFolders(tmp_path / "results")
+    old, new = folders.create("user:ada"), folders.create("user:ada")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    folders.sweep(3600, every_s=60)
+    assert new.is_dir() and not old.exists() and folders.owner(old / "x.csv") is None
+    os.utime(new, (time.time() - 7200, time.time() - 7200))
+    folders.sweep(3600, every_s=60)  # swept a moment ago: not again yet
+    assert new.is_dir()
+    folders.sweep(3600)
+    assert not new.exists()
+
+
+def test_an_upload_is_read_by_the_logins_that_uploaded_it(tmp_path):
+    uploads = sessions.UploadOwners()
+    picture = tmp_path / "0123" / "car.png"
+    uploads.add(picture, "ada")
+    assert uploads.may_read(picture, "ada") and not uploads.may_read(picture, "bob")
+    assert not uploads.may_read(picture, None)  # nobody without a login either
+    assert uploads.may_read(tmp_path / "gradio-own.webp", "bob")  # not an upload: Gradio's rules apply
+    uploads.add(tmp_path / "0123" / ".." / "0123" / "car.png", "bob")  # the same bytes, the same path
+    assert uploads.owners(picture) == {"ada", "bob"}
+    uploads.forget(picture)
+    assert uploads.owners(picture) is None
+
+
 def test_a_run_from_an_earlier_server_is_compared_only_by_its_recorded_owner(tmp_path, monkeypatch):
     from lab import finetune
     from lab.finetune import runs
@@ -274,6 +300,26 @@ def test_another_student_cannot_fetch_a_gallery_image_by_its_address(classroom, 
     # The uploaded file itself was deleted once read: only the private copy remains.
     uploads = [p for p in Path(get_upload_folder()).rglob(picture.name) if not access.PRIVATE.holds(p)]
     assert uploads == []
+
+
+@pytest.mark.slow
+def test_an_upload_is_served_to_the_logins_that_uploaded_it_only(classroom):
+    """An image for the BLIP-2 chat (or a CLIP query, a corpus, chats to fine-tune on) goes up as the page
+    sends it, and the page shows it from the upload's address: only its uploader's login may read it."""
+    ada, bob = client(classroom, "ada"), client(classroom, "bob")
+    photo = CAR.read_bytes() + b"ada's own bytes"  # PNG readers stop at the image's end
+    [path] = upload(classroom, [("adas-photo.png", photo)], cookies=ada.cookies).json()
+    for address in (f"{classroom}gradio_api/file={path}", f"{classroom}gradio_api/file/{path}"):
+        assert httpx.get(address, cookies=ada.cookies, timeout=30).content == photo
+        refused = httpx.get(address, cookies=bob.cookies, timeout=30)
+        assert refused.status_code == 403 and "not yours" in refused.json()["detail"]
+    # Gradio names an upload by its bytes: bob, uploading the very same file, reads it as his own.
+    assert upload(classroom, [("adas-photo.png", photo)], cookies=bob.cookies).json() == [path]
+    assert httpx.get(f"{classroom}gradio_api/file={path}", cookies=bob.cookies, timeout=30).status_code == 200
+    # A file the page shows everyone (the zero-shot box's puppy) stays readable when a student uploads it.
+    puppy = (CAR.parent / "puppy.png").read_bytes()
+    [kept] = upload(classroom, [("puppy.png", puppy)], cookies=ada.cookies).json()
+    assert httpx.get(f"{classroom}gradio_api/file={kept}", cookies=bob.cookies, timeout=30).status_code == 200
 
 
 @pytest.mark.slow
