@@ -17,7 +17,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import gradio as gr  # noqa: E402
 
-from lab import models, replicas  # noqa: E402
+from lab import export, models, replicas  # noqa: E402
 from lab.config import Settings  # noqa: E402
 from tabs import (  # noqa: E402
     access,
@@ -105,6 +105,7 @@ demo = build_demo()
 def serve(demo: gr.Blocks, settings: Settings, *, block: bool = True) -> str:
     """Queue and launch ``demo`` as configured; returns its local URL (``block=False`` for tests)."""
     settings.check()
+    export.result_folder = access.result_folder  # each result's downloads readable by its student only
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1).launch(
         server_name=settings.server_name,
         server_port=settings.server_port,

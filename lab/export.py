@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,20 @@ def new_folder(root: Path = EXPORTS, keep_s: float = KEEP_S) -> Path:
     return folder
 
 
+# Where :func:`write` puts a result's files when it is given no folder: a new folder under ``EXPORTS``. A
+# served lab replaces it (``app.serve``: ``tabs.access.result_folder``) with folders that only the student
+# whose result it is can read.
+result_folder: Callable[[], Path] = new_folder
+
+
+def picture(image: Any, name: str) -> str:
+    """A picture the page shows (a PIL image) as ``<name>.png`` in a new result folder, so that it is served
+    as the result's downloads are (on a served lab: to its owner only); returns the file's path."""
+    path = result_folder() / f"{name}.png"
+    image.convert("RGB").save(path)
+    return str(path)
+
+
 def write(
     stem: str,
     *,
@@ -62,7 +76,7 @@ def write(
     """Write one result's files and return their paths: ``<stem>-<name>.png`` and ``.svg`` per figure
     (plotly, matplotlib or PIL), ``.png`` per image, ``.svg`` per ready SVG, ``.csv`` per table and
     ``<stem>.json``."""
-    folder = folder or new_folder()
+    folder = folder or result_folder()
     paths: list[Path] = []
     for name, figure in (figures or {}).items():
         if figure is not None:

@@ -5,6 +5,7 @@ Layout and wiring only: the pipeline, the corpora and the presenters are in :mod
 
 from __future__ import annotations
 
+import functools
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -66,7 +67,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     """Lay out the topic-modelling tab inside ``demo`` (call it within ``with demo:`` and a ``gr.Tab``)."""
     gr.Markdown(INTRO)
     # The session's topics.TopicSession (run, corpus, downloads folder), or None before the first fit.
-    ui = SimpleNamespace(state=access.session_state(None, settings, delete_callback=topics.TopicSession.end))
+    ui = SimpleNamespace(state=access.session_state(None, settings, delete_callback=_end_session))
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             ui.form = {**_corpus_form(ui, settings), **_pipeline_form()}
@@ -101,6 +102,13 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     endpoints = topics.TopicAPI(size=3)  # the last 3 runs, shared by every API caller
     for endpoint in (endpoints.topics_fit, endpoints.topics_search, endpoints.topics_representations):
         api(endpoint, gpu=True, time_factor=LONG_JOB)
+
+
+def _end_session(session: topics.TopicSession | None) -> None:
+    """When a page's session ends, its run's files go, and their private folder is forgotten."""
+    topics.TopicSession.end(session)
+    if session is not None:
+        access.PRIVATE.delete(session.folder)
 
 
 def _draw_map(
@@ -422,7 +430,9 @@ def _wire_upload(ui: SimpleNamespace) -> None:
 
 
 def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
-    def fit(values: dict[Any, Any], progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+    def fit(
+        values: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()
+    ) -> tuple[Any, ...]:
         """Inputs: session and the corpus and pipeline form (read by name). Outputs: session, summary,
         collapse note and its fix button, timings, agreement, topic table, topic picker, downloads, the
         (cleared) interactive map and its status, and the code."""
@@ -435,7 +445,9 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
         run = topics.fit_corpus(corpus, choice, progress=say)
         previous = values[ui.state]
         collapse, fix = topics.diagnose(run, previous.run if previous else None, progress=say)
-        session = topics.TopicSession.start(run, corpus, previous, fix=fix)
+        # The run's files go in a private folder: served to this student's login only.
+        mine = functools.partial(access.private_folder, request)
+        session = topics.TopicSession.start(run, corpus, previous, fix=fix, new_folder=mine)
         session.code = snippets.topics(
             form["corpus"],
             choice,

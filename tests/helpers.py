@@ -67,3 +67,50 @@ def in_own_loop(coroutine: Any) -> Any:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+def page_event(
+    url: str,
+    cookies: Any,
+    elem_id: str,
+    trigger: str = "click",
+    values: dict[str, Any] | None = None,
+    session: str | None = None,
+) -> dict[Any, Any]:
+    """Run the event a page runs when ``trigger`` fires on the component ``elem_id``, as the page itself sends
+    it (the queue's join and data routes, with a login's ``cookies``), for events the API does not publish.
+
+    Every input has its value in the page's config unless ``values`` (by elem_id) says otherwise; a file is a
+    ``{"path": ..., "meta": {"_type": "gradio.FileData"}}``. ``session``: the page session to run it in (its
+    ``gr.State`` values), a new one by default. Returns the outputs' values by elem_id (else by component
+    id); raises AssertionError with the page's message when the event fails.
+    """
+    import json
+    import secrets
+
+    import httpx
+
+    values = values or {}
+    config = httpx.get(f"{url}config", cookies=cookies, timeout=30).json()
+    props = {c["id"]: c.get("props", {}) for c in config["components"]}
+    target = next(i for i, p in props.items() if p.get("elem_id") == elem_id)
+    event = next(
+        d for d in config["dependencies"] if [target, trigger] in d["targets"] and d.get("backend_fn")
+    )
+    data = [values.get(props[i].get("elem_id"), props[i].get("value")) for i in event["inputs"]]
+    session = session or secrets.token_hex(8)
+    body = {"data": data, "event_data": None, "fn_index": event["id"], "trigger_id": target}
+    joined = httpx.post(
+        f"{url}gradio_api/queue/join", json={**body, "session_hash": session}, cookies=cookies, timeout=30
+    )
+    assert joined.status_code == 200, joined.text
+    with httpx.stream(
+        "GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, cookies=cookies, timeout=600
+    ) as stream:
+        for line in stream.iter_lines():
+            message = json.loads(line[len("data:") :]) if line.startswith("data:") else {}
+            if message.get("msg") == "process_completed":
+                assert message.get("success"), message.get("output", {}).get("error")
+                outputs = message["output"]["data"]
+                return {props[i].get("elem_id") or i: v for i, v in zip(event["outputs"], outputs)}
+    raise AssertionError(f"the event of {elem_id} never completed")

@@ -185,3 +185,21 @@ def test_old_export_folders_are_removed_when_a_new_one_is_made(tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     new = export.new_folder(tmp_path, keep_s=3600)
     assert new.is_dir() and not old.exists()
+
+
+def test_results_and_pictures_go_where_the_app_says(tmp_path, monkeypatch):
+    from PIL import Image
+
+    made: list[Path] = []
+
+    def folder() -> Path:  # as a served lab's: one new folder per result
+        made.append(tmp_path / f"result-{len(made)}")
+        made[-1].mkdir()
+        return made[-1]
+
+    monkeypatch.setattr(export, "result_folder", folder)
+    written = export.write("table", tables={"t": (["a"], [[1]])})
+    shown = export.picture(Image.new("RGBA", (4, 3), (255, 0, 0, 128)), "seen")
+    assert [Path(p).parent for p in written] == [made[0]] and Path(shown) == made[1] / "seen.png"
+    with Image.open(shown) as picture:
+        assert (picture.mode, picture.size) == ("RGB", (4, 3))

@@ -492,6 +492,21 @@ def test_a_session_keeps_its_downloads_in_one_folder(fast_run, themes):
     topics.TopicSession.end(None)  # no session yet: nothing to do
 
 
+def test_a_first_session_writes_in_the_folder_it_is_given(fast_run, themes, tmp_path):
+    corpus = topics.Corpus("themes", fast_run.docs, labels=themes["labels"])
+    made: list[Path] = []
+
+    def new_folder() -> Path:  # as the tab's: a private folder of the student's
+        made.append(tmp_path / f"mine-{len(made)}")
+        made[-1].mkdir()
+        return made[-1]
+
+    first = topics.TopicSession.start(fast_run, corpus, new_folder=new_folder)
+    again = topics.TopicSession.start(fast_run, corpus, previous=first, new_folder=new_folder)
+    assert first.folder == again.folder == made[0] and len(made) == 1  # asked for the first session only
+    assert (made[0] / "topics.csv").is_file()
+
+
 def test_run_store_fits_once_per_corpus_and_settings(monkeypatch, themes):
     fitted = []
 
@@ -759,3 +774,50 @@ def test_outlier_strategies_side_by_side_start_from_the_same_outliers(noisy_run)
     from lab.topics import view
 
     assert list(view.outliers_table(rows)["moved into topics"]) == [r.moved for r in rows]
+
+
+# -- a fit's files belong to the student who made it (two logins; after the stability tests, so that UMAP
+# is compiled already) --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_fits_downloads_are_served_to_its_student_only(noisy_run, themes, isolated):
+    from urllib.parse import urljoin
+
+    import gradio as gr
+    import httpx
+
+    import app
+    from tabs import topics as topics_tab
+    from tests.helpers import local_settings, page_event
+
+    logins = {"ada": "ada-pw", "bob": "bob-pw"}
+    settings = local_settings(auth=list(logins.items()))
+    with gr.Blocks() as demo:
+        topics_tab.build(demo, settings)
+    url = app.serve(demo, settings, block=False)
+    try:
+        ada, bob = (
+            httpx.post(f"{url}login", data={"username": u, "password": p}, timeout=30).cookies
+            for u, p in logins.items()
+        )
+        corpus = "\n".join(themes["docs"]).encode()
+        sent = httpx.post(
+            f"{url}gradio_api/upload", files=[("files", ("themes.txt", corpus))], cookies=ada, timeout=30
+        )
+        [path] = sent.json()
+        fitted = page_event(url, ada, "topics-fit", values={
+            "topics-corpus": "upload",
+            "topics-upload": {"path": path, "orig_name": "themes.txt", "meta": {"_type": "gradio.FileData"}},
+            "topics-embedding-model": TINY,
+            "topics-clustering": "kmeans",
+        })  # fmt: skip
+        downloads = {Path(f["path"]).name: f["url"] for f in fitted["topics-downloads"]}
+        assert sorted(downloads) == ["document_topics.csv", "topics.csv"]
+        for name, address in downloads.items():
+            mine = httpx.get(urljoin(url, address), cookies=ada, timeout=30)
+            assert mine.status_code == 200 and "topic" in mine.text.splitlines()[0].lower(), name
+            refused = httpx.get(urljoin(url, address), cookies=bob, timeout=30)
+            assert refused.status_code == 403 and "not yours" in refused.json()["detail"], name
+    finally:
+        demo.close()

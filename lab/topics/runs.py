@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +34,22 @@ class TopicSession:
 
     @classmethod
     def start(
-        cls, run: TopicRun, corpus: Corpus, previous: TopicSession | None = None, fix: Fix | None = None
+        cls,
+        run: TopicRun,
+        corpus: Corpus,
+        previous: TopicSession | None = None,
+        fix: Fix | None = None,
+        new_folder: Callable[[], Path] | None = None,
     ) -> TopicSession:
         """A session for a new run, in the previous session's folder if it still exists; the tables are
         written there at once, and the previous run's map (of the old topics) is removed. ``fix``: the
-        setting that undoes a collapse of the run's topics (:func:`lab.topics.find_fix`)."""
+        setting that undoes a collapse of the run's topics (:func:`lab.topics.find_fix`). ``new_folder``
+        makes the folder of a first session (default: a new folder in the system's temporary folder; a
+        served lab gives one only the student can read)."""
         if previous is not None and previous.folder.is_dir():
             folder = previous.folder
+        elif new_folder is not None:
+            folder = new_folder()
         else:
             folder = Path(tempfile.gettempdir()) / "llm-lab-topics" / uuid.uuid4().hex[:12]
             folder.mkdir(parents=True, exist_ok=True)
