@@ -12,6 +12,7 @@ ASSETS = ROOT / "assets"
 
 BOOK = ASSETS / "book"  # the book's sample text and images (Apache-2.0, assets/book/NOTICE.md)
 BOOK_IMAGES = BOOK / "images"
+BOOK_IMAGE_NAMES = ("car.png", "puppy.png", "cat.png")  # the book's images, as chapter 9 shows them
 TOKENIZER_SAMPLE = BOOK / "tokenizer_sample.txt"
 TOKENIZERS = ASSETS / "tokenizers"  # converted vocabularies (assets/tokenizers/PROVENANCE.md)
 GALLERY = ASSETS / "gallery"  # CLIP's default gallery photos (assets/gallery/SOURCES.md)

@@ -377,6 +377,24 @@ class Table(gr.Dataframe):
         return super().postprocess(value)
 
 
+class ImageUpload(gr.Image):
+    """A ``gr.Image`` that hands the uploaded file's path over unopened, for :mod:`lab.images` to open.
+
+    ``gr.Image`` opens every upload with PIL before the event runs, so a file that is not an image fails
+    there with a bare "Error"; the lab's own opener explains what is wrong instead.
+    """
+
+    is_template = True  # drawn in the page as a plain gr.Image
+
+    def preprocess(self, payload: Any) -> Any:
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        try:
+            return super().preprocess(payload)
+        except Exception as error:
+            raise gr.Error(f"The image could not be read ({type(error).__name__}).") from None
+
+
 def model_choices(ids: list[str]) -> list[tuple[str, str]]:
     """Dropdown choices for model ids: "Title · id" for catalog models, the bare id otherwise."""
     return [(f"{catalog.entry(i).title} · {i}" if catalog.is_known(i) else i, i) for i in ids]

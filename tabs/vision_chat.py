@@ -20,7 +20,7 @@ from lab.config import Settings
 from lab.images import BadImage
 from tabs import access
 from tabs import links as page_links
-from tabs.common import in_batch, model_choices, on, slider, warn
+from tabs.common import ImageUpload, in_batch, model_choices, on, slider, warn
 from tabs.export import code_panel
 
 INTRO = """
@@ -33,31 +33,13 @@ prompt* to see it), and the panel *Under the hood* shows what the model receives
 """
 
 BOOK_IMAGES = paths.BOOK_IMAGES
-EXAMPLES = ["car.png", "puppy.png", "cat.png"]
+EXAMPLES = list(paths.BOOK_IMAGE_NAMES)
 PRECISIONS = [
     ("auto", "auto"),
     ("16-bit (32-bit on a CPU)", "none"),
     ("8-bit (bitsandbytes)", "8-bit"),
     ("4-bit NF4 (bitsandbytes)", "4-bit"),
 ]
-
-
-class _Upload(gr.Image):
-    """A ``gr.Image`` that hands the uploaded file's path over unopened, for :mod:`lab.images` to open.
-
-    ``gr.Image`` opens every upload with PIL before the event runs, so a file that is not an image fails
-    there with a bare "Error"; the lab's own opener explains what is wrong instead.
-    """
-
-    is_template = True  # drawn in the page as a plain gr.Image
-
-    def preprocess(self, payload: Any) -> Any:
-        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        try:
-            return super().preprocess(payload)
-        except Exception as error:
-            raise gr.Error(f"The image could not be read ({type(error).__name__}).") from None
 
 
 class _Busy:
@@ -82,6 +64,13 @@ class _Busy:
     def end(self, session: str) -> None:
         with self._lock:
             self._sessions.discard(session)
+
+
+def _hood(vc: Any, prepared: vision_chat.Prepared) -> tuple[Any, str, str]:
+    """The under-the-hood panel's values, its picture (the student's image, squashed) written as a result
+    file: served to the student's login only, not under an address anyone could fetch."""
+    image, info, tokens = view.under_the_hood(vc, prepared)
+    return export.picture(image, "blip2-seen-by-the-encoder"), info, tokens
 
 
 def _session(request: gr.Request | None) -> str:
@@ -202,7 +191,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     model_status = gr.Markdown(elem_id="vc-model-status")
     with gr.Row():
         with gr.Column(scale=2):
-            image = _Upload(
+            image = ImageUpload(
                 sources=["upload", "webcam", "clipboard"],
                 type="filepath",
                 label="Image",
@@ -389,7 +378,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             return text, "", *view.engine_hood(), view.engine_status(served), gr.skip(), gr.skip(), files
         done = captioned(path, model, folder_path, precision)
         text, prepared = done.text, done.prepared
-        hood, status = view.under_the_hood(done.model, prepared), view.loaded_status(done.model, folder_path)
+        hood, status = _hood(done.model, prepared), view.loaded_status(done.model, folder_path)
         code = snippets.vision_chat(model, path, folder=folder_path or None, precision=precision)
         files = export.vision_chat_files({"model": model, "caption": text, "prompt": prepared.prompt})
         return text, prepared.prompt, *hood, status, view.notes_markdown(prepared.notes), code, files
@@ -432,7 +421,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 turns,
                 view.dropped_notice(vc, prepared),
                 prepared.prompt,
-                view.under_the_hood(vc, prepared),
+                _hood(vc, prepared),
                 view.loaded_status(vc, folder_path),
                 gr.skip() if again else gr.update(value=""),
             )
