@@ -1,11 +1,12 @@
 """The instructor's side of a classroom: who is here, paused tabs, messages to the class, quotas.
 
 One process serves a class of 30–60 students. The instructors (``LAB_INSTRUCTORS``, logins of ``LAB_AUTH``)
-see who is connected and on which tab, pause a heavy tab for everyone, send a message (and a prompt) to
-every page, and set each student's allowance of model seconds and fine-tune steps per session. This module
-holds that state and its rules; the page (``tabs/instructor.py``) only shows and changes it, and the model
-queue (:mod:`lab.scheduler`) and the fine-tune runner ask :meth:`Classroom.admit` and
-:meth:`Classroom.admit_finetune` before they take a request. Instructors are never limited or paused.
+see who is connected and on which tab, pause a heavy tab for everyone, send a message (with a prompt, an
+image, or both) to every page, and set each student's allowance of model seconds and fine-tune steps per
+session. This module holds that state and its rules; the page (``tabs/instructor.py``) only shows and
+changes it, and the model queue (:mod:`lab.scheduler`) and the fine-tune runner ask
+:meth:`Classroom.admit` and :meth:`Classroom.admit_finetune` before they take a request. Instructors are
+never limited or paused.
 
 Pure Python, no Gradio::
 
@@ -13,18 +14,25 @@ Pure Python, no Gradio::
     room.set_paused({"topics"})
     room.admit("user:alice", "topics · fit")  # raises Paused
     room.send("Open the attention tab", prompt="The cat sat on the mat", target="attention text")
+    room.send("What is this?", image="car.png", image_targets=["BLIP-2: chat image"])  # a copy is sent
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from lab.errors import LabError
+from lab.images import BadImage, open_image
 from lab.scheduler import SCHEDULER
 from lab.sessions import SESSION, USER
 
@@ -140,38 +148,111 @@ class Pauses:
 
 @dataclass(frozen=True)
 class Message:
-    """A message to the class: its text, an optional prompt for the ``target`` box, and its number."""
+    """A message to the class: its text, an optional prompt for the ``target`` box, an optional image for
+    the ``image_targets`` boxes (the class's copy, on the server), and its number."""
 
     version: int
     text: str
     prompt: str = ""
     target: str = ""
     sent: float = 0.0
+    image: str = ""
+    image_targets: tuple[str, ...] = ()
+
+
+IMAGE_MAX_BYTES = 20 * 2**20  # the lab's cap on one uploaded file (LAB_MAX_FILE_SIZE's default)
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 2**10:.0f} KB"
 
 
 class Broadcast:
-    """The latest message to the class; each page shows a message once, when its version is new to it."""
+    """The latest message to the class; each page shows a message once, when its version is new to it.
 
-    def __init__(self) -> None:
+    An image sent with a message is checked as every upload is (size, then opened by :mod:`lab.images`) and
+    copied into ``folder``: the class's copy, which every page reads and which outlives the sender's upload.
+    A newer image replaces it, and the older copy is deleted.
+    """
+
+    def __init__(self, folder: str | Path | None = None, max_image_bytes: int = IMAGE_MAX_BYTES) -> None:
+        self.folder = Path(folder) if folder else Path(tempfile.gettempdir()) / "llm-lab-class"
+        self.max_image_bytes = max_image_bytes
         self._lock = threading.Lock()
         self._latest = Message(0, "")
+        self._image_folder: Path | None = None  # the folder of the class's current image
 
-    def send(self, text: str, prompt: str = "", target: str = "") -> Message:
-        """Replace the class's message (a page that missed the previous one sees only this one)."""
+    def send(
+        self,
+        text: str,
+        prompt: str = "",
+        target: str = "",
+        image: str | Path | None = None,
+        image_targets: Iterable[str] = (),
+    ) -> Message:
+        """Replace the class's message (a page that missed the previous one sees only this one).
+
+        Raises:
+            LabError: nothing to send, or a prompt or an image without the boxes it goes into.
+            BadImage: the image is over ``max_image_bytes``, not an image, or too large to open.
+        """
         text, prompt = text.strip(), prompt.strip()
-        if not text and not prompt:
-            raise LabError("Write a message or a prompt to send to the class.")
+        targets = tuple(image_targets) if image else ()
+        if not text and not prompt and not image:
+            raise LabError("Write a message or a prompt, or choose an image, to send to the class.")
         if prompt and not target:
             raise LabError("Choose the box the prompt goes into.")
+        if image and not targets:
+            raise LabError("Choose the boxes the image goes into.")
+        copy = self._keep(Path(image)) if image else None
         with self._lock:
+            replaced = self._image_folder if copy is not None else None
+            if copy is not None:
+                self._image_folder = copy.parent
             self._latest = Message(
-                self._latest.version + 1, text, prompt, target if prompt else "", time.time()
+                self._latest.version + 1,
+                text,
+                prompt,
+                target if prompt else "",
+                time.time(),
+                str(copy or ""),
+                targets,
             )
-            return self._latest
+            latest = self._latest
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+        return latest
 
     def latest(self) -> Message:
         with self._lock:
             return self._latest
+
+    def drop_image(self) -> None:
+        """Delete the class's image (a new class starts without one); the latest message no longer has it."""
+        with self._lock:
+            folder, self._image_folder = self._image_folder, None
+            self._latest = dataclasses.replace(self._latest, image="", image_targets=())
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _keep(self, image: Path) -> Path:
+        """The class's copy of ``image``, checked first as an upload is."""
+        name = image.name or "the image"
+        try:
+            size = image.stat().st_size
+        except OSError as error:
+            raise BadImage(f"{name} could not be read: {error.strerror}.") from None
+        if size > self.max_image_bytes:
+            raise BadImage(
+                f"{name} is {_size(size)}; an image sent to the class may be at most "
+                f"{_size(self.max_image_bytes)} (LAB_MAX_FILE_SIZE)."
+            )
+        open_image(image)  # not an image, damaged, or over LAB_MAX_IMAGE_PIXELS: BadImage says which
+        folder = self.folder / secrets.token_hex(16)
+        folder.mkdir(parents=True)
+        copy = folder / (re.sub(r"[^\w.-]", "_", name).lstrip(".")[-100:] or "image")
+        shutil.copyfile(image, copy)
+        return copy
 
 
 class Quotas:
@@ -239,14 +320,21 @@ class Classroom:
         finetune_steps: int,
         titles: dict[str, str] | None = None,
         kinds: dict[str, str] | None = None,
+        image_folder: str | Path | None = None,
+        max_image_bytes: int | None = None,
     ) -> None:
-        """Start a class: these instructors and quotas, no tab paused (the app does this as it builds);
-        ``titles`` names the tabs in messages (``{"clip_search": "CLIP search"}``), ``kinds`` gives the tab
-        of queue kinds that do not name it (``{"next_token": "attention"}``)."""
+        """Start a class: these instructors and quotas, no tab paused, no image (the app does this as it
+        builds); ``titles`` names the tabs in messages (``{"clip_search": "CLIP search"}``), ``kinds`` gives
+        the tab of queue kinds that do not name it (``{"next_token": "attention"}``); images sent to the
+        class are kept in ``image_folder``, each at most ``max_image_bytes``."""
         self.instructors = frozenset(instructors)
         self.titles = dict(titles or {})
         self.kinds = dict(kinds or {})
         self.quotas.set(gpu_seconds, finetune_steps)
+        self.broadcast.drop_image()
+        if image_folder is not None:
+            self.broadcast.folder = Path(image_folder)
+        self.broadcast.max_image_bytes = max_image_bytes or IMAGE_MAX_BYTES
         self.set_paused(())
 
     @property
@@ -271,8 +359,16 @@ class Classroom:
         self.pauses.set(tabs)
         self.changed()
 
-    def send(self, text: str, prompt: str = "", target: str = "") -> Message:
-        message = self.broadcast.send(text, prompt, target)
+    def send(
+        self,
+        text: str,
+        prompt: str = "",
+        target: str = "",
+        image: str | Path | None = None,
+        image_targets: Iterable[str] = (),
+    ) -> Message:
+        """Send a message to the class (:meth:`Broadcast.send`); every page shows it within a tick."""
+        message = self.broadcast.send(text, prompt, target, image, image_targets)
         self.changed()
         return message
 

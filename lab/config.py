@@ -143,6 +143,20 @@ class Settings:
     closed_grace_s: float = 60.0
 
     @property
+    def max_file_bytes(self) -> int:
+        """``LAB_MAX_FILE_SIZE`` in bytes ("20mb", "500kb", "1gb" or a number of bytes, as Gradio reads
+        it)."""
+        size = str(self.max_file_size).strip().lower().replace(" ", "")
+        units = {"tb": 2**40, "gb": 2**30, "mb": 2**20, "kb": 2**10, "b": 1}
+        unit = next((u for u in units if size.endswith(u)), "b")
+        number = size.removesuffix(unit) if size.endswith(unit) else size
+        if not number.isdigit():
+            raise ValueError(
+                f"LAB_MAX_FILE_SIZE must look like 20mb, 500kb or 1048576, got {self.max_file_size!r}"
+            )
+        return int(number) * units[unit]
+
+    @property
     def session_ttl_s(self) -> float:
         """Seconds a session's own data is kept (``LAB_SESSION_TTL_H``)."""
         return self.session_ttl_h * 3600

@@ -5,7 +5,8 @@ checks the login again on the server (:meth:`lab.classroom.Classroom.require_ins
 section's events can still be called by anyone who reads the page's config. Every page (the instructor's too)
 reports which tab it shows and polls the class's version with a cheap CPU timer: when a message, a pause
 or a resume is new to it, it shows the message (a toast and a banner), fills the prompt box the message
-names, and shows or hides each tab's pause notice. The state and rules are :mod:`lab.classroom`'s.
+names, puts the message's image into the image boxes it names (the class's copy of the image, which every
+login may read), and shows or hides each tab's pause notice. The state and rules are :mod:`lab.classroom`'s.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any
 
 import gradio as gr
 
-from lab import finetune, render
-from lab.classroom import CLASSROOM, public_name
+from lab import finetune, paths, render
+from lab.classroom import CLASSROOM, Message, public_name
 from lab.config import Settings
 from lab.errors import LabError
 from lab.scheduler import SCHEDULER
 from lab.sessions import owner_of
-from tabs.common import on
+from tabs import access
+from tabs.common import ImageUpload, on
 
 TICK_S = 3.0  # how often a page asks whether the class has news (a few bytes when it has none)
 # Boxes a message's prompt can fill: their label in the panel → the widget's elem_id.
@@ -31,6 +33,12 @@ PROMPT_TARGETS = {
     "Attention: text": "att-text",
     "Inside the forward pass: prompt": "fwd-prompt",
     "Fine-tune: before/after prompt": "ft-prompt",
+}
+# Boxes a message's image can go into: their label in the panel → the widget's elem_id.
+IMAGE_TARGETS = {
+    "CLIP: image query": "clip-query-image",
+    "CLIP: zero-shot image": "clip-zs-image",
+    "BLIP-2: chat image": "vc-image",
 }
 # The tab of each batched request kind (tabs.common.in_batch names them by feature, not by tab).
 BATCHED_KINDS = {
@@ -79,6 +87,8 @@ def build(
         settings.quota_finetune_steps,
         titles={tab_name(p): _short_title(p[0]) for p in pages},
         kinds=BATCHED_KINDS,
+        image_folder=access.CLASS_FILES,
+        max_image_bytes=settings.max_file_bytes,
     )
     SCHEDULER.admit = CLASSROOM.admit  # refuses paused tabs and spent quotas before a request waits
     finetune.RUNNER.admit = CLASSROOM.admit_finetune
@@ -98,10 +108,12 @@ def _wire_pages(
 ) -> None:
     targets = [c for c in demo.blocks.values() if getattr(c, "elem_id", None) in PROMPT_TARGETS.values()]
     target_names = {elem: label for label, elem in PROMPT_TARGETS.items()}
+    pictures = [c for c in demo.blocks.values() if getattr(c, "elem_id", None) in IMAGE_TARGETS.values()]
+    picture_names = {elem: label for label, elem in IMAGE_TARGETS.items()}
     notice_list = [(tab_name(p), notices[p[1]]) for p in pages if p[1] in notices]
     seen = gr.State((0, 0))  # (class version, message version) this page has shown
     timer = gr.Timer(TICK_S)
-    outputs = [seen, message_box, *(n for _, n in notice_list), *targets]
+    outputs = [seen, message_box, *(n for _, n in notice_list), *targets, *pictures]
 
     def news(shown: tuple[int, int], request: gr.Request) -> tuple[Any, ...]:
         """Inputs: what the page has shown. Outputs: the same, the banner, pause notices, prompt boxes."""
@@ -112,16 +124,20 @@ def _wire_pages(
             return tuple(gr.skip() for _ in outputs)
         paused = CLASSROOM.pauses.paused()
         fresh = message.version > shown[1]
-        if fresh and message.text:
-            gr.Info(html.escape(message.text, quote=False), title="From your instructor", duration=15)
-        banner_text = f"📣 **From your instructor:** {html.escape(message.text, quote=False)}"
+        words = html.escape(_words(message), quote=False)
+        if fresh and words:
+            gr.Info(words, title="From your instructor", duration=15)
         return (
             (version, message.version),
-            gr.update(value=banner_text, visible=bool(message.text)),
+            gr.update(value=f"📣 **From your instructor:** {words}", visible=bool(words)),
             *(gr.update(visible=name in paused) for name, _ in notice_list),
             *(
                 message.prompt if fresh and message.target == target_names[t.elem_id] else gr.skip()
                 for t in targets
+            ),
+            *(
+                message.image if fresh and picture_names[p.elem_id] in message.image_targets else gr.skip()
+                for p in pictures
             ),
         )
 
@@ -145,6 +161,12 @@ def _wire_pages(
     on(timer.tick, news, seen, outputs, **quiet)
     on(tabs.select, switched, None, None, **quiet)
     demo.unload(left)
+
+
+def _words(message: Message) -> str:
+    """What a page says of a message: its text, and where its image went."""
+    where = f"An image is in: {', '.join(message.image_targets)}." if message.image else ""
+    return " ".join(part for part in (message.text, where) if part)
 
 
 # -- the panel --------------------------------------------------------------------------------------------
@@ -256,6 +278,24 @@ def _panel(demo: gr.Blocks, pages: list[Page]) -> None:
                 scale=2,
             )
         prompt = gr.Textbox(label="Prompt", elem_id="inst-prompt")
+        with gr.Row():
+            picture = ImageUpload(
+                type="filepath",
+                sources=["upload", "clipboard"],
+                label="Image (optional): every student gets a copy",
+                height=200,
+                elem_id="inst-image",
+                scale=2,
+            )
+            with gr.Column(scale=3):
+                picture_into = gr.CheckboxGroup(
+                    list(IMAGE_TARGETS), label="Put the image into", elem_id="inst-image-targets"
+                )
+                gr.Examples(
+                    [[str(paths.BOOK_IMAGES / name)] for name in paths.BOOK_IMAGE_NAMES],
+                    inputs=[picture],
+                    label="The book's images (as the CLIP and BLIP-2 tabs offer them)",
+                )
         send = gr.Button("Send to the class", variant="primary", elem_id="inst-send")
         timer = gr.Timer(TICK_S, active=False)
 
@@ -295,12 +335,20 @@ def _panel(demo: gr.Blocks, pages: list[Page]) -> None:
         CLASSROOM.quotas.set(float(seconds or 0), int(steps or 0))
         gr.Info(f"Quotas: {seconds or 0:g} model seconds and {int(steps or 0)} fine-tune steps per student.")
 
-    def broadcast(message: str, into: str, words: str, request: gr.Request) -> tuple[str, str]:
-        """Inputs: text, the box to fill, prompt. Outputs: text and prompt, emptied once sent."""
+    def broadcast(
+        message: str, into: str, words: str, image: str | None, image_into: list[str], request: gr.Request
+    ) -> tuple[Any, ...]:
+        """Inputs: text, the box to fill, prompt, image, the image's boxes. Outputs: text, prompt and image,
+        emptied once sent.
+
+        The image is checked and copied for the class (:meth:`lab.classroom.Broadcast.send`); the upload
+        itself is deleted, since the class's copy is what every page reads."""
         _instructor(request)
-        CLASSROOM.send(message or "", words or "", into or "")
+        CLASSROOM.send(message or "", words or "", into or "", image or None, image_into or [])
+        if image:
+            access.delete_upload(image)  # kept when the message is refused, to send again once fixed
         gr.Info("Sent to the class.")
-        return "", ""
+        return "", "", None
 
     def cancel_run(job_id: str | None, request: gr.Request) -> tuple[Any, ...]:
         """Inputs: a run id. Outputs: the views, once the run has stopped."""
@@ -316,5 +364,5 @@ def _panel(demo: gr.Blocks, pages: list[Page]) -> None:
     on(timer.tick, refresh, job_choice, views, show_progress="hidden")
     on(paused.input, pause, paused, None)
     on(set_quotas.click, quotas, [gpu_quota, steps_quota], None)
-    on(send.click, broadcast, [text, target, prompt], [text, prompt])
+    on(send.click, broadcast, [text, target, prompt, picture, picture_into], [text, prompt, picture])
     on(cancel.click, cancel_run, job_choice, views)

@@ -3,6 +3,8 @@ model queue and the fine-tune runner."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lab.classroom import (
@@ -128,7 +130,7 @@ def test_broadcast_numbers_each_message_and_needs_a_box_for_a_prompt():
     assert (first.version, first.text, first.target) == (1, "Look at head 3", "")
     with pytest.raises(LabError, match="Choose the box"):
         broadcast.send("", prompt="The cat")
-    with pytest.raises(LabError, match="Write a message"):
+    with pytest.raises(LabError, match="Write a message or a prompt, or choose an image"):
         broadcast.send("  ")
     second = broadcast.send("", prompt="The cat", target="Attention: text")
     assert (second.version, second.prompt, broadcast.latest()) == (2, "The cat", second)
@@ -143,3 +145,56 @@ def test_class_version_grows_with_every_change_pages_show():
     classroom.configure(["teacher"], 5, 10)  # a new class: nothing paused
     assert classroom.pauses.paused() == frozenset()
     assert (classroom.quotas.gpu_seconds, classroom.quotas.finetune_steps) == (5.0, 10)
+
+
+def test_an_image_sent_to_the_class_is_checked_copied_for_the_class_and_replaced(tmp_path):
+    from lab.images import BadImage
+    from tests.helpers import BOOK_IMAGES
+
+    upload = tmp_path / "upload" / "teachers car.png"  # the instructor's upload, deleted with their session
+    upload.parent.mkdir()
+    upload.write_bytes((BOOK_IMAGES / "car.png").read_bytes())
+    broadcast = Broadcast(folder=tmp_path / "class", max_image_bytes=2**20)
+
+    sent = broadcast.send("", image=upload, image_targets=["BLIP-2: chat image", "CLIP: image query"])
+    copy = Path(sent.image)
+    assert copy.read_bytes() == upload.read_bytes() and copy.is_relative_to(tmp_path / "class")
+    assert copy.name == "teachers_car.png" and sent.image_targets == (
+        "BLIP-2: chat image",
+        "CLIP: image query",
+    )
+    upload.unlink()  # the upload goes; the class's copy stays
+    assert copy.exists() and broadcast.latest() == sent
+
+    with pytest.raises(LabError, match="Choose the boxes the image goes into"):
+        broadcast.send("Look", image=copy)
+    not_a_picture = tmp_path / "notes.png"
+    not_a_picture.write_text("I am not a picture")
+    with pytest.raises(BadImage, match="notes.png is not an image the lab can read"):
+        broadcast.send("", image=not_a_picture, image_targets=["CLIP: image query"])
+    broadcast.max_image_bytes = 1000
+    with pytest.raises(BadImage, match=r"car.png is \d+ KB; an image sent to the class may be at most 1 KB"):
+        broadcast.send("", image=copy, image_targets=["CLIP: image query"])
+    assert broadcast.latest() == sent and copy.exists()  # a refused message changes nothing
+
+    broadcast.max_image_bytes = 2**20
+    text_only = broadcast.send("Now caption it")
+    assert text_only.image == "" and copy.exists()  # pages that have the image keep it
+    cat = broadcast.send("A cat", image=BOOK_IMAGES / "cat.png", image_targets=["CLIP: zero-shot image"])
+    assert not copy.exists() and not copy.parent.exists()  # replaced: the older copy is deleted
+    assert Path(cat.image).name == "cat.png" and Path(cat.image).exists()
+    broadcast.drop_image()
+    assert not Path(cat.image).exists() and broadcast.latest().image == ""
+    assert broadcast.latest().text == "A cat"
+
+
+def test_a_new_class_starts_without_the_last_class_image(tmp_path):
+    from tests.helpers import CAR
+
+    classroom, _ = room()
+    classroom.configure(["teacher"], 0, 0, image_folder=tmp_path / "class", max_image_bytes=2**20)
+    start = classroom.version
+    sent = classroom.send("", image=CAR, image_targets=["BLIP-2: chat image"])
+    assert classroom.version == start + 1 and Path(sent.image).exists()
+    classroom.configure(["teacher"], 0, 0)
+    assert not Path(sent.image).exists() and classroom.broadcast.latest().image == ""
