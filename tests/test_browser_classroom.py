@@ -2,14 +2,17 @@
 
 One launch and one walk through the instructor's day, step by step: the panel is the teacher's only (a
 direct call from the student is refused by the server), the teacher sees where the student is, pauses and
-resumes a tab, sends a message and a prompt, sets quotas that refuse the student's next model request and
-a too-long fine-tune run, and cancels the student's run (a tiny random-weight Llama).
+resumes a tab, sends a message and a prompt, then an image (an upload, then one of the book's), sets quotas
+that refuse the student's next model request and a too-long fine-tune run, and cancels the student's run
+(a tiny random-weight Llama). On the way, the student's own files (a result's downloads, the image for
+their BLIP-2 chat) answer the student's login and not the teacher's.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +36,7 @@ CALL_PANEL = """async (url) => {
   const dep = config.dependencies.find(d => d.targets.some(t => t[0] === button.id && t[1] === "click"));
   const hash = "probe" + Math.random().toString(36).slice(2);
   await fetch(url + "gradio_api/queue/join", {method: "POST", headers: {"Content-Type": "application/json"},
-    body: JSON.stringify({data: ["from the student", "", ""], event_data: null, fn_index: dep.id,
+    body: JSON.stringify({data: ["from the student", "", "", null, []], event_data: null, fn_index: dep.id,
                           trigger_id: button.id, session_hash: hash})});
   const reader = (await fetch(url + "gradio_api/queue/data?session_hash=" + hash)).body.getReader();
   let text = "";
@@ -81,11 +84,26 @@ def toast(page, text: str) -> None:
     page.locator(".toast-body").filter(has_text=text).first.wait_for(timeout=TIMEOUT)
 
 
-def test_the_instructor_panel_with_a_teacher_and_a_student(open_page, class_server, tiny_llama):
+def status_of(page, address: str) -> int:
+    """The HTTP status of ``address`` fetched by ``page``, with its login's cookies."""
+    return page.evaluate("async (url) => (await fetch(url)).status", address)
+
+
+def image_address(page, box: str, holding: str) -> str:
+    """The address of the picture shown in the image box ``box`` once it holds ``holding``."""
+    picture = page.locator(f"{box} img[src*='{holding}']").first
+    picture.wait_for(timeout=TIMEOUT)
+    return picture.get_attribute("src")
+
+
+def test_the_instructor_panel_with_a_teacher_and_a_student(open_page, class_server, tiny_llama, tmp_path):
+    from gradio.utils import get_upload_folder
     from gradio_client import Client
 
     from lab import finetune
     from lab.classroom import CLASSROOM
+    from tabs import access
+    from tests.helpers import BOOK_IMAGES
 
     url = class_server
     teacher = logged_in(open_page, url, "teacher")
@@ -117,6 +135,12 @@ def test_the_instructor_panel_with_a_teacher_and_a_student(open_page, class_serv
     student.locator("#paused-attention").wait_for(state="hidden", timeout=TIMEOUT)
     student.locator("#att-run").click()
     student.frame_locator("#att-head-view iframe").locator("body[data-ready='1']").wait_for(timeout=TIMEOUT)
+    # The result's downloads are the student's: the teacher's login cannot fetch them.
+    student.locator("#att-code-panel").get_by_text("Show the code · download").click()
+    download = student.locator("#att-downloads a[href*='llm-lab-results']").first
+    download.wait_for(timeout=TIMEOUT)
+    address = download.get_attribute("href")
+    assert status_of(student, address) == 200 and status_of(teacher, address) == 403
 
     # Send to the class: the text shows on the student's page and the prompt fills their box.
     teacher.locator("#inst-text textarea").fill("Look at layer 2, head 3")
@@ -129,6 +153,48 @@ def test_the_instructor_panel_with_a_teacher_and_a_student(open_page, class_serv
         "() => document.querySelector('#att-text textarea')?.value === \"A sentence for everyone\"",
         timeout=TIMEOUT,
     )
+
+    # The image the student chats about in the BLIP-2 tab is theirs too.
+    photo = tmp_path / "students-photo.png"
+    photo.write_bytes((BOOK_IMAGES / "puppy.png").read_bytes() + b"the student's own bytes")
+    student.get_by_role("tab", name="BLIP-2 chat · ch. 9").click()
+    student.locator("#vc-image input[type=file]").set_input_files(str(photo))
+    address = image_address(student, "#vc-image", "students-photo.png")
+    assert status_of(student, address) == 200 and status_of(teacher, address) == 403
+
+    # An image: the teacher's upload reaches the student's zero-shot box and BLIP-2 chat as the class's copy
+    # (readable by every login), and the upload itself is deleted.
+    upload = tmp_path / "class-cat.png"
+    upload.write_bytes((BOOK_IMAGES / "cat.png").read_bytes())
+    teacher.locator("#inst-image input[type=file]").set_input_files(str(upload))
+    teacher.locator("#inst-image img").wait_for(timeout=TIMEOUT)
+    for box in ("CLIP: zero-shot image", "BLIP-2: chat image"):
+        teacher.locator("#inst-image-targets").get_by_text(box).click()
+    teacher.locator("#inst-send").click()
+    student.locator("#class-message").filter(
+        has_text="An image is in: CLIP: zero-shot image, BLIP-2: chat image"
+    ).wait_for(timeout=TIMEOUT)
+    sent = Path(CLASSROOM.broadcast.latest().image)
+    assert sent.name == "class-cat.png" and sent.is_relative_to(access.CLASS_FILES)
+    chat_image = image_address(student, "#vc-image", "llm-lab-class")  # the chat the student had open
+    assert status_of(student, chat_image) == 200
+    student.get_by_role("tab", name="CLIP search · ch. 9").click()
+    student.get_by_role("tab", name="Zero-shot labels").click()
+    assert status_of(student, image_address(student, "#clip-zs-image", "class-cat.png")) == 200
+    uploads = [p for p in Path(get_upload_folder()).rglob("class-cat.png") if not access.is_lab_file(p)]
+    assert uploads == []
+
+    # One of the book's images replaces it in the BLIP-2 chat; the older copy is deleted.
+    teacher.locator("#inst-panel img[src*='car.png']").first.click()
+    teacher.locator("#inst-image img").wait_for(timeout=TIMEOUT)
+    teacher.locator("#inst-image-targets").get_by_text("CLIP: zero-shot image").click()  # BLIP-2 only
+    teacher.locator("#inst-send").click()
+    student.get_by_role("tab", name="BLIP-2 chat · ch. 9").click()
+    image_address(student, "#vc-image", "car.png")
+    assert not sent.exists() and Path(CLASSROOM.broadcast.latest().image).name == "car.png"
+    assert (BOOK_IMAGES / "car.png").exists()  # the book's file itself is only copied
+
+    student.get_by_role("tab", name=ATTENTION).click()
 
     # Quotas: the student's model seconds are spent (their first request ran), and a long run is refused.
     teacher.locator("#inst-gpu input").fill("0.001")
