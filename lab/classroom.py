@@ -172,7 +172,7 @@ class Broadcast:
 
     An image sent with a message is checked as every upload is (size, then opened by :mod:`lab.images`) and
     copied into ``folder``: the class's copy, which every page reads and which outlives the sender's upload.
-    A newer image replaces it, and the older copy is deleted.
+    A copy is deleted once newer images have replaced it in every box it was sent to.
     """
 
     def __init__(self, folder: str | Path | None = None, max_image_bytes: int = IMAGE_MAX_BYTES) -> None:
@@ -180,7 +180,7 @@ class Broadcast:
         self.max_image_bytes = max_image_bytes
         self._lock = threading.Lock()
         self._latest = Message(0, "")
-        self._image_folder: Path | None = None  # the folder of the class's current image
+        self._boxes: dict[str, Path] = {}  # each image box → the class's copy last sent to it
 
     def send(
         self,
@@ -206,9 +206,9 @@ class Broadcast:
             raise LabError("Choose the boxes the image goes into.")
         copy = self._keep(Path(image)) if image else None
         with self._lock:
-            replaced = self._image_folder if copy is not None else None
-            if copy is not None:
-                self._image_folder = copy.parent
+            held = set(self._boxes.values())
+            self._boxes.update(dict.fromkeys(targets, copy) if copy is not None else {})
+            replaced = held - set(self._boxes.values())
             self._latest = Message(
                 self._latest.version + 1,
                 text,
@@ -219,8 +219,8 @@ class Broadcast:
                 targets,
             )
             latest = self._latest
-        if replaced is not None:
-            shutil.rmtree(replaced, ignore_errors=True)
+        for old in replaced:
+            shutil.rmtree(old.parent, ignore_errors=True)
         return latest
 
     def latest(self) -> Message:
@@ -228,12 +228,12 @@ class Broadcast:
             return self._latest
 
     def drop_image(self) -> None:
-        """Delete the class's image (a new class starts without one); the latest message no longer has it."""
+        """Delete the class's images (a new class starts without them); the latest message loses its own."""
         with self._lock:
-            folder, self._image_folder = self._image_folder, None
+            held, self._boxes = set(self._boxes.values()), {}
             self._latest = dataclasses.replace(self._latest, image="", image_targets=())
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+        for old in held:
+            shutil.rmtree(old.parent, ignore_errors=True)
 
     def _keep(self, image: Path) -> Path:
         """The class's copy of ``image``, checked first as an upload is."""

@@ -1,4 +1,5 @@
-"""Who owns what on a shared server: owners of requests, private folders, the login throttle, upload budgets.
+"""Who owns what on a shared server: owners of requests, private folders, uploads' owners, the login
+throttle, upload budgets.
 
 A classroom serves 30–60 students from one process, so every per-student thing (a fine-tune run, a gallery
 of uploaded images) records its owner and answers "not yours" to anyone else. The owner of a request is
@@ -292,9 +293,9 @@ class UploadOwners:
         """``user`` (a login name) uploaded the file at ``path``."""
         key = _key(path)
         with self._lock:
+            if key not in self._owners and len(self._owners) >= self.max_files:
+                self._make_room()
             self._owners.setdefault(key, set()).add(user)
-            if len(self._owners) > self.max_files:
-                self._forget_deleted()
 
     def owners(self, path: str | Path) -> frozenset[str] | None:
         """The logins that uploaded ``path``, or None when it is not an upload of a login."""
@@ -312,8 +313,12 @@ class UploadOwners:
         with self._lock:
             self._owners.pop(_key(path), None)
 
-    def _forget_deleted(self) -> None:
+    def _make_room(self) -> None:
+        """Forget deleted files, then the oldest records down to nine tenths of ``max_files`` (a flood of
+        uploads must not grow this without bound; a forgotten file falls back to Gradio's own rules)."""
         for key in [k for k in self._owners if not Path(k).exists()]:
+            del self._owners[key]
+        for key in list(self._owners)[: max(0, len(self._owners) - self.max_files * 9 // 10)]:
             del self._owners[key]
 
 

@@ -128,6 +128,10 @@ def test_an_upload_is_read_by_the_logins_that_uploaded_it(tmp_path):
     assert uploads.owners(picture) == {"ada", "bob"}
     uploads.forget(picture)
     assert uploads.owners(picture) is None
+    few = sessions.UploadOwners(max_files=10)
+    for n in range(11):
+        few.add(tmp_path / f"{n}.png", "ada")  # none exists: all forgotten, the newest kept
+    assert few.owners(tmp_path / "10.png") == {"ada"} and few.owners(tmp_path / "0.png") is None
 
 
 def test_a_run_from_an_earlier_server_is_compared_only_by_its_recorded_owner(tmp_path, monkeypatch):

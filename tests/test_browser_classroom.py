@@ -184,15 +184,15 @@ def test_the_instructor_panel_with_a_teacher_and_a_student(open_page, class_serv
     uploads = [p for p in Path(get_upload_folder()).rglob("class-cat.png") if not access.is_lab_file(p)]
     assert uploads == []
 
-    # One of the book's images replaces it in the BLIP-2 chat; the older copy is deleted.
-    teacher.locator("#inst-panel img[src*='car.png']").first.click()
+    # One of the book's images replaces it in both boxes; the older copy is deleted.
+    example = teacher.locator("#inst-panel img[src*='car.png']").first
+    example_address = example.get_attribute("src")
+    example.click()
     teacher.locator("#inst-image img").wait_for(timeout=TIMEOUT)
-    teacher.locator("#inst-image-targets").get_by_text("CLIP: zero-shot image").click()  # BLIP-2 only
-    teacher.locator("#inst-send").click()
-    student.get_by_role("tab", name="BLIP-2 chat · ch. 9").click()
-    image_address(student, "#vc-image", "car.png")
+    teacher.locator("#inst-send").click()  # to the same two boxes, still ticked
+    image_address(student, "#clip-zs-image", "car.png")
     assert not sent.exists() and Path(CLASSROOM.broadcast.latest().image).name == "car.png"
-    assert (BOOK_IMAGES / "car.png").exists()  # the book's file itself is only copied
+    assert status_of(teacher, example_address) == 200  # the example itself is only copied, never deleted
 
     student.get_by_role("tab", name=ATTENTION).click()
 

@@ -147,7 +147,7 @@ def test_class_version_grows_with_every_change_pages_show():
     assert (classroom.quotas.gpu_seconds, classroom.quotas.finetune_steps) == (5.0, 10)
 
 
-def test_an_image_sent_to_the_class_is_checked_copied_for_the_class_and_replaced(tmp_path):
+def test_an_image_sent_to_the_class_is_checked_copied_and_deleted_once_replaced_everywhere(tmp_path):
     from lab.images import BadImage
     from tests.helpers import BOOK_IMAGES
 
@@ -180,12 +180,14 @@ def test_an_image_sent_to_the_class_is_checked_copied_for_the_class_and_replaced
     broadcast.max_image_bytes = 2**20
     text_only = broadcast.send("Now caption it")
     assert text_only.image == "" and copy.exists()  # pages that have the image keep it
-    cat = broadcast.send("A cat", image=BOOK_IMAGES / "cat.png", image_targets=["CLIP: zero-shot image"])
-    assert not copy.exists() and not copy.parent.exists()  # replaced: the older copy is deleted
-    assert Path(cat.image).name == "cat.png" and Path(cat.image).exists()
+    cat = broadcast.send("A cat", image=BOOK_IMAGES / "cat.png", image_targets=["BLIP-2: chat image"])
+    assert Path(cat.image).name == "cat.png" and copy.exists()  # still in every page's CLIP query box
+    puppy = broadcast.send("", image=BOOK_IMAGES / "puppy.png", image_targets=["CLIP: image query"])
+    assert not copy.parent.exists()  # replaced in both its boxes: deleted
+    assert Path(cat.image).exists() and Path(puppy.image).exists()
     broadcast.drop_image()
-    assert not Path(cat.image).exists() and broadcast.latest().image == ""
-    assert broadcast.latest().text == "A cat"
+    assert not Path(cat.image).exists() and not Path(puppy.image).exists()
+    assert broadcast.latest().image == "" and broadcast.latest().version == puppy.version
 
 
 def test_a_new_class_starts_without_the_last_class_image(tmp_path):
