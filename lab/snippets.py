@@ -2,7 +2,8 @@
 
 Every tab shows, beside each result, a snippet a reader can copy into a notebook to get the same numbers:
 first with the lab's library (``from lab import ...``), then, where it is short, the way the book writes
-it (transformers, sentence-transformers). Each snippet starts with a stamp: the models with their source
+it (transformers, sentence-transformers here; BERTopic, open_clip, BLIP-2's classes and peft in
+:mod:`lab.book_code`). Each snippet starts with a stamp: the models with their source
 and revision as the lab resolves them here (:mod:`lab.catalog`), the seed, and the package versions.
 
 The builders are pure functions of the same inputs and settings the tab passed to the library: they
@@ -20,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lab import catalog, models
+from lab import book_code, catalog, models
 
 # The distributions a snippet's stamp lists, by what the snippet imports.
 BASE_PACKAGES = ("torch", "transformers")
@@ -238,10 +239,15 @@ def topics(
     file: str | None = None,
     columns: Mapping[str, str | None] | None = None,
     embedding_model: str | None = None,
+    fitted: Mapping[str, Any] | None = None,
+    shipped_embeddings: bool = False,
 ) -> str:
-    """A topic fit: the corpus as chosen and every setting that differs from the book's (``run``).
+    """A topic fit: the corpus as chosen and every setting that differs from the book's (``run``), then
+    the same pipeline in BERTopic's own terms (``book_topics``).
 
-    ``settings`` is the :class:`lab.topics.TopicSettings` the tab fitted with.
+    ``settings`` is the :class:`lab.topics.TopicSettings` the tab fitted with; ``fitted`` the run's
+    ``params`` and ``shipped_embeddings`` whether it used the corpus's own embeddings
+    (:func:`lab.topics.shipped_embeddings`), for the BERTopic version.
     """
     if file:
         chosen = {name: value for name, value in (columns or {}).items() if value}
@@ -269,7 +275,8 @@ print(run.info[["Topic", "Count", "Name"]].head(10))
     model = embedding_model or settings.model_id
     packages = (*BASE_PACKAGES, "sentence-transformers", "bertopic", "umap-learn", "hdbscan", "scikit-learn")
     header = stamp("Topic model", [(model, "model", None)], seed=settings.seed, packages=packages)
-    return _join(header, lab)
+    book = book_code.topics(settings, model, fitted=fitted, shipped=shipped_embeddings)
+    return _join(header, lab, book)
 
 
 # -- chapter 9: CLIP and BLIP-2 --------------------------------------------------------------------------
@@ -296,7 +303,8 @@ hits = index.{search}(QUERY, k={k})
 for name, cosine in hits:
     print(f"{{cosine:.3f}}  {{name}}")
 """
-    return _join(stamp("CLIP search", [(model, "model", None)], packages=CLIP_PACKAGES), lab)
+    book = book_code.clip_search(model, k, by=by, own_images=own_images)
+    return _join(stamp("CLIP search", [(model, "model", None)], packages=CLIP_PACKAGES), lab, book)
 
 
 def zero_shot(model: str, image: str, labels: Sequence[str], template: str) -> str:
@@ -306,12 +314,14 @@ from lab import clip
 
 MODEL = {model!r}
 IMAGE = {str(image)!r}  # the image the page classified: put your copy's path here
+LABELS, TEMPLATE = {list(labels)!r}, {template!r}
 model = clip.load(MODEL)
-result = clip.classify(IMAGE, {list(labels)!r}, model, {template!r})
+result = clip.classify(IMAGE, LABELS, model, TEMPLATE)
 for label, cosine, p in zip(result.labels, result.cosines, result.probabilities):
     print(f"{{label:>20}}  cosine {{cosine:.3f}}  p={{p:.3f}}")
 """
-    return _join(stamp("CLIP zero-shot", [(model, "model", None)], packages=CLIP_PACKAGES), lab)
+    book = book_code.zero_shot(model)
+    return _join(stamp("CLIP zero-shot", [(model, "model", None)], packages=CLIP_PACKAGES), lab, book)
 
 
 def vision_chat(
@@ -324,25 +334,41 @@ def vision_chat(
     question: str | None = None,
     decoding: Mapping[str, Any] | None = None,
 ) -> str:
-    """A BLIP-2 caption (``question`` None: ``caption``) or a chat answer (``answer``)."""
+    """A BLIP-2 caption (``question`` None: ``caption``) or a chat answer (``answer``), then the same with
+    transformers' BLIP-2 classes (``book_caption``, ``book_answer``). A sampled answer's ``decoding`` holds
+    the seed it was drawn with: the snippet is stamped with it and passes it on."""
     head = f"""
 from lab import vision_chat
 
 MODEL = {model!r}
 IMAGE = {str(image)!r}  # the image of the page: put your copy's path here
 """
+    from lab.vision_chat import CAPTION_TOKENS, Decoding
+
     options = f"{_path_arg(folder)}, quantization={precision!r}"
     if question is None:
         call = f"caption = vision_chat.caption(IMAGE, MODEL{options})\nprint(caption)"
+        choice = Decoding(max_new_tokens=CAPTION_TOKENS)
     else:
         turns = [list(turn) for turn in history]
+        choice = Decoding(**(decoding or {}))
         extra = "".join(f", {name}={value!r}" for name, value in (decoding or {}).items())
         call = (
             f"HISTORY = {turns!r}  # earlier (question, answer) turns\n"
-            f"answer = vision_chat.answer(IMAGE, HISTORY, {question!r}, MODEL{options}{extra})\nprint(answer)"
+            f"QUESTION = {question!r}\n"
+            f"answer = vision_chat.answer(IMAGE, HISTORY, QUESTION, MODEL{options}{extra})\nprint(answer)"
         )
+    seed = choice.seed if choice.samples else None
+    book = book_code.vision_chat(
+        model,
+        folder=folder,
+        precision=precision,
+        question=question,
+        generate=choice.generate_kwargs(),
+        seed=seed,
+    )
     title = "BLIP-2 caption" if question is None else "BLIP-2 chat answer"
-    return _join(stamp(title, [(model, "model", folder)]), head, call)
+    return _join(stamp(title, [(model, "model", folder)], seed=seed), head, call, book)
 
 
 # -- chapter 12: fine-tuning -----------------------------------------------------------------------------
@@ -350,8 +376,9 @@ IMAGE = {str(image)!r}  # the image of the page: put your copy's path here
 FINETUNE_PACKAGES = ("torch", "transformers", "peft", "accelerate")
 
 
-def finetune_run(config: Mapping[str, Any]) -> str:
-    """A fine-tuning run with the settings it ran with (``result.losses``: the training loss curve)."""
+def finetune_run(config: Mapping[str, Any], method: str | None = None) -> str:
+    """A fine-tuning run with the settings it ran with (``result.losses``: the training loss curve), then
+    peft's LoRA with the training loop written out (``book_losses``); ``method`` is what ran."""
     values = {name: value for name, value in config.items() if name != "output_dir"}
     arguments = "".join(f"\n    {name!r}: {value!r}," for name, value in values.items())
     lab = f"""
@@ -368,21 +395,24 @@ print("adapter:", result.adapter_dir)
     header = stamp(
         "Fine-tuning run", [(model, "model", None)], seed=config.get("seed"), packages=FINETUNE_PACKAGES
     )
-    return _join(header, lab)
+    return _join(header, lab, book_code.finetune_run(config, method))
 
 
 def finetune_compare(prompt: str, base_model: str | None, adapter: str, max_new_tokens: int) -> str:
-    """Base against fine-tuned answers to one prompt, greedy (``base``, ``tuned``)."""
+    """Base against fine-tuned answers to one prompt, greedy (``base``, ``tuned``), then with transformers
+    and peft (``book_base``, ``book_tuned``)."""
     lab = f"""
 from lab import finetune
 
 ADAPTER = {str(adapter)!r}  # the run's adapter folder (in the run's zip)
-base, tuned = finetune.generate_pair({prompt!r}, {base_model!r}, ADAPTER, max_new_tokens={max_new_tokens})
+PROMPT = {prompt!r}
+base, tuned = finetune.generate_pair(PROMPT, {base_model!r}, ADAPTER, max_new_tokens={max_new_tokens})
 print("base:", base)
 print("fine-tuned:", tuned)
 """
     stamped = [(base_model, "model", None)] if base_model else []
-    return _join(stamp("Base and fine-tuned answers", stamped, packages=FINETUNE_PACKAGES), lab)
+    book = book_code.finetune_compare(str(adapter), base_model, max_new_tokens)
+    return _join(stamp("Base and fine-tuned answers", stamped, packages=FINETUNE_PACKAGES), lab, book)
 
 
 STABILITY_CALLS = {
@@ -393,5 +423,7 @@ STABILITY_CALLS = {
 
 
 def topic_stability(fit_code: str, measure: str) -> str:
-    """A stability measurement (``sweep``, ``seeds``, ``outliers``) after the topic fit's own snippet."""
-    return f"{fit_code.rstrip()}\n\nresult = {STABILITY_CALLS[measure]}\nprint(result)\n"
+    """A stability measurement (``sweep``, ``seeds``, ``outliers``) after the lab's part of the topic fit's
+    snippet (its BERTopic version would only fit the same topics again)."""
+    lab_fit = fit_code.split(book_code.TOPICS_TITLE)[0]
+    return f"{lab_fit.rstrip()}\n\nresult = {STABILITY_CALLS[measure]}\nprint(result)\n"

@@ -93,6 +93,7 @@ BOUNDS: dict[str, Bound] = {
     "vc_temperature": Bound("temperature", 0.05, 2, 1.0, step=0.05, whole=False),
     "vc_top_p": Bound("top_p", 0.05, 1, 0.9, step=0.05, whole=False),
     "vc_repetition_penalty": Bound("repetition_penalty", 1, 2, 1.0, step=0.05, whole=False),
+    "vc_seed": Bound("seed", 0, 2**31 - 1, None, optional=True),  # a sampled answer's (None: draw one)
     # fine-tuning
     "ft_new_tokens": Bound("max_new_tokens", 1, 256, 64),
     "log_lines": Bound("log_lines", 0, 200, 20),

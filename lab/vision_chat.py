@@ -23,6 +23,8 @@ alone), answers questions with the prompt ``"Question: … Answer:"``, and chats
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -174,6 +176,9 @@ class Decoding:
             sharpened by ``temperature`` and cut to the ``top_p`` nucleus).
         max_new_tokens: at most this many tokens are generated.
         repetition_penalty: above 1 makes tokens already in the prompt or answer less likely.
+        seed: with ``sampling``, torch's random generator is seeded with it just before generating, so the
+            same seed gives the same answer again (on the same machine and precision); None: not seeded.
+            :meth:`seeded` draws one to show and keep.
     """
 
     method: str = "greedy"
@@ -182,6 +187,7 @@ class Decoding:
     top_p: float = 0.9
     max_new_tokens: int = 50
     repetition_penalty: float = 1.0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         # Sliders and JSON hand over floats such as 50.0: the counts come back whole. The bounds are the
@@ -193,6 +199,19 @@ class Decoding:
         self.temperature = validate.bound("vc_temperature", self.temperature)
         self.top_p = validate.bound("vc_top_p", self.top_p)
         self.repetition_penalty = validate.bound("vc_repetition_penalty", self.repetition_penalty)
+        self.seed = validate.bound("vc_seed", self.seed)
+
+    @property
+    def samples(self) -> bool:
+        """Whether the answer is drawn at random (``sampling``): only then does the seed matter."""
+        return self.method == "sampling"
+
+    def seeded(self) -> Decoding:
+        """These choices with a seed for sampling: the one given, else a fresh one drawn here, so that the
+        answer can be shown with the seed that reproduces it. Greedy and beam search need none."""
+        if not self.samples or self.seed is not None:
+            return self
+        return dataclasses.replace(self, seed=secrets.randbelow(int(validate.BOUNDS["vc_seed"].high) + 1))
 
     def generate_kwargs(self) -> dict[str, Any]:
         """The arguments of ``model.generate`` for these choices."""
@@ -200,7 +219,7 @@ class Decoding:
             "max_new_tokens": self.max_new_tokens,
             "repetition_penalty": self.repetition_penalty,
         }
-        if self.method == "sampling":
+        if self.samples:
             # top_k=0 switches off transformers' default top-k, so temperature and top-p alone decide.
             return {
                 **kwargs,
@@ -232,6 +251,7 @@ class Prepared:
     dropped: int = 0  # the oldest turns left out so the prompt fits the context
     image_size: tuple[int, int] = (0, 0)
     notes: list[str] = field(default_factory=list)
+    seed: int | None = None  # sampling: torch's generator is seeded with it just before generating
 
     @property
     def prompt_tokens(self) -> int:
@@ -402,6 +422,7 @@ def prepare_chat(
         dropped=older + dropped,
         image_size=opened.image.size,
         notes=notes,
+        seed=decoding.seed if decoding.samples else None,
     )
 
 
@@ -429,6 +450,15 @@ def _decode(vc: models.VisionChatModel, prepared: Prepared, row: Any) -> str:
     return vc.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
+def _seed(prepared: Prepared) -> None:
+    """Seed torch's generator (the CPU's and every GPU's) for a sampled answer, just before generating:
+    nothing else draws from it while the model's turn is held, so the same seed draws the same tokens."""
+    if prepared.seed is not None:
+        import torch
+
+        torch.manual_seed(prepared.seed)
+
+
 def _what(vc: models.VisionChatModel, prepared: Prepared, *_: Any, **__: Any) -> str:
     return f"{_title(vc)} was writing {'a caption' if prepared.task == 'caption' else 'an answer'}"
 
@@ -440,7 +470,9 @@ def generate_text(vc: models.VisionChatModel, prepared: Prepared) -> str:
     Raises:
         lab.cache.OutOfMemory: the GPU ran out of memory; the next call can proceed.
     """
-    output = vc.model.generate(**_on_device(vc, prepared), **prepared.generate_kwargs)
+    inputs = _on_device(vc, prepared)
+    _seed(prepared)
+    output = vc.model.generate(**inputs, **prepared.generate_kwargs)
     return _decode(vc, prepared, output[0])
 
 
@@ -462,6 +494,8 @@ def generate_texts(vc: models.VisionChatModel, prepared: Sequence[Prepared]) -> 
     import torch
 
     first = prepared[0]
+    if any(p.seed is not None for p in prepared):  # a seed draws one answer's tokens, alone
+        raise ValueError("sampled answers with a seed are generated one at a time")
     shapes = {(p.prompt_tokens, repr(sorted(p.generate_kwargs.items()))) for p in prepared}
     if len(shapes) > 1:
         raise ValueError("a batch of generate calls needs one prompt length and one set of settings")
@@ -489,12 +523,14 @@ def generate_stream(
         yield generate_text(vc, prepared)
         return
     shown = None
+    inputs = _on_device(vc, prepared)
+    _seed(prepared)  # TokenStream starts generating at once, in its thread, from torch's global generator
     with TokenStream(
         vc.model,
         vc.processor.tokenizer,
         stop=stop,
         name=vc.model_id,
-        **_on_device(vc, prepared),
+        **inputs,
         **prepared.generate_kwargs,
     ) as stream:
         for text in stream.texts():
@@ -581,8 +617,10 @@ def engine_messages(image: Image.Image, prompt: str) -> list[dict[str, Any]]:
 
 def _engine_sampling(decoding: Decoding) -> dict[str, Any]:
     fields: dict[str, Any] = {"temperature": 0.0}
-    if decoding.method == "sampling":
+    if decoding.samples:
         fields = {"temperature": decoding.temperature, "top_p": decoding.top_p}
+        if decoding.seed is not None:
+            fields["seed"] = decoding.seed  # vLLM seeds the request with it: its answer repeats (its own)
     if decoding.repetition_penalty != 1.0:
         fields["repetition_penalty"] = decoding.repetition_penalty  # vLLM's field, sent as it is
     return fields
@@ -668,7 +706,7 @@ def answer(
         stream: return an iterator of growing strings instead of the final string.
         stop: with ``stream``, set this event to end generation early.
         **decoding: :class:`Decoding` fields: ``method``, ``num_beams``, ``temperature``, ``top_p``,
-            ``max_new_tokens``, ``repetition_penalty``.
+            ``max_new_tokens``, ``repetition_penalty``, ``seed`` (sampling: the same seed, the same answer).
 
     Raises:
         ValueError (NoImage, BadImage, EmptyQuestion, QuestionTooLong, PromptTooLong): bad input, raised

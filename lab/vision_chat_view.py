@@ -85,12 +85,21 @@ def engine_hood() -> tuple[None, str, str]:
     return None, "The serving engine ran the processor and the model: the app never saw their inputs.", ""
 
 
-def dropped_notice(vc: models.VisionChatModel, prepared: vision_chat.Prepared) -> str:
-    """Markdown: how many earlier turns were left out of the prompt to fit the context (empty if none)."""
-    if not prepared.dropped:
+def seed_notice(seed: int | None) -> str:
+    """Markdown: the seed a sampled answer was drawn with, and how to draw it again (empty if none)."""
+    if seed is None:
         return ""
-    title = catalog.entry(vc.model_id).title
-    return notes_markdown([vision_chat.dropped_message(prepared.dropped, title, vc.context)])
+    return f"Sampled with seed {seed}: put it in *Seed* (under Decoding) to draw this answer again."
+
+
+def turn_notice(vc: models.VisionChatModel, prepared: vision_chat.Prepared) -> str:
+    """Markdown: earlier turns left out of the prompt to fit the context, and the seed of a sampled answer
+    (empty if neither)."""
+    parts = [seed_notice(prepared.seed)]
+    if prepared.dropped:
+        title = catalog.entry(vc.model_id).title
+        parts.append(notes_markdown([vision_chat.dropped_message(prepared.dropped, title, vc.context)]))
+    return "\n\n".join(part for part in parts if part)
 
 
 def messages(history: list[list[str]]) -> list[dict[str, str]]:

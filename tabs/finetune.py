@@ -299,7 +299,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         if job is None:
             return panel.unchanged()
         snap = job.snapshot()
-        return snippets.finetune_run(job.config.to_dict()), export.finetune_files(
+        return snippets.finetune_run(job.config.to_dict(), snap["method"]), export.finetune_files(
             snap, view.loss_figure(snap)
         )
 

@@ -454,6 +454,8 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
             file=form.get("file") if form["corpus"] == "upload" else None,
             columns={name: form.get(name) for name in UPLOAD_COLUMNS},
             embedding_model=run.params["embedding_model"],
+            fitted=run.params,
+            shipped_embeddings=topics.shipped_embeddings(corpus, choice) is not None,
         )
         return (
             session,

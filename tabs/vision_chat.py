@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from lab import engine, export, models, paths, snippets, vision_chat
+from lab import engine, export, models, paths, snippets, validate, vision_chat
 from lab import vision_chat_view as view
 from lab.config import Settings
 from lab.images import BadImage
@@ -150,9 +150,9 @@ def _answer_outputs(
     with contextlib.closing(stream):
         for answer in stream:
             shown = [*conversation, {"role": "assistant", "content": answer or view.WAITING}]
-            yield shown, [*turns, [text, answer]], *[gr.skip()] * 5
+            yield shown, [*turns, [text, answer]], *[gr.skip()] * 6
     whole = [*conversation, {"role": "assistant", "content": answer}]
-    yield whole, [*turns, [text, answer]], *[gr.skip()] * 5
+    yield whole, [*turns, [text, answer]], *[gr.skip()] * 6
 
 
 def build(demo: gr.Blocks, settings: Settings) -> None:
@@ -262,6 +262,17 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             num_beams = slider("vc_num_beams", "Beams", visible=False)
             temperature = slider("vc_temperature", "Temperature", visible=False)
             top_p = slider("vc_top_p", "Top-p", visible=False)
+            seed_bound = validate.BOUNDS["vc_seed"]
+            seed = gr.Number(
+                value=None,
+                label="Seed",
+                info="The same seed draws the same answer; empty: a new one each time, shown with the answer",
+                precision=0,
+                minimum=seed_bound.low,
+                maximum=seed_bound.high,
+                visible=False,
+                elem_id="vc-seed",
+            )
     with gr.Accordion("Under the hood: what the model receives", open=False):
         with gr.Row():
             hood_image = gr.Image(
@@ -280,6 +291,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     # loses an image sent by a generator to a closed accordion, so it is shown once the stream ends.
     hood_state = access.session_state(None, settings)
     asked = gr.State("")  # the question on its way to the model
+    seed_used = gr.State(None)  # the seed the last sampled answer was drawn with (None: not sampled)
 
     # Invisible, for gradio_client only: the API of the tab is /caption and /chat.
     with gr.Row(visible=False):
@@ -289,7 +301,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         api_history = gr.JSON(value=[], label="history")
         api_answer_out = gr.Textbox(label="answer")
 
-    decoding_inputs = [method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty]
+    decoding_inputs = [method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty, seed]
     status_inputs = [model_id, folder, quantization]
 
     def on_engine(model: str, path: str | None, choice: Any = None) -> str | None:
@@ -384,12 +396,14 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         return text, prepared.prompt, *hood, status, view.notes_markdown(prepared.notes), code, files
 
     def chat_code(form: dict[Any, Any]) -> tuple[Any, Any]:
-        """Inputs: image, history, model form, decoding. Outputs: the last answer's code and downloads."""
+        """Inputs: image, history, model form, decoding, the seed used. Outputs: the last answer's code and
+        downloads."""
         turns = [list(t) for t in form[history] or []]
         if not turns or not form[image]:
             return caption_panel.unchanged()
         *earlier, (question_text, answer) = turns
-        decoding = dataclasses.asdict(vision_chat.Decoding(*(form[c] for c in decoding_inputs)))
+        choice = vision_chat.Decoding(*(form[c] for c in decoding_inputs))
+        decoding = dataclasses.asdict(dataclasses.replace(choice, seed=form[seed_used]))
         code = snippets.vision_chat(
             form[model_id],
             form[image],
@@ -403,8 +417,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         return code, export.vision_chat_files(record)
 
     def stream_turn(form: dict[Any, Any], again: bool) -> Iterator[tuple[Any, ...]]:
-        """Stream one answer; ``again`` asks the last question again, without its answer."""
-        choice = vision_chat.Decoding(*(form[c] for c in decoding_inputs))
+        """Stream one answer; ``again`` asks the last question again, without its answer. A sampled answer
+        without a seed in the form gets a fresh one, shown with it and kept for its code."""
+        choice = vision_chat.Decoding(*(form[c] for c in decoding_inputs)).seeded()
         turns = [list(t) for t in form[history] or []]
         if again:
             turns = turns[:-1]
@@ -419,11 +434,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             yield (
                 [*conversation, {"role": "assistant", "content": view.WAITING}],
                 turns,
-                view.dropped_notice(vc, prepared),
+                view.turn_notice(vc, prepared),
                 prepared.prompt,
                 _hood(vc, prepared),
                 view.loaded_status(vc, folder_path),
                 gr.skip() if again else gr.update(value=""),
+                prepared.seed,
             )
             # Inside the lease: on Stop the stream ends its thread before the lease is returned.
             yield from _answer_outputs(conversation, turns, text, vision_chat.generate_stream(vc, prepared))
@@ -439,11 +455,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         yield (
             waiting,
             turns,
-            "",
+            view.seed_notice(choice.seed),
             prompt,
             view.engine_hood(),
             status,
             gr.skip() if again else gr.update(value=""),
+            choice.seed,
         )
         history_pairs = [tuple(t) for t in turns]
         stream = vision_chat.engine_answer_stream(image_path, history_pairs, text, model, choice)
@@ -451,7 +468,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     def stream_answer(form: dict[Any, Any]) -> Iterator[tuple[Any, ...]]:
         """Inputs: image, question, history, model form, decoding. Outputs: chat, history, notice, prompt,
-        panel values, status, question box."""
+        panel values, status, question box, the seed used."""
         yield from stream_turn(form, again=False)
 
     def stream_regenerated(form: dict[Any, Any]) -> Iterator[tuple[Any, ...]]:
@@ -479,10 +496,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         top_p: float,
         max_new_tokens: int,
         repetition_penalty: float,
+        seed: int | None = None,
     ) -> Iterator[str]:
-        """Inputs: image, question, history, model form, decoding. Outputs: the answer, as it grows."""
+        """Inputs: image, question, history, model form, decoding (a sampled answer repeats for a seed).
+        Outputs: the answer, as it grows."""
         choice = vision_chat.Decoding(
-            method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty
+            method, num_beams, temperature, top_p, max_new_tokens, repetition_penalty, seed
         )
         served = on_engine(model, folder, choice)
         if served:
@@ -508,7 +527,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     on(caption_btn.click, caption_view, caption_inputs, caption_outputs, generates=True, batched=True)
 
     controls = [question, send, stop, regenerate]
-    stream_outputs = [chatbot, history, notice, prompt_box, hood_state, model_status, question]
+    stream_outputs = [chatbot, history, notice, prompt_box, hood_state, model_status, question, seed_used]
     stream_inputs = {image, asked, history, *status_inputs, *decoding_inputs}
 
     def chat_turn(trigger: Any, start: Callable[..., Any], start_inputs: list[Any], stream: Any) -> Any:
@@ -517,7 +536,8 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         streaming = on(started.success, stream, stream_inputs, stream_outputs, generates=True)
         finished = on(streaming.then, end_turn, None, controls)
         on(finished.then, show_hood, hood_state, hood)
-        on(finished.then, chat_code, {image, history, *status_inputs, *decoding_inputs}, chat_panel.outputs)
+        code_inputs = {image, history, seed_used, *status_inputs, *decoding_inputs}
+        on(finished.then, chat_code, code_inputs, chat_panel.outputs)
         return streaming
 
     streams = [
@@ -532,9 +552,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     on(show_prompt.change, lambda shown: gr.update(visible=shown), show_prompt, prompt_box)
     on(
         method.change,
-        lambda m: (gr.update(visible=m == "beam search"), *[gr.update(visible=m == "sampling")] * 2),
+        lambda m: (gr.update(visible=m == "beam search"), *[gr.update(visible=m == "sampling")] * 3),
         method,
-        [num_beams, temperature, top_p],
+        [num_beams, temperature, top_p, seed],
     )
 
     public = {"generates": True, "api_visibility": "public"}  # the tab's API: /caption and /chat

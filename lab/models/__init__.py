@@ -28,7 +28,7 @@ from lab.models.lease import (
     source_of,
     tokenizer,
 )
-from lab.models.open_clip import ClipInputs, OpenClip, clip_inputs, clip_model
+from lab.models.open_clip import ClipInputs, OpenClip, clip_inputs, clip_model, open_clip_arguments
 from lab.models.preload import preload
 from lab.models.text import causal_lm, encoder, model_config, sentence_encoder, seq2seq_lm
 from lab.models.training import causal_lm_for_training, causal_lm_merged, causal_lm_with_adapter
@@ -54,6 +54,7 @@ __all__ = [
     "ClipInputs",
     "OpenClip",
     "clip_inputs",
+    "open_clip_arguments",
     "clip_model",
     # blip2
     "QUANTIZATIONS",

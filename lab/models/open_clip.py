@@ -206,6 +206,36 @@ def _clip_net(recipe: _ClipRecipe) -> Any:
     )
 
 
+def open_clip_arguments(model: ModelLike, path: str | Path | None = None) -> dict[str, Any] | None:
+    """How open_clip itself builds the CLIP the lab loads for ``model``: the arguments of
+    ``open_clip.create_model_and_transforms`` (``model_name`` first; ``open_clip.get_tokenizer`` takes the
+    same name), or None for a transformers checkpoint, which the lab converts as it loads it. Reads configs
+    only, no weights (for the book-style code of :mod:`lab.snippets`).
+
+    Raises:
+        ModelUnavailable: the weights are not here.
+    """
+    model = ref(model, path)
+    recipe = _clip_recipe(model.id, model.location("model"))
+    if recipe.transformers is not None:
+        return None
+    arguments: dict[str, Any] = {"model_name": recipe.name}
+    if recipe.pretrained:
+        arguments["pretrained"] = recipe.pretrained
+    if recipe.quick_gelu:
+        arguments["force_quick_gelu"] = True
+    if recipe.pretrained and Path(recipe.pretrained).is_file():
+        # A weights file carries no preprocessing: open_clip would fall back to its defaults, not the tag's.
+        config = recipe.preprocess_cfg
+        arguments.update(
+            image_mean=tuple(config["mean"]),
+            image_std=tuple(config["std"]),
+            image_interpolation=config["interpolation"],
+            image_resize_mode=config["resize_mode"],
+        )
+    return arguments
+
+
 def clip_model(
     model: ModelLike, path: str | Path | None = None, *, device_name: str | None = None
 ) -> AbstractContextManager[OpenClip]:

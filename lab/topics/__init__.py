@@ -52,7 +52,7 @@ from lab.topics.datamap import (
 )
 from lab.topics.embedding import Embedded, embed_documents, encode, lab_embedder
 from lab.topics.errors import CorpusUnavailable, TopicInputError
-from lab.topics.pipeline import fit, fit_corpus
+from lab.topics.pipeline import fit, fit_corpus, shipped_embeddings
 from lab.topics.plots import (
     MAP_POINTS,
     OUTLIER_COLOUR,
@@ -177,6 +177,7 @@ __all__ = [
     # pipeline
     "fit",
     "fit_corpus",
+    "shipped_embeddings",
     # results
     "TopicRun",
     "agreement",

@@ -113,8 +113,15 @@ def fit_corpus(corpus: Corpus, settings: TopicSettings, *, progress: Progress | 
     settings = dataclasses.replace(
         settings, embedding_model=settings.embedding_model or corpus.embedding_model
     )
-    precomputed = corpus.embeddings if settings.model_id == corpus.embedding_model else None
+    precomputed = shipped_embeddings(corpus, settings)
     return fit(corpus.docs, settings, titles=corpus.titles, embeddings=precomputed, progress=progress)
+
+
+def shipped_embeddings(corpus: Corpus, settings: TopicSettings) -> np.ndarray | None:
+    """The embeddings that came with ``corpus``, when they are those of the model ``settings`` embed with
+    (the corpus's own when they name none); else None, and :func:`fit` embeds the documents itself."""
+    model_id = settings.embedding_model or corpus.embedding_model
+    return corpus.embeddings if model_id == corpus.embedding_model else None
 
 
 def _check_documents(docs: list[str], titles: Sequence[str] | None) -> None:
