@@ -176,9 +176,14 @@ def wire(demo: gr.Blocks, tab_items: dict[str, gr.Tab], settings: Settings) -> N
         """Inputs and outputs: those of :func:`apply`, when the page is opened."""
         return apply(search, loading=True)
 
-    read_query = "(q) => window.location.search"
-    demo.load(load, query, outputs, js=read_query, **PRIVATE)
-    go.click(apply, query, outputs, js=read_query, **PRIVATE)
+    # The address as the page was opened or the link followed (lab.js keeps it: a tab drawn before the
+    # answer comes rewrites the address with its defaults); once the answer is in, the tabs write it again.
+    read_query = "(q) => window.labLinks ? window.labLinks.query() : window.location.search"
+    applied = "() => { window.labLinks && window.labLinks.applied(); }"
+    opened = demo.load(load, query, outputs, js=read_query, **PRIVATE)
+    followed = go.click(apply, query, outputs, js=read_query, **PRIVATE)
+    for event in (opened, followed):
+        event.then(None, None, None, js=applied, **PRIVATE)
     for tab_id, item in tab_items.items():
         item.select(
             None, None, None, js=f"() => window.labLinks && window.labLinks.tab({json.dumps(tab_id)})"

@@ -52,11 +52,6 @@ def shows_tab(page, tab_id: str) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open since merging main at 2030ada: on page load the link's att.text reaches the server's "
-    "answer (checked) but the attention textbox keeps its default; in-page links still set it",
-)
 def test_an_attention_view_opened_by_another_reader_is_the_same_view(open_page, lab_server):
     page = ready(open_page(lab_server))
     page.get_by_role("tab", name=TAB_NAMES["attention"]).click()
