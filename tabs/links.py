@@ -129,15 +129,6 @@ def palette_toggle() -> None:
     gr.HTML(PALETTE_TOGGLE, elem_id="lab-palette-box", padding=False)
 
 
-def _warm_transformers() -> None:
-    """Finish importing transformers' tokenizer classes before a link's view and the tokenizer tab's first
-    view start together: two threads resolving transformers' lazy names at once can see a half-built
-    module (ImportError: cannot import name 'AutoTokenizer')."""
-    import transformers
-
-    transformers.AutoTokenizer  # noqa: B018 (the attribute access is the import)
-
-
 def wire(demo: gr.Blocks, tab_items: dict[str, gr.Tab], settings: Settings) -> None:
     """Apply links on page load and on following a link inside the page; keep ``tab=`` in the address.
 
@@ -160,8 +151,6 @@ def wire(demo: gr.Blocks, tab_items: dict[str, gr.Tab], settings: Settings) -> N
         if link.problems:
             warn("Parts of this link were left out: " + " ".join(link.problems))
         updates: list[Any] = []
-        if any(link.of(tab) for tab in links.TABS if tab != "tokenizers"):
-            _warm_transformers()
         for part in page.parts:
             values = link.of(part.tab)
             for name, (_, restore) in part.widgets.items():
