@@ -129,15 +129,6 @@ def palette_toggle() -> None:
     gr.HTML(PALETTE_TOGGLE, elem_id="lab-palette-box", padding=False)
 
 
-def _warm_transformers() -> None:
-    """Finish importing transformers' tokenizer classes before a link's view and the tokenizer tab's first
-    view start together: two threads resolving transformers' lazy names at once can see a half-built
-    module (ImportError: cannot import name 'AutoTokenizer')."""
-    import transformers
-
-    transformers.AutoTokenizer  # noqa: B018 (the attribute access is the import)
-
-
 def wire(demo: gr.Blocks, tab_items: dict[str, gr.Tab], settings: Settings) -> None:
     """Apply links on page load and on following a link inside the page; keep ``tab=`` in the address.
 
@@ -160,8 +151,6 @@ def wire(demo: gr.Blocks, tab_items: dict[str, gr.Tab], settings: Settings) -> N
         if link.problems:
             warn("Parts of this link were left out: " + " ".join(link.problems))
         updates: list[Any] = []
-        if any(link.of(tab) for tab in links.TABS if tab != "tokenizers"):
-            _warm_transformers()
         for part in page.parts:
             values = link.of(part.tab)
             for name, (_, restore) in part.widgets.items():
@@ -176,9 +165,14 @@ def wire(demo: gr.Blocks, tab_items: dict[str, gr.Tab], settings: Settings) -> N
         """Inputs and outputs: those of :func:`apply`, when the page is opened."""
         return apply(search, loading=True)
 
-    read_query = "(q) => window.location.search"
-    demo.load(load, query, outputs, js=read_query, **PRIVATE)
-    go.click(apply, query, outputs, js=read_query, **PRIVATE)
+    # The address as the page was opened or the link followed (lab.js keeps it: a tab drawn before the
+    # answer comes rewrites the address with its defaults); once the answer is in, the tabs write it again.
+    read_query = "(q) => window.labLinks ? window.labLinks.query() : window.location.search"
+    applied = "() => { window.labLinks && window.labLinks.applied(); }"
+    opened = demo.load(load, query, outputs, js=read_query, **PRIVATE)
+    followed = go.click(apply, query, outputs, js=read_query, **PRIVATE)
+    for event in (opened, followed):
+        event.then(None, None, None, js=applied, **PRIVATE)
     for tab_id, item in tab_items.items():
         item.select(
             None, None, None, js=f"() => window.labLinks && window.labLinks.tab({json.dumps(tab_id)})"

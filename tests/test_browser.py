@@ -48,6 +48,7 @@ def test_hovering_a_byte_piece_names_the_character_it_belongs_to(page):
 
 
 def test_typed_text_is_tokenized_and_the_address_shares_it(page, browser, lab_server):
+    page.locator("#tok-names label").filter(has_text="bert-base-cased").click()  # the choice is shared too
     set_text(page, "Hello world")
     page.wait_for_function(
         "() => document.querySelector('#token-columns .col[data-tokenizer=\"gpt2\"] .toks')"
@@ -57,6 +58,8 @@ def test_typed_text_is_tokenized_and_the_address_shares_it(page, browser, lab_se
     assert tokens_of(page, "gpt2") == ["Hello", "·world"]
     page.wait_for_function("() => location.search.includes('text=Hello')", timeout=TIMEOUT)
     shared = page.url
+    assert "bert-base-uncased" in shared and "bert-base-cased" not in shared
+    shown = page.locator("#token-columns .col").evaluate_all("els => els.map(e => e.dataset.tokenizer)")
     other = browser.new_page()
     try:
         other.goto(shared)
@@ -68,6 +71,13 @@ def test_typed_text_is_tokenized_and_the_address_shares_it(page, browser, lab_se
             "?.innerText.includes('world')",
             timeout=TIMEOUT,
         )
+        columns = other.locator("#token-columns .col").evaluate_all(
+            "els => els.map(e => e.dataset.tokenizer)"
+        )
+        assert columns == shown and "bert-base-cased" not in columns
+        cased = other.locator("#tok-names label").filter(has_text="bert-base-cased").locator("input")
+        assert not cased.is_checked()
+        assert tokens_of(other, "gpt2") == ["Hello", "·world"]
     finally:
         other.close()
 

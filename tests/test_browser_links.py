@@ -17,6 +17,7 @@ from tests.helpers import ARTIFACTS
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT = 90_000
 AXE = paths.JS / "axe" / "axe.min.js"
+SMOLLM2 = "SmolLM2 135M instruct · HuggingFaceTB/SmolLM2-135M-Instruct"  # as the model menus name it
 TAB_NAMES = {
     "tokenizers": "Tokenizers · ch. 2",
     "attention": "Attention & embeddings · ch. 2–3",
@@ -52,14 +53,11 @@ def shows_tab(page, tab_id: str) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open since merging main at 2030ada: on page load the link's att.text reaches the server's "
-    "answer (checked) but the attention textbox keeps its default; in-page links still set it",
-)
 def test_an_attention_view_opened_by_another_reader_is_the_same_view(open_page, lab_server):
     page = ready(open_page(lab_server))
     page.get_by_role("tab", name=TAB_NAMES["attention"]).click()
+    page.locator("#att-model input").click()  # not the default model: the link must carry it
+    page.get_by_role("option", name=SMOLLM2).click()
     page.locator("#att-text textarea").fill("Links carry the whole view.")
     page.locator("#att-run").click()
     page.frame_locator("#att-head-view iframe").locator("body[data-ready='1']").wait_for(timeout=TIMEOUT)
@@ -80,6 +78,10 @@ def test_an_attention_view_opened_by_another_reader_is_the_same_view(open_page, 
         timeout=TIMEOUT,
     )
     wait_text(other, "#att-single", "layer 2 · head 3")
+    assert other.locator("#att-model input").input_value() == SMOLLM2
+    for slider, value in (("#att-layer", "2"), ("#att-head", "3")):
+        assert other.locator(f"{slider} input[type=number]").input_value() == value
+    assert other.url == address  # the address survives the page's load
     frame = other.frame_locator("#att-head-view iframe")
     frame.locator("body[data-ready='1']").wait_for(timeout=TIMEOUT)
     assert (
@@ -109,6 +111,10 @@ def test_follow_a_sentence_tokenizer_to_attention_to_neighbours_and_logit_lens(o
     frame.get_by_text("Embedding neighbours of").click()
     page.wait_for_function("() => location.search.includes('emb.token=')", timeout=TIMEOUT)
     wait_text(page, "#emb-neighbours", "input embeddings")  # "Closest to '…' in …'s input embeddings"
+    neighbours = page.locator("#emb-neighbours").inner_text()
+    other = ready(open_page(page.url))  # another reader opens the neighbours view
+    wait_text(other, "#emb-neighbours", "input embeddings")
+    assert other.locator("#emb-neighbours").inner_text() == neighbours
 
     page.get_by_role("tab", name="Attention", exact=True).click()
     frame.locator("body[data-ready='1']").wait_for(timeout=TIMEOUT)
@@ -116,6 +122,12 @@ def test_follow_a_sentence_tokenizer_to_attention_to_neighbours_and_logit_lens(o
     frame.get_by_text("Logit lens up to").click()
     wait_text(page, "#fwd-lens", "layer 29")  # SmolLM2: the lens of the text up to that token
     assert page.locator("#fwd-prompt textarea").input_value().strip() == "English and"
+    lens = page.locator("#fwd-lens").inner_text()
+    other = ready(open_page(page.url))  # another reader opens the logit-lens view
+    wait_text(other, "#fwd-lens", "layer 29")
+    assert other.locator("#fwd-prompt textarea").input_value().strip() == "English and"
+    assert other.locator("#fwd-model input").input_value() == SMOLLM2
+    assert other.locator("#fwd-lens").inner_text() == lens
 
 
 def test_a_topic_link_restores_every_setting_and_starts_the_fit(open_page, lab_server):
@@ -137,16 +149,27 @@ def test_a_topic_link_restores_every_setting_and_starts_the_fit(open_page, lab_s
 
 
 def test_clip_and_blip2_links_restore_their_inputs(open_page, lab_server):
-    link = "?tab=clip&clip.q=a+rocket+launch&clip.labels=rocket%0Acat&clip.k=4"
+    link = (
+        "?tab=clip&clip.model=openai%2Fclip-vit-base-patch32&clip.q=a+rocket+launch&clip.labels=rocket%0Acat"
+        "&clip.k=4"
+    )
     page = ready(open_page(lab_server + link))
     assert shows_tab(page, "clip")
     assert page.locator("#clip-query textarea").input_value() == "a rocket launch"
+    assert page.locator("#clip-k input[type=number]").input_value() == "4"
+    assert (
+        page.locator("#clip-model input").input_value()
+        == "CLIP ViT-B/32 (OpenAI) · openai/clip-vit-base-patch32"
+    )
     wait_text(page, "#clip-tokens", "rocket")  # CLIP's tokens of the linked query, computed again
     page.get_by_role("tab", name="Zero-shot labels").click()
     assert page.locator("#clip-labels textarea").input_value() == "rocket\ncat"
 
     chat = ready(open_page(lab_server + "?tab=vision-chat&vc.image=car.png&vc.q=What+is+this%3F"))
     assert shows_tab(chat, "vision-chat")
+    chat.wait_for_function(
+        "() => (document.querySelector('#vc-image img')?.src || '').endsWith('/car.png')", timeout=TIMEOUT
+    )
     # The image is set and its questions asked again through the model queue; without BLIP-2 weights here
     # (a link carries no local folder) the answers are not checked, only that the address survives the load.
     assert "vc.q=What+is+this%3F" in chat.url

@@ -19,6 +19,16 @@
   }
 
   let tabShown = false; // the address's tab, selected when the page has drawn its tabs (and kept while it loads)
+  // The address the server is applying: the one the page was opened with (read here, before Gradio draws
+  // anything), then each link followed inside the page, until the server's answer is in (null then). A tab
+  // drawn for the first time reports its widgets' defaults (Gradio fires a plot's change when it mounts);
+  // while an address is being applied, those must neither overwrite it nor be what the server reads.
+  let applying = window.location.search;
+
+  /** The address to apply: the one being applied, else the current one. */
+  function address() {
+    return applying === null ? window.location.search : applying;
+  }
 
   /** Select the lab's tab named by the address (client-side: the server is not asked). */
   function selectTab(search) {
@@ -34,7 +44,7 @@
   const labLinks = {
     /** Write one tab's view: its parameters `names` take `values`; other tabs' parameters go. */
     write(tab, names, values) {
-      if (!tabShown) return; // while the page loads, its events must not overwrite the address it opened
+      if (!tabShown || applying !== null) return; // the address being applied is kept until it is
       const own = scheme()[tab] || {};
       const params = new URLSearchParams(window.location.search);
       for (const key of Array.from(params.keys())) {
@@ -63,6 +73,14 @@
       params.set("tab", tab);
       replace(params);
     },
+    /** The address the server should apply (read by the page-load and "#lab-link-go" events). */
+    query() {
+      return address();
+    },
+    /** The server's answer to an address is in: the tabs' own events write the address again. */
+    applied() {
+      applying = null;
+    },
     /** Follow a link inside the page: new address, then the server applies it (no reload). */
     open(href) {
       const go = document.getElementById("lab-link-go");
@@ -71,7 +89,8 @@
         return;
       }
       window.history.pushState(null, "", href);
-      selectTab(window.location.search);
+      applying = window.location.search;
+      selectTab(applying);
       go.click();
       window.scrollTo({ top: 0, behavior: "smooth" });
     },
@@ -92,6 +111,7 @@
   });
   window.addEventListener("popstate", () => {
     const go = document.getElementById("lab-link-go");
+    if (go) applying = window.location.search;
     selectTab(window.location.search);
     if (go) go.click();
   });
@@ -259,7 +279,7 @@
   }
 
   function addTables() {
-    if (!tabShown) tabShown = selectTab(window.location.search);
+    if (!tabShown) tabShown = selectTab(address());
     document.querySelectorAll(".js-plotly-plot").forEach((plot) => {
       const maps = (plot.data || []).filter((t) => t.type === "heatmap");
       const signature = JSON.stringify(maps.map((t) => [t.x, t.y, t.z]));
@@ -278,7 +298,7 @@
   const observer = new MutationObserver(() => {
     // The address's tab first, as soon as its button exists: values a link sends to a tab's widgets are
     // kept only once the tab has drawn them, so the tab must open before the link's event answers.
-    if (!tabShown) tabShown = selectTab(window.location.search);
+    if (!tabShown) tabShown = selectTab(address());
     // What Gradio leaves out is added as soon as Gradio draws it, before anyone reads the page (a few
     // selector look-ups; what these passes change are attributes, which this observer does not watch).
     nameGradioParts();

@@ -8,6 +8,7 @@ user. ``trust_remote_code`` is never enabled, and weights load from safetensors 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,19 @@ from typing import Any
 from lab import catalog, device, hub, sources
 from lab.cache import CACHE, Loaded, module_nbytes
 from lab.catalog import ModelUnavailable, Source
+
+# transformers builds its classes on first access; two threads building them at once (the tokenizer tab's
+# first view and another tab's first model call, on a freshly started server) can each see the other's
+# half-imported module: "ImportError: cannot import name 'AutoTokenizer' from 'transformers'".
+_TRANSFORMERS_IMPORT = threading.Lock()
+
+
+def transformers_class(name: str) -> Any:
+    """``transformers.<name>``, imported one thread at a time (free once imported: a module attribute)."""
+    with _TRANSFORMERS_IMPORT:
+        import transformers
+
+        return getattr(transformers, name)
 
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
@@ -163,9 +177,8 @@ def load_tokenizer_uncached(location: str) -> Any:
     """
     if location.startswith("tiktoken:"):
         return sources.tiktoken_encoding(location.removeprefix("tiktoken:"))
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(location, trust_remote_code=False, use_fast=True)
+    auto_tokenizer = transformers_class("AutoTokenizer")
+    return auto_tokenizer.from_pretrained(location, trust_remote_code=False, use_fast=True)
 
 
 # -- models --------------------------------------------------------------------------------------

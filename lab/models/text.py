@@ -8,17 +8,15 @@ from typing import Any
 
 from lab import device
 from lab.cache import CACHE, Loaded
-from lab.models.lease import Build, ModelLike, _unavailable_on_failure, lease_model, ref
+from lab.models.lease import Build, ModelLike, _unavailable_on_failure, lease_model, ref, transformers_class
 
 
 def _transformers_build(auto_class: str, eager: bool) -> Build:
     """A builder for ``transformers.<auto_class>.from_pretrained``: safetensors only, no remote code."""
 
     def build(location: str, where: device.Placement) -> Any:
-        import transformers
-
         kwargs = {"attn_implementation": "eager"} if eager else {}
-        model_class = getattr(transformers, auto_class)
+        model_class = transformers_class(auto_class)
         return model_class.from_pretrained(
             location, dtype=where.dtype, use_safetensors=True, trust_remote_code=False, **kwargs
         ).to(where.device)
@@ -78,10 +76,10 @@ def model_config(model: ModelLike, path: str | Path | None = None) -> Any:
     model = ref(model, path)
 
     def load() -> Loaded:
-        from transformers import AutoConfig
-
         with _unavailable_on_failure(model.id, "model"):
-            config = AutoConfig.from_pretrained(model.location("model"), trust_remote_code=False)
+            config = transformers_class("AutoConfig").from_pretrained(
+                model.location("model"), trust_remote_code=False
+            )
         return Loaded(config, nbytes=8192)
 
     return CACHE.get(model.key("config"), load)
