@@ -44,6 +44,7 @@ MAX_TEXT_TOKENS = validate.TOKEN_CAPS["embeddings"]
 """Tokens one text may have: MiniLM reads 256 word pieces, and would cut the rest off unread."""
 ENCODE_BATCH = 64
 """Texts per forward pass inside one encoding call (sorted by length first, so padding stays small)."""
+MAP_SEED = 42  # UMAP's random_state for maps of embeddings: the same points give the same map
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def project(vectors: np.ndarray, method: Literal["pca", "umap"] = "pca") -> np.n
             n_components=2,
             n_neighbors=min(15, vectors.shape[0] - 1),
             metric="cosine",
-            random_state=42,
+            random_state=MAP_SEED,
             init="random",
         )
         return reducer.fit_transform(vectors)

@@ -245,6 +245,30 @@ def _draw_trace(ax: Any, trace: dict[str, Any]) -> None:
                 ax.annotate(str(label), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
 
 
+def matrix_figure(matrix: Any, rows: Sequence[str], columns: Sequence[str], title: str) -> Any:
+    """A heat map of a ``(rows, columns)`` matrix with labelled axes and each cell's value (matplotlib), for
+    matrices the page draws as HTML."""
+    import textwrap
+
+    from matplotlib.figure import Figure
+
+    values = np.asarray(matrix, dtype=np.float64)
+    figure = Figure(figsize=(2.5 + 1.4 * len(columns), 1.5 + 0.55 * len(rows)))
+    ax = figure.add_subplot()
+    image = ax.imshow(values, cmap="viridis", aspect="auto", interpolation="nearest")
+    figure.colorbar(image, ax=ax, fraction=0.04)
+    ax.set_xticks(range(len(columns)), [textwrap.shorten(c, 40) for c in columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), [textwrap.shorten(r, 40) for r in rows])
+    ax.tick_params(labelsize=8)
+    middle = (values.min() + values.max()) / 2
+    for (row, column), value in np.ndenumerate(values):
+        ink = "black" if value > middle else "white"  # viridis is light at the top, dark at the bottom
+        ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=ink)
+    ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
 def image_svg(pixels: np.ndarray) -> str:
     """An SVG of an RGB image, one rectangle per run of equal pixels in a row (exact, no embedded PNG)."""
     height, width, _ = pixels.shape
@@ -445,24 +469,76 @@ def logit_lens_files(
     return write("logit-lens", tables={"lens": (headers, flat)}, data={"tokens": tokens, "rows": rows})
 
 
+def matrix_table(rows: Sequence[str], columns: Sequence[str], matrix: Any) -> Table:
+    """A labelled matrix as a table: a first column of row labels, one column per column label."""
+    values = np.round(np.asarray(matrix, dtype=np.float64), 5)
+    return ["", *columns], [[label, *row] for label, row in zip(rows, values.tolist())]
+
+
 def similarity_files(sentences: Sequence[str], matrix: np.ndarray, figure: Any, model: str) -> list[str]:
     """Sentence similarity: the heat map (PNG, SVG), the matrix (CSV) and the result (JSON)."""
-    rows = [[sentence, *np.round(row, 5).tolist()] for sentence, row in zip(sentences, matrix)]
     return write(
         "similarity",
         figures={"heatmap": figure},
-        tables={"matrix": (["", *sentences], rows)},
+        tables={"matrix": matrix_table(sentences, sentences, matrix)},
         data={"model": model, "sentences": sentences, "cosine": np.round(matrix, 5)},
     )
 
 
-def topic_files(run: Any, table: Any, figures: Mapping[str, Any] | None = None) -> list[str]:
-    """A topic fit: its figures (PNG, SVG), the topic table and each document's topic (CSV), the run's
-    settings, topics and assignments (JSON)."""
-    documents = (
-        ["document", "title", "topic"],
-        [[i, (run.titles or [""] * len(run.topics))[i], t] for i, t in enumerate(run.topics)],
+def embedding_map_files(
+    labels: Sequence[str], points: np.ndarray, figure: Any, asked: Mapping[str, Any]
+) -> list[str]:
+    """A map of embeddings: the map (PNG, SVG), each point's 2-D coordinates (CSV) and the result with
+    what was asked (``asked``: model, projection, what was mapped) (JSON)."""
+    points = np.round(np.asarray(points, dtype=np.float64), 5)  # (n, 2)
+    rows = [[label, x, y] for label, (x, y) in zip(labels, points.tolist())]
+    return write(
+        "embedding-map",
+        figures={"map": figure},
+        tables={"points": (["label", "x", "y"], rows)},
+        data={**asked, "labels": labels, "points": points},
     )
+
+
+def neighbours_files(token: str, model: str, pairs: Sequence[tuple[str, float]]) -> list[str]:
+    """A token's nearest neighbours in a model's input embeddings: the ranked tokens (CSV, JSON)."""
+    rows = [[rank, neighbour, round(float(cosine), 5)] for rank, (neighbour, cosine) in enumerate(pairs, 1)]
+    return write(
+        "neighbours",
+        tables={"neighbours": (["rank", "token", "cosine"], rows)},
+        data={"model": model, "token": token, "neighbours": rows},
+    )
+
+
+def static_vs_contextual_files(result: Any, figures: Mapping[str, Any], model: str) -> list[str]:
+    """One word across sentences: the static and contextual heat maps (PNG, SVG), both matrices (CSV),
+    the result (JSON)."""
+    numbered = [f"{i}: {sentence}" for i, sentence in enumerate(result.sentences, 1)]
+    tables = {
+        kind: matrix_table(numbered, numbered, getattr(result, kind)) for kind in ("static", "contextual")
+    }
+    return write(
+        "static-vs-contextual",
+        figures=figures,
+        tables=tables,
+        data={"model": model, **dataclasses.asdict(result)},
+    )
+
+
+def topic_files(
+    run: Any,
+    table: Any,
+    figures: Mapping[str, Any] | None = None,
+    *,
+    stem: str = "topics",
+    layout: bool = False,
+) -> list[str]:
+    """A topic fit: its figures (plotly or matplotlib; PNG, SVG), the topic table and each document's
+    topic (CSV), the run's settings, topics and assignments (JSON). ``layout``: a map's files, so each
+    document's 2-D map coordinates too (``x``, ``y`` in the documents table, ``coordinates`` in the JSON)."""
+    titles = run.titles or [""] * len(run.topics)
+    headers = ["document", "title", "topic"]
+    rows = [[i, titles[i], t] for i, t in enumerate(run.topics)]
     info = run.info[[c for c in ("Topic", "Count", "Name") if c in run.info.columns]]
     data = {
         "params": run.params,
@@ -471,8 +547,39 @@ def topic_files(run: Any, table: Any, figures: Mapping[str, Any] | None = None) 
         "topics": info,
         "assignments": run.topics,
     }
-    figures = {name: figure for name, figure in (figures or {}).items() if hasattr(figure, "to_plotly_json")}
-    return write("topics", figures=figures, tables={"topics": table, "documents": documents}, data=data)
+    if layout:
+        points = np.round(np.asarray(run.reduced_2d, dtype=np.float64), 5)  # (documents, 2)
+        headers += ["x", "y"]
+        rows = [[*row, x, y] for row, (x, y) in zip(rows, points.tolist())]
+        data["coordinates"] = points
+    tables = {"topics": table, "documents": (headers, rows)}
+    return write(stem, figures=figures, tables=tables, data=data)
+
+
+def topic_words_files(topic: int, name: str, words: Sequence[tuple[str, float]], figure: Any) -> list[str]:
+    """One topic's words (``get_topic``): the bar chart (PNG, SVG), the words and weights (CSV, JSON)."""
+    rows = [[word, round(float(weight), 6)] for word, weight in words]
+    return write(
+        f"topic-{topic}-words",
+        figures={"words": figure},
+        tables={"words": (["word", "c-TF-IDF weight"], rows)},
+        data={"topic": topic, "name": name, "words": rows},
+    )
+
+
+def topic_search_files(query: str, found: Sequence[tuple[int, float, str]]) -> list[str]:
+    """``find_topics``: the closest topics to a query (CSV, JSON)."""
+    rows = [[topic, round(float(similarity), 5), name] for topic, similarity, name in found]
+    return write(
+        "topic-search",
+        tables={"found": (["topic", "similarity", "name"], rows)},
+        data={"query": query, "found": rows},
+    )
+
+
+def representations_files(table: Any, asked: Mapping[str, Any]) -> list[str]:
+    """The representation comparison: the table (CSV) and, with what was asked, its rows (JSON)."""
+    return write("topic-representations", tables={"representations": table}, data={**asked, "table": table})
 
 
 def clip_search_files(hits: Sequence[tuple[str, float]], query: str, model: str) -> list[str]:
@@ -480,6 +587,19 @@ def clip_search_files(hits: Sequence[tuple[str, float]], query: str, model: str)
     rows = [[rank, name, round(float(score), 5)] for rank, (name, score) in enumerate(hits, 1)]
     data = {"model": model, "query": query, "hits": rows}
     return write("clip-search", tables={"results": (["rank", "image", "cosine"], rows)}, data=data)
+
+
+def clip_matrix_files(
+    matrix: np.ndarray, image_ids: Sequence[str], captions: Sequence[str], model: str
+) -> list[str]:
+    """CLIP's images × captions matrix: the heat map (PNG, SVG), the matrix (CSV), the result (JSON)."""
+    figure = matrix_figure(matrix, image_ids, captions, f"Cosine similarity of images and captions · {model}")
+    return write(
+        "clip-matrix",
+        figures={"heatmap": figure},
+        tables={"matrix": matrix_table(image_ids, captions, matrix)},
+        data={"model": model, "images": image_ids, "captions": captions, "cosine": np.round(matrix, 5)},
+    )
 
 
 def zero_shot_files(result: Any, model: str) -> list[str]:

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lab import book_code, catalog, models
+from lab import book_code, catalog, embeddings, models
 
 # The distributions a snippet's stamp lists, by what the snippet imports.
 BASE_PACKAGES = ("torch", "transformers")
@@ -229,6 +229,64 @@ book_matrix = cos_sim(vectors, vectors).numpy()
     return _join(stamp("Sentence similarity", [(model, "model", None)], packages=packages), lab, book)
 
 
+def embedding_map(texts: Sequence[str], model: str, method: str, *, sentences: bool = False) -> str:
+    """A map of embeddings: static token vectors, or sentence vectors, projected to 2-D (``points``)."""
+    if sentences:
+        load = f"""
+TEXTS, MODEL = {list(texts)!r}, {model!r}
+labels, vectors = TEXTS, embeddings.embed(TEXTS, MODEL)  # (sentences, dim) sentence embeddings
+"""
+    else:
+        load = f"""
+WORDS, MODEL = {list(texts)!r}, {model!r}
+labels, vectors = embeddings.token_vectors(WORDS, MODEL)  # (words, dim) static input embeddings
+"""
+    umap = method == "umap"
+    seeded = "UMAP with random_state=embeddings.MAP_SEED" if umap else "PCA, exact"
+    lab = f"""
+from lab import embeddings
+{load}
+points = embeddings.project(vectors, {method!r})  # (n, 2): {seeded}
+for label, (x, y) in zip(labels, points):
+    print(f"{{x:8.3f}} {{y:8.3f}}  {{label}}")
+"""
+    packages = (
+        *BASE_PACKAGES,
+        *(["sentence-transformers"] if sentences else []),
+        *(["umap-learn"] if umap else []),
+    )
+    title = "Map of sentence embeddings" if sentences else "Map of static token embeddings"
+    seed = embeddings.MAP_SEED if umap else None
+    return _join(stamp(title, [(model, "model", None)], seed=seed, packages=packages), lab)
+
+
+def neighbours(token: str, model: str, k: int = 10) -> str:
+    """A token's nearest neighbours among the model's input embeddings (``neighbours``: token, cosine)."""
+    lab = f"""
+from lab import embeddings
+
+TOKEN, MODEL = {token!r}, {model!r}
+neighbours = embeddings.neighbours(TOKEN, MODEL, k={k})  # [(token, cosine)], closest first
+for token, cosine in neighbours:
+    print(f"{{cosine:.3f}}  {{token!r}}")
+"""
+    return _join(stamp("Embedding neighbours", [(model, "model", None)]), lab)
+
+
+def static_vs_contextual(word: str, sentences: Sequence[str], model: str) -> str:
+    """One word's static and contextual vectors across sentences, compared (``result``)."""
+    lab = f"""
+from lab import embeddings
+
+WORD, SENTENCES, MODEL = {word!r}, {list(sentences)!r}, {model!r}
+result = embeddings.compare_word(WORD, SENTENCES, MODEL)
+print(result.static.round(3))  # static (input) cosines: one vector whatever the sentence, all 1
+print(result.contextual.round(3))  # contextual (output) cosines: the sentence changes the vector
+print("the word's tokens in each sentence:", result.pieces)
+"""
+    return _join(stamp("Static versus contextual embeddings", [(model, "model", None)]), lab)
+
+
 # -- chapter 5: topics -----------------------------------------------------------------------------------
 
 
@@ -322,6 +380,33 @@ for label, cosine, p in zip(result.labels, result.cosines, result.probabilities)
 """
     book = book_code.zero_shot(model)
     return _join(stamp("CLIP zero-shot", [(model, "model", None)], packages=CLIP_PACKAGES), lab, book)
+
+
+def clip_matrix(
+    model: str, image_ids: Sequence[str], captions: Sequence[str], own: Mapping[str, str] | None = None
+) -> str:
+    """The book's images × captions cosine matrix (``matrix``); ``own``: the reader's uploads among the
+    images, id → path (the others are in the lab's default gallery)."""
+    own = dict(own or {})
+    listed = [i for i in image_ids if i not in own]
+    mine = [(i, own[i]) for i in image_ids if i in own]
+    extra = (
+        f"IMAGES += {mine!r}  # your own images: put your copies' paths here (rows follow this list)\n"
+        if mine
+        else ""
+    )
+    lab = f"""
+from lab import clip
+
+MODEL = {model!r}
+CAPTIONS = {list(captions)!r}
+gallery = clip.gallery_paths(None)  # the lab's default gallery: image id -> file
+IMAGES = [(name, gallery[name]) for name in {listed!r}]
+{extra}model = clip.load(MODEL)
+matrix = clip.similarity_matrix(IMAGES, CAPTIONS, model)  # (images, captions) cosines
+print(matrix.round(3))
+"""
+    return _join(stamp("CLIP similarity matrix", [(model, "model", None)], packages=CLIP_PACKAGES), lab)
 
 
 def vision_chat(
@@ -422,8 +507,74 @@ STABILITY_CALLS = {
 }
 
 
-def topic_stability(fit_code: str, measure: str) -> str:
-    """A stability measurement (``sweep``, ``seeds``, ``outliers``) after the lab's part of the topic fit's
-    snippet (its BERTopic version would only fit the same topics again)."""
+def _after_fit(fit_code: str, code: str) -> str:
+    """What a tab shows of a fitted run: the lab's part of the fit's snippet (:func:`topics`; its BERTopic
+    version would only fit the same topics again), then the lines that ask."""
     lab_fit = fit_code.split(book_code.TOPICS_TITLE)[0]
-    return f"{lab_fit.rstrip()}\n\nresult = {STABILITY_CALLS[measure]}\nprint(result)\n"
+    return f"{lab_fit.rstrip()}\n\n{code.strip()}\n"
+
+
+def topic_stability(fit_code: str, measure: str) -> str:
+    """A stability measurement (``sweep``, ``seeds``, ``outliers``) after the topic fit's own snippet."""
+    return _after_fit(fit_code, f"result = {STABILITY_CALLS[measure]}\nprint(result)")
+
+
+def topic_words(fit_code: str, topic: int) -> str:
+    """One topic's words and their c-TF-IDF weights, and their bar chart (``words``, ``figure``)."""
+    return _after_fit(
+        fit_code,
+        f"""
+words = topics.topic_words(run, {topic})  # get_topic({topic}): [(word, c-TF-IDF weight)]
+figure = topics.word_bars(words, run.topic_name({topic}))  # plotly: figure.show() in a notebook
+print(words)
+""",
+    )
+
+
+def topic_search(fit_code: str, query: str, top_n: int = 5) -> str:
+    """``find_topics``: the topics closest to a query (``found``: topic, similarity, name)."""
+    return _after_fit(
+        fit_code,
+        f"""
+found = topics.search(run, {query!r}, {top_n})  # find_topics: [(topic, similarity, name)]
+for topic, similarity, name in found:
+    print(f"{{similarity:.3f}}  {{topic}}  {{name}}")
+""",
+    )
+
+
+def topic_representations(fit_code: str, **options: Any) -> str:
+    """The representation comparison with the options the tab used (``table``); the book's prompt is named,
+    not copied."""
+    from lab.topics.representations import BOOK_PROMPT
+
+    arguments = "".join(
+        f"\n    {name}=topics.BOOK_PROMPT,"
+        if name == "prompt" and value == BOOK_PROMPT
+        else f"\n    {name}={value!r},"
+        for name, value in options.items()
+    )
+    return _after_fit(
+        fit_code,
+        f"""
+table = topics.compare_representations(  # c-TF-IDF words next to what each representation makes of them
+    run,{arguments}
+)
+print(table.to_string())
+""",
+    )
+
+
+TOPIC_MAPS = {
+    "documents": "topics.documents_map(run, hide_annotations={hide})  # plotly: figure.show() in a notebook",
+    "datamap": "topics.datamap_static(run)  # matplotlib, by datamapplot: figure.savefig('datamap.png')",
+}
+
+
+def topic_map(fit_code: str, kind: str, *, hide_annotations: bool = True) -> str:
+    """A map of the fitted documents (``documents``: BERTopic's documents map; ``datamap``: datamapplot's
+    static figure) after the topic fit's own snippet; ``points`` holds the 2-D coordinates it draws."""
+    call = TOPIC_MAPS[kind].format(hide=hide_annotations)
+    return _after_fit(
+        fit_code, f"points = run.layout()  # (documents, 2): UMAP to 2-D, seeded as the fit\nfigure = {call}"
+    )

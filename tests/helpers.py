@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import socket
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -114,3 +117,38 @@ def page_event(
                 outputs = message["output"]["data"]
                 return {props[i].get("elem_id") or i: v for i, v in zip(event["outputs"], outputs)}
     raise AssertionError(f"the event of {elem_id} never completed")
+
+
+# -- exported files (lab.export) --
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SVG_NAMESPACE = "{http://www.w3.org/2000/svg}"
+
+
+def by_suffix(paths: list[str]) -> dict[str, list[Path]]:
+    """Exported files by suffix (``.png``, ``.svg``, ``.csv``, ``.json``), each checked to hold bytes."""
+    found: dict[str, list[Path]] = {}
+    for path in map(Path, paths):
+        assert path.is_file() and path.stat().st_size > 0, path
+        found.setdefault(path.suffix, []).append(path)
+    return found
+
+
+def check_figures(files: dict[str, list[Path]], count: int) -> None:
+    """``count`` figures, each a PNG and an SVG that parse, and every SVG draws something."""
+    assert len(files[".png"]) == count and len(files[".svg"]) == count
+    for png in files[".png"]:
+        assert png.read_bytes().startswith(PNG_SIGNATURE)
+    for svg in files[".svg"]:
+        root = ET.parse(svg).getroot()
+        assert root.tag == f"{SVG_NAMESPACE}svg"
+        drawn = [
+            e for e in root.iter() if e.tag.removeprefix(SVG_NAMESPACE) in {"path", "rect", "line", "use"}
+        ]
+        assert len(drawn) > 3
+
+
+def rows(path: Path) -> list[list[str]]:
+    """A CSV file's rows, the header first."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle))

@@ -7,7 +7,6 @@ shapes, CSV rows, JSON with the result's keys).
 
 from __future__ import annotations
 
-import csv
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -20,35 +19,10 @@ import pytest
 from lab import attention_view, export
 from lab.attention import AttentionResult, NextToken
 from lab.clip.zero_shot import ZeroShot
+from lab.embeddings import StaticVsContextual
 from lab.finetune import view as finetune_view
 from lab.tokens import Tokenization
-
-PNG = b"\x89PNG\r\n\x1a\n"
-SVG = "{http://www.w3.org/2000/svg}"
-
-
-def by_suffix(paths: list[str]) -> dict[str, list[Path]]:
-    found: dict[str, list[Path]] = {}
-    for path in map(Path, paths):
-        assert path.is_file() and path.stat().st_size > 0, path
-        found.setdefault(path.suffix, []).append(path)
-    return found
-
-
-def check_figures(files: dict[str, list[Path]], count: int) -> None:
-    """``count`` figures, each a PNG and an SVG that parse, and every SVG draws something."""
-    assert len(files[".png"]) == count and len(files[".svg"]) == count
-    for png in files[".png"]:
-        assert png.read_bytes().startswith(PNG)
-    for svg in files[".svg"]:
-        root = ET.parse(svg).getroot()
-        assert root.tag == f"{SVG}svg"
-        assert sum(1 for e in root.iter() if e.tag.removeprefix(SVG) in {"path", "rect", "line", "use"}) > 3
-
-
-def rows(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.reader(handle))
+from tests.helpers import SVG_NAMESPACE, by_suffix, check_figures, rows
 
 
 @pytest.fixture
@@ -79,7 +53,7 @@ def test_attention_export_draws_the_head_view_and_the_model_view_as_png_and_svg(
     names = sorted(p.stem for p in files[".svg"])
     assert names == ["attention-head-view-layer-1", "attention-layer-0-head-0", "attention-model-view"]
     grid = ET.parse(next(p for p in files[".svg"] if p.stem.endswith("model-view"))).getroot()
-    assert len(grid.findall(f"{SVG}g")) == 2 * 3  # one group per layer and head
+    assert len(grid.findall(f"{SVG_NAMESPACE}g")) == 2 * 3  # one group per layer and head
     data = json.loads(files[".json"][0].read_text())
     assert set(data) == {"model", "tokens", "causal", "weights"}
     assert np.asarray(data["weights"]).shape == (2, 3, 4, 4)
@@ -115,6 +89,61 @@ def test_similarity_export_has_the_heatmap_and_the_matrix():
     assert json.loads(files[".json"][0].read_text())["cosine"][0][1] == 0.8
 
 
+def test_embedding_map_export_has_the_map_and_every_points_coordinates():
+    labels = ["king", "queen", "apple", "banana"]
+    points = np.array([[1.5, -0.25], [1.25, -0.5], [-2.0, 1.0], [-2.125, 0.75]], dtype=np.float32)
+    figure = attention_view.scatter(points, labels, "4 static token embeddings · PCA")
+    asked = {"model": "minilm", "projection": "pca", "mapped": "tokens"}
+    files = by_suffix(export.embedding_map_files(labels, points, figure, asked))
+    check_figures(files, 1)
+    table = rows(files[".csv"][0])
+    assert table[0] == ["label", "x", "y"] and [r[0] for r in table[1:]] == labels
+    assert np.array([[float(x), float(y)] for _, x, y in table[1:]]) == pytest.approx(points, abs=1e-5)
+    data = json.loads(files[".json"][0].read_text())
+    assert data["labels"] == labels and data["projection"] == "pca"
+    assert np.asarray(data["points"]) == pytest.approx(points, abs=1e-5)
+
+
+def test_neighbours_export_ranks_the_tokens_with_their_cosines():
+    pairs = [("queen", 0.6712345), ("prince", 0.5)]
+    files = by_suffix(export.neighbours_files("king", "minilm", pairs))
+    assert rows(files[".csv"][0]) == [
+        ["rank", "token", "cosine"],
+        ["1", "queen", "0.67123"],
+        ["2", "prince", "0.5"],
+    ]
+    data = json.loads(files[".json"][0].read_text())
+    assert data["token"] == "king" and data["neighbours"][0] == [1, "queen", 0.67123]
+
+
+def test_static_vs_contextual_export_has_both_heat_maps_and_both_matrices():
+    contextual = np.array([[1.0, 0.62, 0.31], [0.62, 1.0, 0.25], [0.31, 0.25, 1.0]])
+    result = StaticVsContextual("bank", ["river bank", "bank rates", "the bank"], np.ones((3, 3)), contextual,
+                                [["bank"]] * 3)  # fmt: skip
+    static_figure, contextual_figure, _ = attention_view.static_vs_contextual(result)
+    figures = {"static": static_figure, "contextual": contextual_figure}
+    files = by_suffix(export.static_vs_contextual_files(result, figures, "minilm"))
+    check_figures(files, 2)
+    tables = {p.stem.removeprefix("static-vs-contextual-"): rows(p) for p in files[".csv"]}
+    assert tables["contextual"][0] == ["", "1: river bank", "2: bank rates", "3: the bank"]
+    assert np.array([r[1:] for r in tables["contextual"][1:]], dtype=float) == pytest.approx(contextual)
+    assert {r for row in tables["static"][1:] for r in row[1:]} == {"1.0"}
+    data = json.loads(files[".json"][0].read_text())
+    assert data["word"] == "bank" and data["contextual"] == contextual.tolist()
+
+
+def test_clip_matrix_export_has_the_heat_map_and_the_images_by_captions_matrix():
+    images, captions = ["puppy.png", "cat.png", "car.png"], ["a puppy", "a cat"]
+    matrix = np.array([[0.33, 0.12], [0.1, 0.35], [0.08, 0.09]], dtype=np.float32)
+    files = by_suffix(export.clip_matrix_files(matrix, images, captions, "clip"))
+    check_figures(files, 1)
+    table = rows(files[".csv"][0])
+    assert table[0] == ["", *captions] and [r[0] for r in table[1:]] == images
+    assert np.array([r[1:] for r in table[1:]], dtype=float) == pytest.approx(matrix, abs=1e-5)
+    data = json.loads(files[".json"][0].read_text())
+    assert data["images"] == images and np.asarray(data["cosine"]) == pytest.approx(matrix, abs=1e-5)
+
+
 def test_topic_export_has_the_figures_the_topic_and_document_tables_and_the_assignments():
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -144,6 +173,27 @@ def test_topic_export_has_the_figures_the_topic_and_document_tables_and_the_assi
     assert (
         data["assignments"] == run.topics and data["n_topics"] == 2 and data["topics"][1]["Name"] == "0_bread"
     )
+
+
+def test_topic_words_search_and_representation_exports_hold_the_tables_numbers():
+    from lab import topics
+
+    words = [("football", 0.08123449), ("league", 0.05)]
+    chart = by_suffix(export.topic_words_files(3, "3_football_league", words, topics.word_bars(words, "3")))
+    check_figures(chart, 1)
+    assert rows(chart[".csv"][0])[1:] == [["football", "0.081234"], ["league", "0.05"]]
+    assert json.loads(chart[".json"][0].read_text())["name"] == "3_football_league"
+    found = by_suffix(export.topic_search_files("goals", [(3, 0.61234567, "3_football_league")]))
+    assert rows(found[".csv"][0]) == [["topic", "similarity", "name"], ["3", "0.61235", "3_football_league"]]
+    assert json.loads(found[".json"][0].read_text())["query"] == "goals"
+    table = pd.DataFrame(
+        {"Topic": [0, 1], "Original": ["bread | loaf", "cat | nap"], "MMR": ["bread", "cat"]}
+    )
+    compared = by_suffix(export.representations_files(table, {"kinds": ("mmr",), "diversity": 0.2}))
+    assert rows(compared[".csv"][0]) == [["Topic", "Original", "MMR"], ["0", "bread | loaf", "bread"],
+                                         ["1", "cat | nap", "cat"]]  # fmt: skip
+    data = json.loads(compared[".json"][0].read_text())
+    assert data["kinds"] == ["mmr"] and data["table"][1]["MMR"] == "cat"
 
 
 def test_clip_exports_rank_the_search_and_chart_the_zero_shot_probabilities():

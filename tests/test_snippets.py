@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lab import attention, clip, embeddings, finetune, snippets, tokens, topics, vision_chat
+from lab import attention, book_code, clip, embeddings, finetune, snippets, tokens, topics, vision_chat
 from lab.catalog import MINILM, SMOLLM2
 from tests.helpers import ROOT
 
@@ -34,6 +34,13 @@ SENTENCES = ["I love eating fresh bread.", "The stock market fell today.", "Kitt
 TINY_BLIP2 = "tiny/random-blip2"
 TEMPLATE = "a photo of {}"
 SAMPLED = {"method": "sampling", "temperature": 1.0, "top_p": 0.9, "max_new_tokens": 12, "seed": 1234}
+WORDS = ["king", "queen", "man", "woman", "prince", "apple", "banana", "orange", "Paris", "London"]
+BANK = [
+    "We sat on the bank of the river.",
+    "I deposited my salary at the bank.",
+    "The bank raised its rates.",
+]
+CAPTIONS = ["a puppy in the grass", "a cat on a sofa", "a red car"]
 
 # What the fresh process reports for each snippet: expressions over the snippet's own variables.
 REPORT = {
@@ -49,6 +56,13 @@ REPORT = {
     "chat": "{'lab': answer, 'book': book_answer}",
     "finetune": "{'lab': result.losses, 'book': book_losses}",
     "compare": "{'lab': [base, tuned], 'book': [book_base, book_tuned]}",
+    "documents_map": "{'points': points.tolist(), 'traces': len(figure.data)}",
+    "topic_words": "{'words': words, 'bars': len(figure.data[0].y)}",
+    "topic_search": "found",
+    "embedding_map": "{'labels': labels, 'points': points.tolist()}",
+    "neighbours": "neighbours",
+    "static_vs_contextual": "{'static': result.static.tolist(), 'contextual': result.contextual.tolist()}",
+    "clip_matrix": "matrix.tolist()",
 }
 
 RUNNER = """
@@ -97,10 +111,18 @@ def lab_and_snippets(
     corpus = topics.load_choice("upload", corpus_file)
     run = topics.fit_corpus(corpus, settings)
     shipped = topics.shipped_embeddings(corpus, settings) is not None
+    fit_code = snippets.topics(
+        "upload", settings, file=str(corpus_file), fitted=run.params, shipped_embeddings=shipped
+    )
+    mapped, vectors = embeddings.token_vectors(WORDS, MINILM)
+    points = embeddings.project(vectors, "umap")
     model = clip.load(str(tiny_clip))
     hits = clip.ImageIndex.build(clip.default_gallery(), model).search_text("a puppy", k=3)
     labels = ["a puppy", "a cat", "a car"]
     shot = clip.classify(BOOK / "puppy.png", labels, model, TEMPLATE)
+    book_images = list(clip.BOOK_CAPTIONS)  # the book's puppy, cat and car
+    gallery = clip.gallery_paths(None)
+    matrix = clip.similarity_matrix([(name, gallery[name]) for name in book_images], CAPTIONS, model)
     caption = vision_chat.caption(BOOK / "car.png", TINY_BLIP2, path=tiny_blip2)
     turns = [["Write down what you see.", "a car"]]
     answer = vision_chat.answer(
@@ -123,9 +145,16 @@ def lab_and_snippets(
         "next_token": (result, snippets.next_token("The capital of France is", SMOLLM2, 5, 1.0, 1.0)),
         "logit_lens": (lens, snippets.logit_lens("The capital of France is", SMOLLM2)),
         "similarity": (embeddings.similarity(SENTENCES, MINILM), snippets.similarity(SENTENCES, MINILM)),
-        "topics": (run, snippets.topics(
-            "upload", settings, file=str(corpus_file), fitted=run.params, shipped_embeddings=shipped
-        )),
+        "topics": (run, fit_code),
+        "documents_map": (run.layout(), snippets.topic_map(fit_code, "documents")),
+        "topic_words": (topics.topic_words(run, 0), snippets.topic_words(fit_code, 0)),
+        "topic_search": (topics.search(run, "music", 5), snippets.topic_search(fit_code, "music", 5)),
+        "embedding_map": ((mapped, points), snippets.embedding_map(WORDS, MINILM, "umap")),
+        "neighbours": (embeddings.neighbours("king", MINILM), snippets.neighbours("king", MINILM)),
+        "static_vs_contextual": (
+            embeddings.compare_word("bank", BANK, MINILM), snippets.static_vs_contextual("bank", BANK, MINILM)
+        ),
+        "clip_matrix": (matrix, snippets.clip_matrix(str(tiny_clip), book_images, CAPTIONS)),
         "clip_search": (hits, snippets.clip_search(str(tiny_clip), "a puppy", 3)),
         "zero_shot": (shot, snippets.zero_shot(str(tiny_clip), str(BOOK / "puppy.png"), labels, TEMPLATE)),
         "caption": (caption, snippets.vision_chat(TINY_BLIP2, str(BOOK / "car.png"), folder=str(tiny_blip2))),
@@ -226,6 +255,58 @@ def test_topic_snippet_gives_the_same_topics_for_the_same_seed_with_bertopic_too
     assert replayed["topics"]["book"] == run.topics and len(set(run.topics) - {-1}) == run.n_topics
 
 
+def test_topic_map_snippets_give_the_same_2d_coordinates_for_the_same_seed_on_this_machine(
+    lab_and_snippets, replayed
+):
+    points, documents_map = lab_and_snippets["documents_map"]
+    assert "# seed: 42" in documents_map
+    assert np.asarray(replayed["documents_map"]["points"]) == pytest.approx(points, abs=1e-3)
+    run, fit_code = lab_and_snippets["topics"]
+    assert replayed["documents_map"]["traces"] == len(set(run.topics))  # one trace per topic drawn
+    # The datamap's snippet is the same fit and layout, drawn by datamapplot (its first drawing compiles for
+    # seconds: not run again here, test_topics draws it from a run).
+    datamap = snippets.topic_map(fit_code, "datamap")
+    assert datamap.splitlines()[:-1] == documents_map.splitlines()[:-1]
+    assert datamap.splitlines()[-1].startswith("figure = topics.datamap_static(run)")
+
+
+def test_topic_words_and_search_snippets_give_the_same_words_and_topics(lab_and_snippets, replayed):
+    words, _ = lab_and_snippets["topic_words"]
+    assert [w for w, _ in replayed["topic_words"]["words"]] == [w for w, _ in words]
+    assert [x for _, x in replayed["topic_words"]["words"]] == pytest.approx([x for _, x in words], abs=5e-4)
+    assert replayed["topic_words"]["bars"] == len(words)
+    found, _ = lab_and_snippets["topic_search"]
+    assert [t for t, _, _ in replayed["topic_search"]] == [t for t, _, _ in found]
+    assert [x for _, x, _ in replayed["topic_search"]] == pytest.approx([x for _, x, _ in found], abs=5e-4)
+    # The representation comparison's snippet is the same fit and one call (KeyBERTInspired and MMR cost
+    # seconds per run: compiled, not run again here; test_topics runs the comparison).
+    _, fit_code = lab_and_snippets["topics"]
+    asked = {"kinds": ("keybert", "mmr"), "diversity": 0.2, "generator": None, "prompt": topics.BOOK_PROMPT}
+    compared = snippets.topic_representations(fit_code, **asked)
+    compile(compared, "representations", "exec")
+    assert compared.startswith(fit_code.split(book_code.TOPICS_TITLE)[0].rstrip())
+    assert "prompt=topics.BOOK_PROMPT," in compared and book_code.TOPICS_TITLE not in compared
+
+
+def test_embedding_map_snippet_gives_the_same_umap_coordinates_for_the_same_seed(lab_and_snippets, replayed):
+    (labels, points), code = lab_and_snippets["embedding_map"]
+    assert "# seed: 42" in code and "umap-learn" in code
+    assert replayed["embedding_map"]["labels"] == labels == WORDS
+    assert np.asarray(replayed["embedding_map"]["points"]) == pytest.approx(points, abs=1e-3)
+
+
+def test_neighbour_and_static_vs_contextual_snippets_give_the_same_tokens_and_cosines(
+    lab_and_snippets, replayed
+):
+    pairs, _ = lab_and_snippets["neighbours"]
+    assert [token for token, _ in replayed["neighbours"]] == [token for token, _ in pairs]
+    assert [c for _, c in replayed["neighbours"]] == pytest.approx([c for _, c in pairs], abs=5e-4)
+    result, _ = lab_and_snippets["static_vs_contextual"]
+    for kind in ("static", "contextual"):
+        shown = np.asarray(replayed["static_vs_contextual"][kind])
+        assert shown == pytest.approx(getattr(result, kind), abs=5e-4), kind
+
+
 def test_tiny_random_clip_search_and_zero_shot_snippets_give_the_same_numbers_with_open_clip_too(
     lab_and_snippets, replayed
 ):
@@ -238,6 +319,8 @@ def test_tiny_random_clip_search_and_zero_shot_snippets_give_the_same_numbers_wi
     assert replayed["zero_shot"]["lab"] == pytest.approx(shot.probabilities, abs=1e-5)
     assert replayed["zero_shot"]["book"] == pytest.approx(shot.probabilities, abs=1e-5)
     assert [round(c, 3) for c in replayed["zero_shot"]["cosines"]] == [round(c, 3) for c in shot.cosines]
+    matrix, _ = lab_and_snippets["clip_matrix"]
+    assert np.asarray(replayed["clip_matrix"]) == pytest.approx(matrix, abs=5e-4)
 
 
 def test_tiny_random_blip2_caption_and_seeded_sampled_answer_snippets_give_the_same_text(

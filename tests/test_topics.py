@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import testing, topics
+from lab import export, testing, topics
+from tests.helpers import by_suffix, check_figures, rows
 
 THEMES = {
     "sport": "football league goal match team player cup season coach stadium referee striker",
@@ -368,6 +369,23 @@ def test_plots_return_figures(fast_run):
     assert isinstance(topics.word_bars(words, "topic 0"), go.Figure)
     static = topics.datamap_static(fast_run)
     assert isinstance(static, matplotlib.figure.Figure)
+
+
+def test_topic_map_exports_draw_both_maps_with_each_documents_coordinates(fast_run):
+    table = topics.topic_table(fast_run)
+    drawn = {"documents-map": topics.documents_map(fast_run), "datamap": topics.datamap_static(fast_run)}
+    points = fast_run.reduced_2d
+    for name, figure in drawn.items():
+        files = by_suffix(
+            export.topic_files(fast_run, table, {name: figure}, stem=f"topics-{name}", layout=True)
+        )
+        check_figures(files, 1)
+        documents = rows(next(p for p in files[".csv"] if p.stem.endswith("-documents")))
+        assert documents[0] == ["document", "title", "topic", "x", "y"] and len(documents) == 1 + 200
+        assert [int(r[2]) for r in documents[1:]] == fast_run.topics
+        assert np.array([r[3:] for r in documents[1:]], dtype=float) == pytest.approx(points, abs=1e-5)
+        data = json.loads(files[".json"][0].read_text())
+        assert np.asarray(data["coordinates"]) == pytest.approx(points, abs=1e-5)
 
 
 def test_interactive_map_is_self_contained(fast_run):
