@@ -403,10 +403,12 @@ def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) 
         words = gr.Textbox(WORDS, lines=5, label="Words or tokens, one per line", elem_id="emb-words")
         map_run = gr.Button("Draw the map", elem_id="emb-map-run")
         map_plot = gr.Plot(elem_id="emb-map")
+        map_panel = code_panel("emb-map")
         with gr.Row():
             probe = gr.Textbox("king", label="Nearest neighbours of", elem_id="emb-probe")
             probe_run = gr.Button("Find neighbours", elem_id="emb-probe-run")
         neighbours_table = gr.HTML(elem_id="emb-neighbours")
+        neighbours_panel = code_panel("emb-neighbours")
     with explained(
         "Static versus contextual embeddings",
         "A model starts from one **static** vector per vocabulary token, the same in every "
@@ -422,6 +424,7 @@ def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) 
             static_plot = gr.Plot(elem_id="emb-static")
             contextual_plot = gr.Plot(elem_id="emb-contextual")
         bank_note = gr.Markdown(elem_id="emb-bank-note")
+        bank_panel = code_panel("emb-bank")
 
     def compare(model_id: str, text: str) -> tuple[Any, ...]:
         """Inputs: model, sentences. Outputs: the similarity heat map, the first sentence's vector, code,
@@ -437,46 +440,68 @@ def _embeddings_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) 
 
     def draw_map(
         what: str, how: str, model_id: str, words_text: str, sentences_text: str, sentence_model_id: str
-    ) -> Any:
-        """Inputs: what to map, projection, token model, words, sentences, sentence model. Outputs: a map."""
-        if what.startswith("the sentences"):
+    ) -> tuple[Any, str, list[str]]:
+        """Inputs: what to map, projection, token model, words, sentences, sentence model. Outputs: a map,
+        code, downloads."""
+        sentences = what.startswith("the sentences")
+        if sentences:
             check_allowed(sentence_model_id, settings)
-            labels = _lines(sentences_text)
-            vectors = embeddings.embed(labels, sentence_model_id)
-            title = f"{len(labels)} sentences · {sentence_model_id} · {how.upper()}"
+            model_id, texts = sentence_model_id, _lines(sentences_text)
+            labels, vectors = texts, embeddings.embed(texts, model_id)
+            title = f"{len(labels)} sentences · {model_id} · {how.upper()}"
         else:
             check_allowed(model_id, settings)
-            labels, vectors = embeddings.token_vectors(_lines(words_text), model_id)
+            texts = _lines(words_text)
+            labels, vectors = embeddings.token_vectors(texts, model_id)
             title = f"{len(labels)} static token embeddings · {model_id} · {how.upper()}"
-        return view.scatter(embeddings.project(vectors, how), labels, title)
+        points = embeddings.project(vectors, how)  # (n, 2)
+        figure = view.scatter(points, labels, title)
+        asked = {"model": model_id, "projection": how, "mapped": "sentences" if sentences else "tokens"}
+        return (
+            figure,
+            snippets.embedding_map(texts, model_id, how, sentences=sentences),
+            export.embedding_map_files(labels, points, figure, asked),
+        )
 
-    def find_neighbours(token: str, model_id: str) -> str:
-        """Inputs: a token, model. Outputs: its nearest neighbours (table)."""
+    def find_neighbours(token: str, model_id: str) -> tuple[str, str, list[str]]:
+        """Inputs: a token, model. Outputs: its nearest neighbours (table), code, downloads."""
         check_allowed(model_id, settings)
-        return view.neighbours_table(token, model_id, embeddings.neighbours(token, model_id))
+        pairs = embeddings.neighbours(token, model_id)
+        return (
+            view.neighbours_table(token, model_id, pairs),
+            snippets.neighbours(token, model_id),
+            export.neighbours_files(token, model_id, pairs),
+        )
 
-    def compare_bank(word_text: str, text: str, model_id: str) -> tuple[Any, Any, str]:
-        """Inputs: word, sentences, model. Outputs: static and contextual heat maps, a note."""
+    def compare_bank(word_text: str, text: str, model_id: str) -> tuple[Any, ...]:
+        """Inputs: word, sentences, model. Outputs: static and contextual heat maps, a note, code,
+        downloads."""
         check_allowed(model_id, settings)
-        return view.static_vs_contextual(embeddings.compare_word(word_text, _lines(text), model_id))
+        lines = _lines(text)
+        result = embeddings.compare_word(word_text, lines, model_id)
+        static, contextual, note = view.static_vs_contextual(result)
+        figures = {"static": static, "contextual": contextual}
+        return (
+            static,
+            contextual,
+            note,
+            snippets.static_vs_contextual(word_text, lines, model_id),
+            export.static_vs_contextual_files(result, figures, model_id),
+        )
 
     similar_outputs = [similar_plot, vector, *similar_panel.outputs]
     on(similar_run.click, compare, [sentence_model, sentences], similar_outputs, gpu=True, batched=True)
     map_inputs = [source, method, token_model, words, sentences, sentence_model]
-    on(map_run.click, draw_map, map_inputs, map_plot, gpu=True)
-    on(probe_run.click, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
+    on(map_run.click, draw_map, map_inputs, [map_plot, *map_panel.outputs], gpu=True)
+    neighbours_outputs = [neighbours_table, *neighbours_panel.outputs]
+    on(probe_run.click, find_neighbours, [probe, token_model], neighbours_outputs, gpu=True)
     # A link from a token of the attention view: its nearest neighbours.
     arrived = page_links.share(demo, "attention", {"emb.token": probe, "emb.model": token_model})
     shown = [sections, map_section]
     on(arrived.ready, lambda: (gr.Tabs(selected="att-embeddings"), gr.Accordion(open=True)), None, shown)
-    on(arrived.ready, find_neighbours, [probe, token_model], neighbours_table, gpu=True)
-    on(
-        bank_run.click,
-        compare_bank,
-        [word, bank, word_model],
-        [static_plot, contextual_plot, bank_note],
-        gpu=True,
-    )
+    on(arrived.ready, find_neighbours, [probe, token_model], neighbours_outputs, gpu=True)
+    bank_outputs = [static_plot, contextual_plot, bank_note, *bank_panel.outputs]
+    on(bank_run.click, compare_bank, [word, bank, word_model], bank_outputs, gpu=True)
 
     def similarity(texts: list[str], model: str = embeddings.SENTENCE_MODEL) -> list[list[float]]:
         """Cosine similarity matrix of the texts' sentence embeddings."""

@@ -156,6 +156,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
                 "Compare every image with every caption", variant="primary", elem_id="clip-matrix-run"
             )
             heat = gr.HTML(elem_id="clip-heat")
+            matrix_panel = code_panel("clip-matrix")
         with gr.Tab("Gallery: add your images", id="clip-gallery"):
             gr.Markdown(
                 f"Add images (several files at once, or a zip): up to {limits.max_images} in your gallery, "
@@ -353,8 +354,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         captions_text: str,
         state: Mine,
         progress: gr.Progress = gr.Progress(track_tqdm=True),
-    ) -> tuple[str, str]:
-        """Inputs: model, folder, image ids, captions, gallery. Outputs: the heat map, model facts."""
+    ) -> tuple[str, str, str, list[str]]:
+        """Inputs: model, folder, image ids, captions, gallery. Outputs: the heat map, model facts, code,
+        downloads."""
         texts = [line.strip() for line in (captions_text or "").splitlines() if line.strip()]
         if not texts:
             raise gr.Error("Write at least one caption, one per line.")
@@ -364,7 +366,14 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             raise gr.Error("Choose at least one image for the rows.")
         model = model_of(choice, path)
         values = clip.similarity_matrix([(i, paths[i]) for i in ids], texts, model)
-        return view.matrix_html(values, ids, paths, texts), view.facts_markdown(model)
+        shipped = clip.gallery_paths(None)
+        own = {i: paths[i] for i in ids if i not in shipped}  # the reader's uploads: no id outside the page
+        return (
+            view.matrix_html(values, ids, paths, texts),
+            view.facts_markdown(model),
+            snippets.clip_matrix(chosen(choice, path), ids, texts, own),
+            export.clip_matrix_files(values, ids, texts, model.name),
+        )
 
     def add_uploads(files: list[str] | None, state: Mine, request: gr.Request) -> tuple[Any, ...]:
         """Inputs: files, gallery. Outputs: the gallery's pictures, a report, gallery, matrix rows, the
@@ -437,7 +446,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     on(classify.click, zero_shot, zs_inputs, [chart, zs_table, facts, *zs_panel.outputs], gpu=True)
     on(classify.click, show_model_view, [*model_inputs, zs_image], model_view)
     matrix_inputs = [*model_inputs, matrix_images, captions, session]
-    on(matrix_button.click, matrix, matrix_inputs, [heat, facts], gpu=True)
+    on(matrix_button.click, matrix, matrix_inputs, [heat, facts, *matrix_panel.outputs], gpu=True)
     upload_outputs = [browse, upload_status, session, matrix_images]
     # Callable by gradio_client too (undocumented), as the page calls it: its tests use two clients.
     added = on(

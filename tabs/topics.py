@@ -19,7 +19,7 @@ from lab.topics import view
 from tabs import access
 from tabs import links as page_links
 from tabs.common import LONG_JOB, Table, api, check_allowed, model_choices, on
-from tabs.export import code_panel
+from tabs.export import CodePanel, code_panel
 
 INTRO = """
 ## Chapter 5 · Topic modelling: embed → reduce → cluster → describe
@@ -113,13 +113,18 @@ def _end_session(session: topics.TopicSession | None) -> None:
 
 def _draw_map(
     session: topics.TopicSession | None, hide: bool, progress: gr.Progress = gr.Progress(track_tqdm=True)
-) -> Any:
+) -> tuple[Any, ...]:
     """Inputs: session, hide annotations. Outputs: the documents map (its 2-d layout computed the first
-    time, with a progress bar)."""
+    time, with a progress bar), its code and downloads."""
     if session is None:
-        return None
-    session.run.layout(progress=lambda fraction, text: progress(fraction, desc=text))
-    return topics.documents_map(session.run, hide_annotations=bool(hide))
+        return None, *CodePanel.unchanged()
+    run = session.run
+    run.layout(progress=lambda fraction, text: progress(fraction, desc=text))
+    figure = topics.documents_map(run, hide_annotations=bool(hide))
+    code = snippets.topic_map(session.code, "documents", hide_annotations=bool(hide))
+    table = view.topic_rows(run, session.corpus.labels)
+    files = export.topic_files(run, table, {"map": figure}, stem="topics-documents-map", layout=True)
+    return figure, code, files
 
 
 def _linked_topic(session: topics.TopicSession | None, link: dict[str, Any] | None) -> Any:
@@ -237,6 +242,7 @@ def _results_panel(ui: SimpleNamespace) -> None:
         with gr.Column(scale=2):
             ui.topic = gr.Dropdown([], label="Topic", elem_id="topics-topic")
             ui.words = gr.Plot(label="Top words (get_topic)", elem_id="topics-words")
+            ui.words_code = code_panel("topics-words")
         ui.detail = gr.Markdown(elem_id="topics-detail")
     with gr.Row():
         ui.query = gr.Textbox(
@@ -248,6 +254,7 @@ def _results_panel(ui: SimpleNamespace) -> None:
         )
         ui.search = gr.Button("Search", elem_id="topics-search", scale=1)
     ui.found = Table(headers=["topic", "similarity", "name"], interactive=False, elem_id="topics-found")
+    ui.found_code = code_panel("topics-search")
     ui.code = code_panel("topics")
 
 
@@ -256,6 +263,7 @@ def _plot_tabs(ui: SimpleNamespace) -> None:
     with gr.Tab("Documents map", id="topics-map-tab"):
         ui.hide_annotations = gr.Checkbox(True, label="Hide topic annotations")
         ui.documents_map = gr.Plot(elem_id="topics-map")
+        ui.map_code = code_panel("topics-map")
     with gr.Tab("Bar chart"):
         ui.barchart = gr.Plot(elem_id="topics-barchart")
     with gr.Tab("Heatmap"):
@@ -284,6 +292,7 @@ def _datamap_tab(ui: SimpleNamespace) -> None:
         )
         ui.map_status = gr.Markdown(elem_id="topics-datamap-status")
         ui.static = gr.Plot(elem_id="topics-datamap-static")
+        ui.static_code = code_panel("topics-datamap")
         ui.datamap = gr.HTML(elem_id="topics-datamap")
 
 
@@ -317,26 +326,31 @@ def _representations_tab(state: gr.State, settings: Settings) -> None:
             "Compare representations", variant="primary", elem_id="topics-representations-run"
         )
         table = Table(interactive=False, wrap=True, elem_id="topics-representations")
+        panel = code_panel("topics-representations")
 
-    def compare(values: dict[Any, Any], progress: gr.Progress = gr.Progress(track_tqdm=True)) -> pd.DataFrame:
+    def compare(
+        values: dict[Any, Any], progress: gr.Progress = gr.Progress(track_tqdm=True)
+    ) -> tuple[pd.DataFrame, str, list[str]]:
         """Inputs: session, kinds, MMR diversity, generator, topics to label, prompt (read by component).
-        Outputs: the representation table."""
-        run = _session(values[state]).run
+        Outputs: the representation table, code, downloads."""
+        session = _session(values[state])
         if values[generator]:
             check_allowed(values[generator], settings)
-        return topics.compare_representations(
-            run,
-            kinds=tuple(values[kinds] or ()),
-            diversity=float(values[diversity]),
-            generator=values[generator] or None,
-            prompt=values[prompt],
-            max_topics=30,
-            generation_topics=int(values[generation_topics]),
-            progress=lambda fraction, text: progress(fraction, desc=text),
-        )
+        asked = {
+            "kinds": tuple(values[kinds] or ()),
+            "diversity": float(values[diversity]),
+            "generator": values[generator] or None,
+            "prompt": values[prompt],
+            "max_topics": 30,
+            "generation_topics": int(values[generation_topics]),
+        }
+        say = lambda fraction, text: progress(fraction, desc=text)  # noqa: E731
+        result = topics.compare_representations(session.run, **asked, progress=say)
+        code = snippets.topic_representations(session.code, **asked)
+        return result, code, export.representations_files(result, asked)
 
     inputs = {state, kinds, diversity, generator, generation_topics, prompt}
-    on(run_button.click, compare, inputs, table, gpu=True, time_factor=LONG_JOB)
+    on(run_button.click, compare, inputs, [table, *panel.outputs], gpu=True, time_factor=LONG_JOB)
 
 
 # -- wiring ------------------------------------------------------------------------------------------------
@@ -514,18 +528,25 @@ def _wire_fit(ui: SimpleNamespace, settings: Settings) -> None:
     for done in (fitted, refitted, linked):
         # The figures follow the table; the documents map lays the documents out in 2-d the first time.
         on(done.then, draw_figures, ui.state, [ui.barchart, ui.heatmap, ui.hierarchy, ui.code.files])
-        on(done.then, _draw_map, [ui.state, ui.hide_annotations], ui.documents_map)
+        on(done.then, _draw_map, [ui.state, ui.hide_annotations], [ui.documents_map, *ui.map_code.outputs])
     on(ui.cancel.click, None, cancels=[fitted, refitted, linked])
 
 
 def _wire_results(ui: SimpleNamespace) -> None:
-    def show_topic(session: topics.TopicSession | None, topic: int | None) -> tuple[Any, str]:
-        """Inputs: session, topic. Outputs: the topic's word bars, its representative documents."""
+    def show_topic(session: topics.TopicSession | None, topic: int | None) -> tuple[Any, ...]:
+        """Inputs: session, topic. Outputs: the topic's word bars, its representative documents, code,
+        downloads."""
         if session is None or topic is None:
-            return None, ""
+            return None, "", *CodePanel.unchanged()
         run, topic = session.run, int(topic)
-        bars = topics.word_bars(topics.topic_words(run, topic), run.topic_name(topic))
-        return bars, view.detail_markdown(run, topic)
+        words, name = topics.topic_words(run, topic), run.topic_name(topic)
+        bars = topics.word_bars(words, name)
+        return (
+            bars,
+            view.detail_markdown(run, topic),
+            snippets.topic_words(session.code, topic),
+            export.topic_words_files(topic, name, words, bars),
+        )
 
     def pick_row(session: topics.TopicSession | None, event: gr.SelectData) -> Any:
         """Inputs: session, the clicked table row. Outputs: the topic picker, set to that row's topic."""
@@ -534,28 +555,38 @@ def _wire_results(ui: SimpleNamespace) -> None:
         row = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         return gr.update(value=int(session.run.info["Topic"].iloc[int(row)]))
 
-    def search(session: topics.TopicSession | None, text: str) -> pd.DataFrame:
-        """Inputs: session, query. Outputs: the closest topics."""
-        return view.search_table(topics.search(_session(session).run, text, 5))
+    def search(session: topics.TopicSession | None, text: str) -> tuple[pd.DataFrame, str, list[str]]:
+        """Inputs: session, query. Outputs: the closest topics, code, downloads."""
+        session, query = _session(session), (text or "").strip()
+        found = topics.search(session.run, query, 5)
+        code = snippets.topic_search(session.code, query, 5)
+        return view.search_table(found), code, export.topic_search_files(query, found)
 
-    on(ui.topic.change, show_topic, [ui.state, ui.topic], [ui.words, ui.detail])
+    on(ui.topic.change, show_topic, [ui.state, ui.topic], [ui.words, ui.detail, *ui.words_code.outputs])
     on(ui.table.select, pick_row, ui.state, ui.topic)
     for trigger in (ui.search.click, ui.query.submit):
-        on(trigger, search, [ui.state, ui.query], ui.found, gpu=True)
-    on(ui.hide_annotations.change, _draw_map, [ui.state, ui.hide_annotations], ui.documents_map)
+        on(trigger, search, [ui.state, ui.query], [ui.found, *ui.found_code.outputs], gpu=True)
+    map_outputs = [ui.documents_map, *ui.map_code.outputs]
+    on(ui.hide_annotations.change, _draw_map, [ui.state, ui.hide_annotations], map_outputs)
 
 
 def _wire_maps(ui: SimpleNamespace) -> None:
-    def draw_static(session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()) -> Any:
-        """Inputs: session. Outputs: datamapplot's static figure."""
+    def draw_static(
+        session: topics.TopicSession | None, progress: gr.Progress = gr.Progress()
+    ) -> tuple[Any, str, list[str]]:
+        """Inputs: session. Outputs: datamapplot's static figure, its code and downloads."""
         import matplotlib.pyplot as plt
 
-        run = _session(session).run
+        session = _session(session)
+        run = session.run
         run.layout(progress=lambda fraction, text: progress(fraction, desc=text))
         progress(0.5, desc="datamapplot: placing labels")
         figure = topics.datamap_static(run)
         plt.close(figure)  # Gradio renders it after this returns; pyplot need not keep it
-        return figure
+        progress(0.8, desc="Writing the downloads (PNG, SVG)")
+        table = view.topic_rows(run, session.corpus.labels)
+        files = export.topic_files(run, table, {"datamap": figure}, stem="topics-datamap", layout=True)
+        return figure, snippets.topic_map(session.code, "datamap"), files
 
     def build_map(
         session: topics.TopicSession | None, extras: bool, progress: gr.Progress = gr.Progress()
@@ -569,5 +600,5 @@ def _wire_maps(ui: SimpleNamespace) -> None:
         status = view.map_status(page, path, time.perf_counter() - started)
         return view.map_frame(page), status, session.downloads()
 
-    on(ui.static_button.click, draw_static, ui.state, ui.static)
+    on(ui.static_button.click, draw_static, ui.state, [ui.static, *ui.static_code.outputs])
     on(ui.map_button.click, build_map, [ui.state, ui.map_extras], [ui.datamap, ui.map_status, ui.downloads])
