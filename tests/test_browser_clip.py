@@ -172,6 +172,11 @@ def test_tiny_random_clip_zero_shot_chart_and_the_books_matrix(page) -> None:
         "() => document.querySelectorAll('#clip-heat td.cell').length === 9", timeout=TIMEOUT
     )
     assert page.locator("#clip-heat img").count() == 3
+    # Its code and downloads, beside it: the heat map as PNG and SVG, the matrix as CSV.
+    page.locator("#clip-matrix-code-panel").get_by_text("Show the code · download").click()
+    page.locator('#clip-matrix-downloads [aria-label="clip-matrix-heatmap.svg"]').wait_for(timeout=TIMEOUT)
+    assert page.locator('#clip-matrix-downloads [aria-label="clip-matrix-matrix.csv"]').count() == 1
+    assert "clip.similarity_matrix(IMAGES, CAPTIONS, model)" in page.locator("#clip-matrix-code").inner_text()
     page.get_by_role("tab", name="Zero-shot labels").click()
     page.locator("#clip-labels textarea").fill("cat\ncat")
     page.locator("#clip-classify").click()

@@ -63,6 +63,9 @@ def test_fit_the_default_corpus_then_table_map_and_offline_datamap(page):
     assert "NMI" in page.locator("#topics-agreement").inner_text()
     page.locator("#topics-map .js-plotly-plot").wait_for(timeout=TIMEOUT)
     assert "documents shown" in page.locator("#topics-map").inner_text()
+    page.locator("#topics-map-code-panel").get_by_text("Show the code · download").click()
+    page.locator('#topics-map-downloads [aria-label="topics-documents-map.json"]').wait_for(timeout=TIMEOUT)
+    assert "topics.documents_map(run" in page.locator("#topics-map-code").inner_text()
 
     page.locator("#topics-query input, #topics-query textarea").first.fill("football")
     page.locator("#topics-search").click()
