@@ -421,6 +421,29 @@ def tokenizer_files(results: Sequence[Any], statistics: Table) -> list[str]:
     return write("tokens", tables=tables, data=data)
 
 
+def boundaries_files(text: str, first: Any, second: Any, result: Any) -> list[str]:
+    """Where two tokenizers cut a text: each offset where a token starts, and which cut there (CSV, JSON)."""
+    cut_by = {**{o: "both" for o in result.both}, **{o: first.name for o in result.only_a}}
+    cut_by |= {o: second.name for o in result.only_b}
+    rows = [[offset, text[offset : offset + 1], cut_by[offset]] for offset in sorted(cut_by)]
+    return write(
+        "boundaries",
+        tables={"boundaries": (["offset", "character", "token starts in"], rows)},
+        data={"text": text, "a": first.name, "b": second.name, **dataclasses.asdict(result)},
+    )
+
+
+def chat_files(renderings: Sequence[Any]) -> list[str]:
+    """A conversation through chat templates: every token (CSV) and each rendered text (JSON)."""
+    rows = [
+        [r.name, position, token, id_, special]
+        for r in renderings
+        for position, (token, id_, special) in enumerate(zip(r.tokens, r.ids, r.special))
+    ]
+    headers = ["tokenizer", "position", "token", "id", "special"]
+    return write("chat-template", tables={"tokens": (headers, rows)}, data=list(renderings))
+
+
 def attention_files(result: AttentionResult, layer: int = 0) -> list[str]:
     """Attention: the head view of ``layer`` and one head's heat map (PNG, SVG), the model view (PNG as
     on the page, SVG from the weights), the weights (JSON)."""
@@ -473,6 +496,11 @@ def matrix_table(rows: Sequence[str], columns: Sequence[str], matrix: Any) -> Ta
     """A labelled matrix as a table: a first column of row labels, one column per column label."""
     values = np.round(np.asarray(matrix, dtype=np.float64), 5)
     return ["", *columns], [[label, *row] for label, row in zip(rows, values.tolist())]
+
+
+def structure_files(structure: Any, model: str) -> list[str]:
+    """The model's structure: its module tree and the numbers beside it (JSON)."""
+    return write("structure", data={"model": model, **dataclasses.asdict(structure)})
 
 
 def similarity_files(sentences: Sequence[str], matrix: np.ndarray, figure: Any, model: str) -> list[str]:
@@ -641,6 +669,23 @@ def finetune_files(snapshot: Mapping[str, Any], figure: Any) -> list[str]:
         figures={"loss": figure},
         tables={"losses": (["step", "training loss", "held-out loss"], rows)},
         data=public,
+    )
+
+
+def finetune_preview_files(plan: Any, preview: Any) -> list[str]:
+    """The check before a run: each previewed token and whether it counts for the loss (CSV), the plan
+    and the preview (JSON; the settings without the server's output folder)."""
+    rows = [
+        [number, position, text, role]
+        for number, example in enumerate(preview.examples)
+        for position, (text, role) in enumerate(example.pieces)
+    ]
+    planned = jsonable(plan)
+    planned["config"] = {k: v for k, v in planned["config"].items() if k != "output_dir"}
+    return write(
+        "finetune-preview",
+        tables={"tokens": (["example", "position", "token", "for the loss"], rows)},
+        data={"plan": planned, "preview": preview},
     )
 
 

@@ -126,6 +126,47 @@ print(book_tokens)
     return _join(stamp("Tokenizer comparison", stamped), lab, book)
 
 
+def boundaries(text: str, a: str, b: str) -> str:
+    """Where two tokenizers cut the same text (``result``: character offsets where a token starts)."""
+    lab = f"""
+from lab import tokens
+
+TEXT = {text!r}
+first, second = tokens.tokenize(TEXT, {a!r}), tokens.tokenize(TEXT, {b!r})
+result = tokens.boundaries(first, second)  # offsets where a token starts: in both, only in one
+print("both cut at:", result.both)
+print("only in", {a!r}, result.only_a)
+print("only in", {b!r}, result.only_b)
+"""
+    return _join(stamp("Token boundaries", [(a, "tokenizer", None), (b, "tokenizer", None)]), lab)
+
+
+def chat_template(names: Sequence[str], messages: Sequence[Mapping[str, str]]) -> str:
+    """A conversation through each tokenizer's chat template (``renderings[name].text`` and its tokens)."""
+    names = list(names)
+    lab = f"""
+from lab import tokens
+
+MESSAGES = {[dict(m) for m in messages]!r}
+renderings = {{name: tokens.render_chat(name, MESSAGES) for name in {names!r}}}
+for name, rendering in renderings.items():
+    print(f"{{name}}: {{len(rendering.ids)}} tokens")
+    print(rendering.text)
+"""
+    book = ""
+    if names:
+        book = f"""
+# The book's way (chapter 6): the tokenizer applies its own template.
+from transformers import AutoTokenizer
+from lab import models
+
+tokenizer = AutoTokenizer.from_pretrained(models.locate({names[0]!r}, "tokenizer"))
+book_text = tokenizer.apply_chat_template(MESSAGES, tokenize=False)
+"""
+    stamped = [(name, "tokenizer", None) for name in names]
+    return _join(stamp("Chat template", stamped), lab, book)
+
+
 def _is_transformers_tokenizer(name: str) -> bool:
     """Whether ``AutoTokenizer`` can open ``name`` here (tiktoken encodings and missing ones cannot)."""
     try:
@@ -204,6 +245,26 @@ for layer, row in enumerate(rows):
     print(layer, [cell[0][0] for cell in row])
 """
     return _join(stamp("Logit lens", [(model, "model", None)]), lab)
+
+
+def structure(model: str) -> str:
+    """The model's module tree with parameter counts, and the numbers a reader looks for (``structure``)."""
+    lab = f"""
+from lab import attention
+
+MODEL = {model!r}
+structure = attention.structure(MODEL)
+print(structure.tree)  # print(model), four levels deep, with parameter counts
+print(f"{{structure.parameters:,}} parameters, {{structure.layers}} layers, {{structure.heads}} heads")
+"""
+    book = """
+# The book's way (chapter 3): print the model.
+from transformers import AutoModelForCausalLM
+from lab import models
+
+print(AutoModelForCausalLM.from_pretrained(models.locate(MODEL)))
+"""
+    return _join(stamp("Model structure", [(model, "model", None)]), lab, book)
 
 
 def similarity(sentences: Sequence[str], model: str) -> str:
@@ -461,16 +522,20 @@ IMAGE = {str(image)!r}  # the image of the page: put your copy's path here
 FINETUNE_PACKAGES = ("torch", "transformers", "peft", "accelerate")
 
 
+def _finetune_config(config: Mapping[str, Any]) -> str:
+    """``config = finetune.FineTuneConfig.from_dict({...})`` with every setting but the output folder."""
+    values = {name: value for name, value in config.items() if name != "output_dir"}
+    arguments = "".join(f"\n    {name!r}: {value!r}," for name, value in values.items())
+    return f"config = finetune.FineTuneConfig.from_dict({{{arguments}\n}})"
+
+
 def finetune_run(config: Mapping[str, Any], method: str | None = None) -> str:
     """A fine-tuning run with the settings it ran with (``result.losses``: the training loss curve), then
     peft's LoRA with the training loop written out (``book_losses``); ``method`` is what ran."""
-    values = {name: value for name, value in config.items() if name != "output_dir"}
-    arguments = "".join(f"\n    {name!r}: {value!r}," for name, value in values.items())
     lab = f"""
 from lab import finetune
 
-config = finetune.FineTuneConfig.from_dict({{{arguments}
-}})
+{_finetune_config(config)}
 result = finetune.start(config).wait()  # trains in its own process; a script needs no main guard
 print(result.status, result.method)
 print("loss by step:", [round(loss, 4) for _, loss in result.losses])
@@ -481,6 +546,28 @@ print("adapter:", result.adapter_dir)
         "Fine-tuning run", [(model, "model", None)], seed=config.get("seed"), packages=FINETUNE_PACKAGES
     )
     return _join(header, lab, book_code.finetune_run(config, method))
+
+
+def finetune_preview(config: Mapping[str, Any]) -> str:
+    """The check before a run: its plan, and the first chats as the model reads them (``preview``)."""
+    lab = f"""
+from lab import finetune
+
+{_finetune_config(config)}
+plan = finetune.plan(config)  # checks the settings against the model and data, estimates; loads no weights
+preview = finetune.preview(config, 3)  # the first chats through the chat template, token by token
+print(plan.summary())
+for example in preview.examples:
+    counted = sum(role == "loss" for _, role in example.pieces)
+    print(f"{{example.tokens}} tokens, {{counted}} count for the loss:", example.text)
+"""
+    header = stamp(
+        "Fine-tuning data preview and plan",
+        [(str(config.get("base_model")), "model", None)],
+        seed=config.get("seed"),
+        packages=FINETUNE_PACKAGES,
+    )
+    return _join(header, lab)
 
 
 def finetune_compare(prompt: str, base_model: str | None, adapter: str, max_new_tokens: int) -> str:

@@ -248,6 +248,7 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
         structure_run = gr.Button("Show the structure", elem_id="fwd-structure-run")
         summary = gr.Markdown(elem_id="fwd-structure-summary")
         tree = gr.Code(language=None, label="print(model), with parameter counts", elem_id="fwd-tree")
+        structure_panel = code_panel("fwd-structure")
     with explained(
         "The KV cache: generation with and without it",
         "Without the cache, every new token recomputes keys and values for the whole text; with "
@@ -298,11 +299,13 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
         code = snippets.logit_lens(prompt or "", model_id)
         return view.logit_lens_table(rows, tokens), code, export.logit_lens_files(rows, tokens)
 
-    def show_structure(model_id: str) -> tuple[str, str]:
-        """Inputs: model. Outputs: a summary (markdown), print(model) with parameter counts."""
+    def show_structure(model_id: str) -> tuple[str, str, str, list[str]]:
+        """Inputs: model. Outputs: a summary (markdown), print(model) with parameter counts, code,
+        downloads."""
         check_allowed(model_id, settings)
         s = attn.structure(model_id)
-        return view.structure_summary(s), s.tree
+        code = snippets.structure(model_id)
+        return view.structure_summary(s), s.tree, code, export.structure_files(s, model_id)
 
     def free_generate(model_id: str, prompt: str, count: float) -> Any:
         """Inputs: model, prompt, new tokens. Outputs: the generated text, growing."""
@@ -340,7 +343,8 @@ def _forward_section(demo: gr.Blocks, settings: Settings, sections: gr.Tabs) -> 
     opened = [sections, lens_section]
     on(arrived.ready, lambda: (gr.Tabs(selected="att-forward"), gr.Accordion(open=True)), None, opened)
     on(arrived.ready, run_lens, [model, prompt], [lens, *lens_panel.outputs], gpu=True)
-    on(structure_run.click, show_structure, [model], [summary, tree], gpu=True)
+    structure_outputs = [summary, tree, *structure_panel.outputs]
+    on(structure_run.click, show_structure, [model], structure_outputs, gpu=True)
     free_event = on(free_run.click, free_generate, [model, prompt, free_tokens], free_text, generates=True)
     on(free_stop.click, None, None, None, cancels=[free_event])
     kv_event = on(kv_run.click, kv_cache, [model, prompt, new_tokens], [generated, timings], gpu=True)

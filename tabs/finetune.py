@@ -183,6 +183,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     panel = code_panel("ft")
     with gr.Accordion("The data as the model reads it", open=False):
         preview_box = gr.HTML(elem_id="ft-preview")
+        preview_panel = code_panel("ft-preview")
     gr.Markdown(
         "### Before and after\nThe same prompt through the base model and through base + adapter (merged, "
         "as the book does), greedy decoding. The book's prompt is preset."
@@ -221,13 +222,19 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         default = [n for n in finetune.BOOK_TARGET_MODULES if n in names] or names[:2]
         return gr.update(choices=names, value=kept or default)
 
-    def check_run(values: dict[Any, Any]) -> tuple[str, str]:
-        """Inputs: the form. Outputs: the plan (Markdown) and the data preview (HTML)."""
+    def check_run(values: dict[Any, Any]) -> tuple[str, str, str, list[str]]:
+        """Inputs: the form. Outputs: the plan (Markdown), the data preview (HTML), code, downloads."""
         config = to_config(form, values, settings)
         chats = finetune.load_conversations(
             config.dataset, config.max_examples, config.eval_examples, config.seed
         )
-        return finetune.plan(config, chats).summary(), view.preview_html(finetune.preview(config, 3, chats))
+        plan, preview = finetune.plan(config, chats), finetune.preview(config, 3, chats)
+        return (
+            plan.summary(),
+            view.preview_html(preview),
+            snippets.finetune_preview(config.to_dict()),
+            export.finetune_preview_files(plan, preview),
+        )
 
     async def run(values: dict[Any, Any], request: gr.Request) -> AsyncIterator[tuple[Any, ...]]:
         """Inputs: the form and the page's job. Outputs: job, status, progress, loss curve, log, zip, the run
@@ -332,7 +339,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         form["target_modules"],
         **PREPARE,
     )
-    on(check.click, check_run, set(form.values()), [plan_box, preview_box], **PREPARE)
+    on(check.click, check_run, set(form.values()), [plan_box, preview_box, *preview_panel.outputs], **PREPARE)
     run_outputs = [job_state, status, progress, plot, logs, download, run_state, plan_box]
     started = on(start.click, run, {job_state, *form.values()}, run_outputs)
     on(cancel.click, stop, job_state, [status, progress, plot], cancels=[started])

@@ -107,6 +107,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             )
             compare_btn = gr.Button("Compare boundaries", elem_id="tok-compare")
         boundary_html = gr.HTML(elem_id="token-boundaries")
+        boundary_panel = code_panel("tok-boundaries")
 
     with explained(
         "Chat templates: what a chat model really reads",
@@ -132,6 +133,7 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             )
         chat_btn = gr.Button("Render the template", elem_id="tok-chat")
         chat_html = gr.HTML(elem_id="chat-template")
+        chat_panel = code_panel("tok-chat")
 
     def tokenize_steps(
         text: str, names: list[str], show_ws: bool, show_ids: bool, progress: gr.Progress, code: bool
@@ -203,16 +205,24 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         return gr.update(choices=model_choices(choices), value=current), ""
 
     @user_errors
-    def boundary_view(text: str, a: str, b: str) -> str:
+    def boundary_view(text: str, a: str, b: str) -> tuple[str, str, list[str]]:
+        """Inputs: text, tokenizers A and B. Outputs: where they cut (HTML), code, downloads."""
         clean, _ = tokens.prepare_text(text or "", settings.max_text_chars)
         first, second = tokens.tokenize(clean, a), tokens.tokenize(clean, b)
         for result in (first, second):
             if result.error:
                 raise gr.Error(result.error)
-        return render.boundaries_view(clean, first, second, tokens.boundaries(first, second))
+        cut = tokens.boundaries(first, second)
+        return (
+            render.boundaries_view(clean, first, second, cut),
+            snippets.boundaries(clean, a, b),
+            export.boundaries_files(clean, first, second, cut),
+        )
 
     @user_errors
-    def chat_view(names: list[str], conversation: str) -> str:
+    def chat_view(names: list[str], conversation: str) -> tuple[str, Any, Any]:
+        """Inputs: tokenizers, conversation (JSON). Outputs: each template's rendering (HTML), code,
+        downloads (of the tokenizers that have a template here)."""
         try:
             messages = json.loads(conversation or "[]")
         except json.JSONDecodeError as error:
@@ -230,13 +240,17 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
             raise gr.Error(
                 'The conversation must be a non-empty list like [{"role": "user", "content": "Hi"}].'
             )
-        views = []
+        views, rendered = [], []
         for name in names or []:
             try:
-                views.append(render.chat_view(tokens.render_chat(name, messages)))
+                rendered.append(tokens.render_chat(name, messages))
+                views.append(render.chat_view(rendered[-1]))
             except (catalog.ModelUnavailable, ValueError) as error:
                 views.append(render.token_column(tokens.Tokenization(name=name, error=str(error)), ""))
-        return "".join(views)
+        if not rendered:
+            return "".join(views), *chat_panel.unchanged()
+        code = snippets.chat_template([r.name for r in rendered], messages)
+        return "".join(views), code, export.chat_files(rendered)
 
     def restore_names(requested: list[str]) -> Any:
         """A link's tokenizers, added to the choices (the link was checked by lab.links)."""
@@ -264,10 +278,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     names.change(None, [text, names], None, js=sync, api_visibility="private")
     add.click(add_tokenizer, [hub_id, names], [names, hub_id], api_visibility="private", **CPU_EVENT)
     hub_id.submit(add_tokenizer, [hub_id, names], [names, hub_id], api_visibility="private", **CPU_EVENT)
+    boundary_outputs = [boundary_html, *boundary_panel.outputs]
     compare_btn.click(
-        boundary_view, [text, first, second], boundary_html, api_visibility="private", **CPU_EVENT
+        boundary_view, [text, first, second], boundary_outputs, api_visibility="private", **CPU_EVENT
     )
-    chat_btn.click(chat_view, [chat_names, conversation], chat_html, api_visibility="private", **CPU_EVENT)
+    chat_outputs = [chat_html, *chat_panel.outputs]
+    chat_btn.click(chat_view, [chat_names, conversation], chat_outputs, api_visibility="private", **CPU_EVENT)
 
     arrived.ready(first_view, inputs, [columns, stats, *panel.outputs], api_visibility="private", **CPU_EVENT)
 

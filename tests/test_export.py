@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lab import attention_view, export
+from lab import attention_view, export, tokens
 from lab.attention import AttentionResult, NextToken
 from lab.clip.zero_shot import ZeroShot
 from lab.embeddings import StaticVsContextual
@@ -45,6 +45,22 @@ def test_tokenizer_export_writes_the_statistics_and_tokens_csv_and_json():
                                 ["gpt2", "1", " world", "995"]]  # fmt: skip
     assert tables["statistics"][1] == ["gpt2", "2"]
     assert json.loads(files[".json"][0].read_text())[0]["tokens"] == ["Hello", " world"]
+
+
+def test_boundary_and_chat_template_exports_list_every_cut_and_token():
+    first = Tokenization("gpt2", tokens=["Hello", " world"], ids=[15496, 995])
+    second = Tokenization("bert", tokens=["hello", "world"], ids=[7592, 2088])
+    cut = tokens.Boundaries(both=[0], only_a=[5], only_b=[6])
+    files = by_suffix(export.boundaries_files("Hello world", first, second, cut))
+    assert rows(files[".csv"][0]) == [["offset", "character", "token starts in"], ["0", "H", "both"],
+                                      ["5", " ", "gpt2"], ["6", "w", "bert"]]  # fmt: skip
+    assert json.loads(files[".json"][0].read_text())["only_b"] == [6]
+    chat = tokens.ChatRendering("smol", "<|im_start|>user\nHi", ["<|im_start|>", "user", "\n", "Hi"],
+                                [1, 4093, 198, 17830], [True, False, False, False])  # fmt: skip
+    files = by_suffix(export.chat_files([chat]))
+    table = rows(files[".csv"][0])
+    assert table[1] == ["smol", "0", "<|im_start|>", "1", "True"] and len(table) == 1 + 4
+    assert json.loads(files[".json"][0].read_text())[0]["text"] == chat.text
 
 
 def test_attention_export_draws_the_head_view_and_the_model_view_as_png_and_svg(attention_result):
@@ -77,6 +93,15 @@ def test_logit_lens_export_has_one_row_per_layer_and_position():
     table = rows(files[".csv"][0])
     assert len(table) == 1 + 4 and table[-1] == ["1", "1", " capital", "Paris", "0.8"]
     assert set(json.loads(files[".json"][0].read_text())) == {"tokens", "rows"}
+
+
+def test_structure_export_keeps_the_tree_and_its_numbers():
+    from lab.attention import Structure
+
+    tree = "LlamaForCausalLM (134,515,008)\n  model: LlamaModel (134,515,008)"
+    files = by_suffix(export.structure_files(Structure(tree, 134_515_008, 49152, 576, 30, 9, 3), "smollm2"))
+    data = json.loads(files[".json"][0].read_text())
+    assert data["tree"] == tree and data["parameters"] == 134_515_008 and data["kv_heads"] == 3
 
 
 def test_similarity_export_has_the_heatmap_and_the_matrix():

@@ -414,6 +414,22 @@ def test_preview_renders_the_chat_template_with_special_tokens_and_counts(tiny_l
     assert '<span class="special">&lt;|im_start|&gt;</span>' in page
 
 
+def test_the_check_exports_each_previewed_token_for_the_loss_and_the_plan(tiny_llama, tmp_path, chats_file):
+    from lab import export
+    from tests.helpers import by_suffix, rows
+
+    config = tiny(tiny_llama, tmp_path, chats_file)
+    plan, shown = finetune.plan(config), finetune.preview(config, n=2)
+    files = by_suffix(export.finetune_preview_files(plan, shown))
+    table = rows(files[".csv"][0])
+    assert table[0] == ["example", "position", "token", "for the loss"]
+    first = [row[2] for row in table[1:] if row[0] == "0"]
+    assert "".join(first) == shown.examples[0].text and {row[3] for row in table[1:]} == {"loss"}
+    data = json.loads(files[".json"][0].read_text())
+    assert data["plan"]["total_steps"] == plan.total_steps and "output_dir" not in data["plan"]["config"]
+    assert data["preview"]["examples"][1]["tokens"] == shown.examples[1].tokens
+
+
 def test_book_template_renders_as_the_book_shows(tiny_llama):
     from lab import models
 

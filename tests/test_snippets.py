@@ -34,6 +34,7 @@ SENTENCES = ["I love eating fresh bread.", "The stock market fell today.", "Kitt
 TINY_BLIP2 = "tiny/random-blip2"
 TEMPLATE = "a photo of {}"
 SAMPLED = {"method": "sampling", "temperature": 1.0, "top_p": 0.9, "max_new_tokens": 12, "seed": 1234}
+CHAT = "HuggingFaceTB/SmolLM2-135M-Instruct"
 WORDS = ["king", "queen", "man", "woman", "prince", "apple", "banana", "orange", "Paris", "London"]
 BANK = [
     "We sat on the bank of the river.",
@@ -45,9 +46,12 @@ CAPTIONS = ["a puppy in the grass", "a cat on a sofa", "a red car"]
 # What the fresh process reports for each snippet: expressions over the snippet's own variables.
 REPORT = {
     "tokenizers": "{name: t.tokens for name, t in results.items()} | {'book': book_tokens}",
+    "boundaries": "{'both': result.both, 'only_a': result.only_a, 'only_b': result.only_b}",
+    "chat_template": "[{'text': r.text, 'ids': r.ids, 'book': book_text} for r in renderings.values()][0]",
     "attention": "{'shape': list(result.weights.shape), 'book': list(attentions.shape), 'tokens': result.tokens}",  # noqa: E501
     "next_token": "{'top': result.tokens[0], 'p': result.raw[0], 'book': [top_token, top_probability]}",
     "logit_lens": "[[cell[0][0] for cell in row] for row in rows]",
+    "structure": "{'tree': structure.tree, 'parameters': structure.parameters}",
     "similarity": "{'lab': matrix.round(4).tolist(), 'book': book_matrix.round(4).tolist()}",
     "topics": "{'n_topics': run.n_topics, 'topics': run.topics, 'book': [int(t) for t in book_topics]}",
     "clip_search": "{'lab': hits, 'book': book_hits}",
@@ -63,6 +67,7 @@ REPORT = {
     "neighbours": "neighbours",
     "static_vs_contextual": "{'static': result.static.tolist(), 'contextual': result.contextual.tolist()}",
     "clip_matrix": "matrix.tolist()",
+    "finetune_preview": "{'steps': plan.total_steps, 'pieces': [e.pieces for e in preview.examples]}",
 }
 
 RUNNER = """
@@ -102,6 +107,8 @@ def lab_and_snippets(
     )  # fmt: skip
     names = ["gpt2", "Xenova/gpt-4", "bert-base-uncased"]
     compared = {t.name: t.tokens for t in tokens.compare(TEXT, names, max_chars=20_000)}
+    cut = tokens.boundaries(*(tokens.tokenize(TEXT, name) for name in names[:2]))
+    chat = tokens.render_chat(CHAT, tokens.DEFAULT_CONVERSATION)
     cells = attention.attention(TEXT.splitlines()[0], MINILM)
     result = attention.distribution(
         attention.next_token_logits("The capital of France is", SMOLLM2), SMOLLM2, k=5
@@ -141,9 +148,12 @@ def lab_and_snippets(
     )  # fmt: skip
     return {
         "tokenizers": (compared, snippets.tokenizers(TEXT, names, 20_000)),
+        "boundaries": (cut, snippets.boundaries(TEXT, *names[:2])),
+        "chat_template": (chat, snippets.chat_template([CHAT], tokens.DEFAULT_CONVERSATION)),
         "attention": (cells, snippets.attention(TEXT.splitlines()[0], MINILM)),
         "next_token": (result, snippets.next_token("The capital of France is", SMOLLM2, 5, 1.0, 1.0)),
         "logit_lens": (lens, snippets.logit_lens("The capital of France is", SMOLLM2)),
+        "structure": (attention.structure(SMOLLM2), snippets.structure(SMOLLM2)),
         "similarity": (embeddings.similarity(SENTENCES, MINILM), snippets.similarity(SENTENCES, MINILM)),
         "topics": (run, fit_code),
         "documents_map": (run.layout(), snippets.topic_map(fit_code, "documents")),
@@ -162,6 +172,9 @@ def lab_and_snippets(
         # compare before finetune: the book's training loop sets the runner's torch threads to the run's one
         "compare": (pair, snippets.finetune_compare("Item 3?", None, str(trained.adapter_dir), 8)),
         "finetune": (trained, snippets.finetune_run(config.to_dict(), trained.method)),
+        "finetune_preview": (
+            (finetune.plan(config), finetune.preview(config, 3)), snippets.finetune_preview(config.to_dict())
+        ),
     }  # fmt: skip
 
 
@@ -218,6 +231,14 @@ def test_tokenizer_snippet_gives_the_same_tokens(lab_and_snippets, replayed):
     assert book == compared["gpt2"]  # the book's decode-each-id loop gives the lab's gpt2 column
 
 
+def test_boundary_and_chat_template_snippets_give_the_same_cuts_and_template(lab_and_snippets, replayed):
+    cut, _ = lab_and_snippets["boundaries"]
+    assert replayed["boundaries"] == {"both": cut.both, "only_a": cut.only_a, "only_b": cut.only_b}
+    chat, _ = lab_and_snippets["chat_template"]
+    assert replayed["chat_template"]["text"] == chat.text and replayed["chat_template"]["ids"] == chat.ids
+    assert replayed["chat_template"]["book"] == chat.text  # the tokenizer's own apply_chat_template
+
+
 def test_attention_snippet_gives_the_same_shape_with_the_lab_and_with_transformers(
     lab_and_snippets, replayed
 ):
@@ -239,6 +260,11 @@ def test_next_token_snippet_gives_the_same_top_token_and_probability(lab_and_sni
 def test_logit_lens_snippet_gives_the_same_rows(lab_and_snippets, replayed):
     lens, _ = lab_and_snippets["logit_lens"]
     assert replayed["logit_lens"] == [[cell[0][0] for cell in row] for row in lens]
+
+
+def test_structure_snippet_gives_the_same_tree_and_parameter_count(lab_and_snippets, replayed):
+    shown, _ = lab_and_snippets["structure"]
+    assert replayed["structure"] == {"tree": shown.tree, "parameters": shown.parameters}
 
 
 def test_similarity_snippet_gives_the_same_matrix_with_sentence_transformers_too(lab_and_snippets, replayed):
@@ -351,3 +377,9 @@ def test_tiny_random_llama_compare_snippet_gives_the_same_base_and_tuned_answers
 ):
     pair, _ = lab_and_snippets["compare"]
     assert replayed["compare"] == {"lab": list(pair), "book": list(pair)}
+
+
+def test_finetune_check_snippet_gives_the_same_plan_and_previewed_tokens(lab_and_snippets, replayed):
+    (plan, preview), _ = lab_and_snippets["finetune_preview"]
+    assert replayed["finetune_preview"]["steps"] == plan.total_steps
+    assert replayed["finetune_preview"]["pieces"] == [[list(p) for p in e.pieces] for e in preview.examples]
