@@ -128,6 +128,11 @@ def test_boundaries_and_chat_template_views(page):
     page.locator("#tok-compare").click()
     page.locator("#token-boundaries .legend").wait_for(timeout=TIMEOUT)
     assert "only GPT-2" in page.locator("#token-boundaries").inner_text()
+    page.locator("#tok-boundaries-code-panel").get_by_text("Show the code · download").click()
+    page.locator('#tok-boundaries-downloads [aria-label="boundaries-boundaries.csv"]').wait_for(
+        timeout=TIMEOUT
+    )
+    assert "tokens.boundaries(first, second)" in page.locator("#tok-boundaries-code").inner_text()
     page.get_by_text("Chat templates: what a chat model really reads").click()
     page.locator("#tok-chat").click()
     page.locator('#chat-template .col[data-tokenizer="microsoft/Phi-3-mini-4k-instruct"]').wait_for(
@@ -135,6 +140,8 @@ def test_boundaries_and_chat_template_views(page):
     )
     specials = page.locator("#chat-template .t.special").all_inner_texts()
     assert "<|user|>" in specials and "<|im_start|>" in specials
+    page.locator("#tok-chat-code-panel").get_by_text("Show the code · download").click()
+    page.locator('#tok-chat-downloads [aria-label="chat-template-tokens.csv"]').wait_for(timeout=TIMEOUT)
 
 
 def test_system_panel_lists_the_loaded_tokenizers(page):

@@ -36,6 +36,13 @@ def test_quick_preset_previews_trains_with_a_growing_loss_curve_and_cancels(page
     preview = page.locator("#ft-preview").inner_text()
     assert "Loss on every token" in preview and "learns to stop there" in preview
     assert page.locator("#ft-preview .loss").count() > 10  # every token underlined: it counts
+    page.locator("#ft-preview-code-panel").get_by_text("Show the code · download").click()
+    page.locator('#ft-preview-downloads [aria-label="finetune-preview-tokens.csv"]').wait_for(timeout=TIMEOUT)
+    # The editor draws only the lines in view: the stamp at the top says what the code reproduces.
+    assert (
+        "# Fine-tuning data preview and plan, as LLM Lab showed it."
+        in page.locator("#ft-preview-code").inner_text()
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#ft-preview").screenshot(path=str(ARTIFACTS / "finetune_preview.png"))
 

@@ -65,7 +65,8 @@ def test_fit_the_default_corpus_then_table_map_and_offline_datamap(page):
     assert "documents shown" in page.locator("#topics-map").inner_text()
     page.locator("#topics-map-code-panel").get_by_text("Show the code · download").click()
     page.locator('#topics-map-downloads [aria-label="topics-documents-map.json"]').wait_for(timeout=TIMEOUT)
-    assert "topics.documents_map(run" in page.locator("#topics-map-code").inner_text()
+    # The editor draws only the lines in view: the fit's stamp comes first, the map's lines last.
+    assert "# Topic model, as LLM Lab showed it." in page.locator("#topics-map-code").inner_text()
 
     page.locator("#topics-query input, #topics-query textarea").first.fill("football")
     page.locator("#topics-search").click()
